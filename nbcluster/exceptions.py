@@ -1,0 +1,175 @@
+"""Exceptions a user of nbcluster can catch, with Ray's names as aliases.
+
+Every error that crosses a process boundary is re-raised in the caller as one of
+these, so user code written against Ray's exception names keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NbclusterError(Exception):
+    """Base class of every error raised by the runtime itself."""
+
+
+class TaskError(NbclusterError):
+    """A task or actor method raised; re-raised at ``get`` with the remote traceback.
+
+    ``as_instanceof_cause`` builds a subclass of both this class and the user's
+    exception class, so ``except ValueError`` still catches a remote ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        function_name: str = "",
+        traceback_str: str = "",
+        cause: BaseException | None = None,
+        pid: int | None = None,
+        ip: str | None = None,
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.ip = ip
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f" (pid={self.pid}, ip={self.ip})" if self.pid is not None else ""
+        head = f"{type(self.cause).__name__ if self.cause else 'Error'} in {self.function_name}{where}"
+        return f"{head}\n{self.traceback_str}".rstrip()
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self) -> Any:
+        return (TaskError, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+
+    def as_instanceof_cause(self) -> TaskError:
+        """Return an error that is both a ``TaskError`` and an instance of the cause's class."""
+        cause_cls = type(self.cause) if self.cause is not None else None
+        if cause_cls is None or issubclass(cause_cls, TaskError):
+            return self
+        try:
+            cls = _dual_class(cause_cls)
+            err: TaskError = cls.__new__(cls)
+            TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
+            err.args = getattr(self.cause, "args", err.args)
+            return err
+        except TypeError:  # a cause class that cannot be subclassed (e.g. final, or bad layout)
+            return self
+
+
+_DUAL_CACHE: dict[type, type] = {}
+
+
+def _dual_class(cause_cls: type) -> type:
+    cls = _DUAL_CACHE.get(cause_cls)
+    if cls is None:
+        def _str(self: TaskError) -> str:
+            return TaskError._message(self)
+
+        cls = type(
+            f"TaskError({cause_cls.__name__})",
+            (TaskError, cause_cls),
+            {"__str__": _str, "__reduce__": TaskError.__reduce__, "__module__": __name__},
+        )
+        _DUAL_CACHE[cause_cls] = cls
+    return cls
+
+
+class GetTimeoutError(NbclusterError, TimeoutError):
+    """``get`` did not finish within its timeout."""
+
+
+class TaskCancelledError(NbclusterError):
+    """The task was cancelled with ``cancel`` before it produced a result."""
+
+
+class WorkerCrashedError(NbclusterError):
+    """The worker process running the task died, and no retries were left."""
+
+
+class ActorError(NbclusterError):
+    """Base class of actor failures."""
+
+
+class ActorDiedError(ActorError):
+    """The actor's process died or was killed, and it will not (or can no longer) restart."""
+
+
+class ActorUnavailableError(ActorError):
+    """The actor is restarting; the call may be retried."""
+
+
+class ObjectLostError(NbclusterError):
+    """Every copy of the object is gone and it cannot be rebuilt."""
+
+    def __init__(self, object_ref_hex: str = "", reason: str = "") -> None:
+        self.object_ref_hex = object_ref_hex
+        self.reason = reason
+        super().__init__(f"Object {object_ref_hex} is lost: {reason}" if object_ref_hex else reason)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.object_ref_hex, self.reason))
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object (and held its value or location) died."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """Lineage reconstruction of a lost object failed."""
+
+
+class ObjectStoreFullError(NbclusterError, MemoryError):
+    """The node's object store cannot hold the object, even after spilling."""
+
+
+class OutOfMemoryError(NbclusterError):
+    """The task was killed because its node ran low on memory."""
+
+
+class SerializationError(NbclusterError, TypeError):
+    """A value could not be pickled (or unpickled) to cross a process boundary."""
+
+
+class AuthenticationError(NbclusterError, ConnectionError):
+    """The peer did not prove it holds the cluster token (or we could not prove it)."""
+
+
+class ClusterConnectionError(NbclusterError, ConnectionError):
+    """The cluster (head node) cannot be reached or went away."""
+
+
+# Ray's names, so code written for Ray catches the same errors.
+RayError = NbclusterError
+RayTaskError = TaskError
+RayActorError = ActorDiedError
+RaySystemError = NbclusterError
+ObjectFreedError = ObjectLostError
+
+__all__ = [
+    "ActorDiedError",
+    "ActorError",
+    "ActorUnavailableError",
+    "AuthenticationError",
+    "ClusterConnectionError",
+    "GetTimeoutError",
+    "NbclusterError",
+    "ObjectFreedError",
+    "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectStoreFullError",
+    "OutOfMemoryError",
+    "OwnerDiedError",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "WorkerCrashedError",
+]

@@ -1,0 +1,54 @@
+"""One place for every tunable of the runtime.
+
+Each field can be overridden from the environment as ``NBCLUSTER_<FIELD>`` (upper case), so
+a test or a user can change a knob without touching code, and every process of a cluster
+reads the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class Config:
+    #: Values whose serialized size is below this travel inline in messages and live with
+    #: their owner; larger ones go to the node's shared-memory store.
+    inline_threshold: int = 100 * 1024
+    #: Fraction of RAM given to a node's object store when ``object_store_memory`` is unset.
+    object_store_fraction: float = 0.3
+    #: Directory under which each cluster gets its session directory (token, logs, spill).
+    temp_dir: str = "/tmp/nbcluster"
+    #: Tasks pushed to one leased worker before waiting for replies (pipelining depth).
+    max_tasks_in_flight_per_worker: int = 4
+    #: How long an owner keeps an idle worker lease before giving it back (seconds).
+    idle_lease_timeout_s: float = 0.5
+    #: Default task retries on worker death (Ray's default).
+    task_max_retries: int = 3
+    #: Seconds a connecting peer has to finish the authentication handshake.
+    handshake_timeout_s: float = 5.0
+    #: Largest frame accepted on any connection; larger length prefixes are refused.
+    max_frame_bytes: int = 256 * 1024 * 1024
+    #: Seconds to wait for the head to come up at ``init``.
+    startup_timeout_s: float = 30.0
+    #: Warn once if a task stays unschedulable this long (seconds).
+    infeasible_warning_s: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> Config:
+        cfg = cls()
+        for f in fields(cls):
+            raw = os.environ.get(f"NBCLUSTER_{f.name.upper()}")
+            if raw is None:
+                continue
+            current = getattr(cfg, f.name)
+            setattr(cfg, f.name, type(current)(raw))
+        return cfg
+
+    def replace(self, **changes: object) -> Config:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+CONFIG = Config.from_env()
