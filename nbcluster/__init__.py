@@ -1,0 +1,40 @@
+"""nbcluster: Ray's programming model, born inside the notebook.
+
+The public face. Each name is re-exported from the module that owns it.
+"""
+
+from nbcluster import exceptions as exceptions
+from nbcluster.runtime.api import available_resources as available_resources
+from nbcluster.runtime.api import cancel as cancel
+from nbcluster.runtime.api import cluster_resources as cluster_resources
+from nbcluster.runtime.api import get as get
+from nbcluster.runtime.api import get_gpu_ids as get_gpu_ids
+from nbcluster.runtime.api import get_runtime_context as get_runtime_context
+from nbcluster.runtime.api import init as init
+from nbcluster.runtime.api import is_initialized as is_initialized
+from nbcluster.runtime.api import nodes as nodes
+from nbcluster.runtime.api import put as put
+from nbcluster.runtime.api import remote as remote
+from nbcluster.runtime.api import shutdown as shutdown
+from nbcluster.runtime.api import wait as wait
+from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

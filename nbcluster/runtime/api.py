@@ -1,0 +1,255 @@
+"""The process-global API: ``init``, ``shutdown``, ``get``, ``put``, ``wait``, ``cancel``...
+
+A driver has at most one connection to a cluster at a time. Inside a worker the same
+functions use the worker's own core, so tasks can submit tasks and ``get`` their results.
+"""
+
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import object_ref as object_ref_mod
+from nbcluster.runtime.core_worker import CoreWorker
+from nbcluster.runtime.launcher import HeadProcess, start_head
+from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.remote_function import RemoteFunction
+from nbcluster.runtime.resources import default_object_store_memory, node_resources
+
+log = logging.getLogger("nbcluster")
+
+_lock = threading.RLock()
+_head: HeadProcess | None = None
+_driver: CoreWorker | None = None
+
+
+def _core() -> CoreWorker:
+    core = object_ref_mod.get_core()
+    if core is None:
+        raise RuntimeError("nbcluster is not initialized: call nbcluster.init() first")
+    return core  # type: ignore[no-any-return]
+
+
+def core_for_submit() -> CoreWorker:
+    """The core to submit with, starting a local cluster on first use (as Ray does)."""
+    core = object_ref_mod.get_core()
+    if core is None:
+        init()
+        core = object_ref_mod.get_core()
+    return core  # type: ignore[no-any-return]
+
+
+class InitInfo(dict[str, Any]):
+    """What ``init`` returns: the cluster's address and session, like Ray's context."""
+
+    @property
+    def address_info(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    ignore_reinit_error: bool = True,
+    token: str | None = None,
+    include_dashboard: bool | None = None,
+    namespace: str | None = None,
+    **_ignored: Any,
+) -> InitInfo:
+    """Start a local cluster (or attach to ``address``) and connect this process as a driver.
+
+    Calling it again while connected is harmless — a notebook re-running its first cell
+    should not fail — and returns the existing cluster's information.
+    """
+    global _head, _driver
+    with _lock:
+        if _driver is not None and not _driver.closed:
+            return _info()
+        address = address or os.environ.get("NBCLUSTER_ADDRESS")
+        if address == "local":
+            address = None
+        if address:
+            token = token or os.environ.get("NBCLUSTER_TOKEN")
+            if not token:
+                raise ValueError(
+                    "attaching to a cluster needs its token: init(address, token=...) "
+                    "or NBCLUSTER_TOKEN"
+                )
+            agent_address = address
+        else:
+            res = node_resources(num_cpus, num_gpus, resources)
+            store = object_store_memory or default_object_store_memory()
+            _head = start_head(res, int(store), token=token)
+            agent_address, token = _head.address, _head.token
+        core = CoreWorker("driver", agent_address, token)
+        try:
+            core.start()
+        except BaseException as e:
+            if _head is not None:
+                _head.stop()
+                _head = None
+            if isinstance(e, ClusterConnectionError) or isinstance(e, ConnectionError):
+                raise
+            raise ClusterConnectionError(f"cannot connect to the cluster: {e}") from e
+        core.on_agent_lost = _on_head_lost
+        _driver = core
+        return _info()
+
+
+def _on_head_lost() -> None:
+    log.error("the cluster's head node went away; call nbcluster.init() to start a new one")
+
+
+def _info() -> InitInfo:
+    assert _driver is not None
+    return InitInfo(
+        address=_driver.agent_address,
+        node_id=_driver.node_id,
+        session_dir=_driver.node_info.get("session_dir"),
+    )
+
+
+def is_initialized() -> bool:
+    return object_ref_mod.get_core() is not None
+
+
+def shutdown() -> None:
+    """Disconnect; stop the cluster if this process started it. Safe to call twice."""
+    global _head, _driver
+    with _lock:
+        core, _driver = _driver, None
+        head, _head = _head, None
+        if core is not None:
+            core.shutdown()
+        if head is not None:
+            head.stop()
+
+
+atexit.register(shutdown)
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """``@remote`` or ``@remote(num_cpus=..., ...)`` on a function or a class."""
+
+    def wrap(obj: Any) -> Any:
+        if inspect.isclass(obj):
+            from nbcluster.runtime.actor import ActorClass
+
+            return ActorClass(obj, options)
+        if not callable(obj):
+            raise TypeError("@remote applies to functions and classes")
+        return RemoteFunction(obj, options)
+
+    if len(args) == 1 and not options and callable(args[0]):
+        return wrap(args[0])
+    if args:
+        raise TypeError("@remote takes keyword options only, e.g. @remote(num_cpus=2)")
+    return wrap
+
+
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    return _core().get(refs, timeout)
+
+
+def put(value: Any) -> ObjectRef:
+    return core_for_submit().put(value)
+
+
+def wait(
+    refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    return _core().wait(refs, num_returns, timeout)
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
+    core = _core()
+    core.call_soon(core.submitter.cancel, ref.task_id(), force)
+
+
+def _cluster_info() -> dict[str, Any]:
+    return _core().agent_call("cluster_info", timeout=10)  # type: ignore[no-any-return]
+
+
+def nodes() -> list[dict[str, Any]]:
+    return list(_cluster_info()["nodes"])
+
+
+def cluster_resources() -> dict[str, float]:
+    return dict(_cluster_info()["total"])
+
+
+def available_resources() -> dict[str, float]:
+    return {k: v for k, v in _cluster_info()["available"].items() if v > 0}
+
+
+class RuntimeContext:
+    """What the current process is, and what the running task was given (as Ray's)."""
+
+    def __init__(self, core: CoreWorker) -> None:
+        self._core = core
+
+    def get_node_id(self) -> str:
+        return self._core.node_id
+
+    def get_worker_id(self) -> str:
+        return self._core.worker_id.hex()
+
+    def get_task_id(self) -> str | None:
+        t = self._core.current_task
+        return t.task_id.hex() if t is not None else None
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        t = self._core.current_task
+        return dict(t.resources) if t is not None else {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        t = self._core.current_task
+        return {"GPU": [str(g) for g in t.gpus] if t is not None else []}
+
+    def get_gpu_ids(self) -> list[int]:
+        t = self._core.current_task
+        return list(t.gpus) if t is not None else []
+
+    @property
+    def worker_pid(self) -> int:
+        return os.getpid()
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    def get(self) -> dict[str, Any]:
+        return {
+            "node_id": self.get_node_id(),
+            "worker_id": self.get_worker_id(),
+            "task_id": self.get_task_id(),
+            "worker_pid": os.getpid(),
+        }
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext(_core())
+
+
+def get_gpu_ids() -> list[int]:
+    return get_runtime_context().get_gpu_ids()

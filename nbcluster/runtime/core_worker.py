@@ -1,0 +1,522 @@
+"""The core library every nbcluster process runs: drivers and workers alike.
+
+It owns the process's event loop thread, its server (other processes reach it to borrow
+objects it owns and to push it tasks), its connection to the local node agent, the reference
+table, the task submitter and the reading/writing of the node's shared-memory store.
+
+User threads call ``get``/``put``/``submit`` directly; they touch the reference table under its
+lock and hand I/O to the loop thread with one wake-up per burst, never a round trip per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import pickle
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nbcluster import exceptions as exc
+from nbcluster.runtime import object_ref as object_ref_mod
+from nbcluster.runtime import protocol as P
+from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.ids import put_object_id, random_id
+from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.reference_table import (
+    FAILED,
+    KIND_ERROR,
+    KIND_INLINE,
+    KIND_STORE,
+    PENDING,
+    READY,
+    Entry,
+    ReferenceTable,
+)
+from nbcluster.runtime.store_client import StoreMapping
+from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
+
+log = logging.getLogger("nbcluster.core")
+
+
+def error_bytes(err: BaseException) -> bytes:
+    try:
+        return pickle.dumps(err, protocol=5)
+    except Exception:
+        return pickle.dumps(exc.NbclusterError(f"{type(err).__name__}: {err}"))
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        kind: str,
+        agent_address: str,
+        token: str,
+        *,
+        worker_id: bytes | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.kind = kind
+        self.worker_id = worker_id or random_id()
+        self.token = token
+        self.agent_address = agent_address
+        self.loop = asyncio.new_event_loop()
+        self.endpoint = Endpoint(self.loop, token)
+        install_rpc(self.endpoint)
+        self.conns: dict[str, Connection] = {}
+        self._connecting: dict[str, asyncio.Future[Connection]] = {}
+        self._queued: dict[str, list[Any]] = {}
+        self.address = ""
+        self.node_id = ""
+        self.node_info: dict[str, Any] = {}
+        self.store: StoreMapping | None = None
+        self._pins: dict[bytes, list[Any]] = {}  # oid -> [offset, size, live views]
+        self._pins_lock = threading.Lock()
+        self.closed = False
+        self.executor: Any = None  # set in worker processes (executor.Executor)
+        self.current_task: Any = None  # TaskContext of the running task (workers)
+        self.handoffs: dict[bytes, list[Any]] = {}
+        self._host = host
+        self._thread = threading.Thread(target=self._run_loop, name="nbcluster-io", daemon=True)
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        from nbcluster.runtime.submitter import Submitter
+
+        self.refs: ReferenceTable = None  # type: ignore[assignment]
+        self.submitter = Submitter(self)
+        h = self.endpoint.handlers
+        h[P.HELLO] = self._on_hello
+        h[P.TASK_DONE] = self.submitter.on_task_done
+        h[P.TASK_REQUEUE] = self.submitter.on_requeue
+        h[P.ADD_BORROWER] = self._on_add_borrower
+        h[P.REMOVE_BORROWER] = self._on_remove_borrower
+        h[P.HANDOFF_DONE] = self._on_handoff_done
+        self.endpoint.rpc["get_object"] = self._rpc_get_object
+        self.endpoint.on_close = self._on_conn_closed
+        self.on_agent_lost: Callable[[], None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        object_ref_mod.set_core(self)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.endpoint.loop_thread = threading.get_ident()
+        try:
+            self.loop.run_until_complete(self._startup())
+        except BaseException as e:
+            self._start_error = e
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+
+    async def _startup(self) -> None:
+        server = await self.endpoint.serve(self._host, 0)
+        port = server.sockets[0].getsockname()[1]
+        self.address = f"{self._host}:{port}"
+        self.refs = ReferenceTable(
+            self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
+        )
+        self.agent = await self.connect(self.agent_address)
+        info = await self.agent.call(
+            "register", self.kind, self.worker_id, os.getpid(), self.address
+        )
+        self.node_info = info
+        self.node_id = info["node_id"]
+        self.store = StoreMapping(info["store_path"], info["store_capacity"])
+        self.submitter.start()
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if object_ref_mod.get_core() is self:
+            object_ref_mod.set_core(None)
+
+        def stop() -> None:
+            for c in list(self.conns.values()):
+                c.close()
+            self.loop.call_later(0.05, self.loop.stop)
+
+        try:
+            self.loop.call_soon_threadsafe(stop)
+        except RuntimeError:
+            return
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+
+    # -- threads ----------------------------------------------------------------------------
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self.endpoint.loop_thread
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.on_loop():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def run_sync(self, coro_fn: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run a coroutine on the loop from a user thread and wait for its result."""
+        assert not self.on_loop(), "run_sync from the event loop would deadlock"
+        fut = asyncio.run_coroutine_threadsafe(coro_fn(), self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
+
+    def agent_call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        async def go() -> Any:
+            return await self.agent.call(method, *args)
+
+        return self.run_sync(go, timeout)
+
+    # -- connections ------------------------------------------------------------------------
+    async def connect(self, address: str) -> Connection:
+        conn = self.conns.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        pending = self._connecting.get(address)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Connection] = self.loop.create_future()
+        self._connecting[address] = fut
+        try:
+            host, port = parse_address(address)
+            conn = await self.endpoint.connect(host, port)
+            conn.info["addr"] = address
+            conn.send((P.HELLO, self.address, self.kind, self.worker_id, os.getpid()))
+            self.conns[address] = conn
+            fut.set_result(conn)
+            for msg in self._queued.pop(address, []):
+                conn.send(msg)
+            return conn
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()
+            self._queued.pop(address, None)
+            raise
+        finally:
+            self._connecting.pop(address, None)
+
+    def send_to(self, address: str, msg: Any) -> None:
+        """Send to a process by address, connecting first if needed. Any thread."""
+        conn = self.conns.get(address)
+        if conn is not None and not conn.closed:
+            conn.send(msg)
+            return
+        self.call_soon(self._send_to_loop, address, msg)
+
+    def _send_to_loop(self, address: str, msg: Any) -> None:
+        conn = self.conns.get(address)
+        if conn is not None and not conn.closed:
+            conn.send(msg)
+            return
+        self._queued.setdefault(address, []).append(msg)
+        if address not in self._connecting:
+            task = self.loop.create_task(self.connect(address))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _on_hello(self, conn: Connection, msg: list[Any]) -> None:
+        _, addr, kind, worker_id, pid = msg
+        conn.info.update(addr=addr, kind=kind, worker_id=worker_id, pid=pid)
+        existing = self.conns.get(addr)
+        if existing is None or existing.closed:
+            self.conns[addr] = conn
+
+    def _on_conn_closed(self, conn: Connection) -> None:
+        addr = conn.info.get("addr")
+        if addr and self.conns.get(addr) is conn:
+            del self.conns[addr]
+        if self.closed:
+            return
+        if conn is getattr(self, "agent", None):
+            log.warning("lost the connection to the node agent")
+            if self.on_agent_lost:
+                self.on_agent_lost()
+            return
+        self.submitter.on_conn_closed(conn)
+        if addr:
+            self.refs.drop_borrower_everywhere(addr)
+            self.handoffs_from_dead(addr)
+            err = error_bytes(
+                exc.OwnerDiedError("", f"the owner process at {addr} died or disconnected")
+            )
+            for e in self.refs.borrowed_from(addr):
+                if e.state == PENDING:
+                    self.refs.resolve(e, FAILED, KIND_ERROR, err)
+
+    def handoffs_from_dead(self, addr: str) -> None:
+        for tid in [t for t, v in self.handoffs.items() if v and v[0] == addr]:
+            self.handoffs.pop(tid, None)
+
+    # -- ownership messages -----------------------------------------------------------------
+    def _send_add_borrower(self, e: Entry) -> None:
+        self.send_to(e.owner, (P.ADD_BORROWER, e.oid))
+
+    def _send_remove_borrower(self, e: Entry) -> None:
+        if self.closed:
+            return
+        conn = self.conns.get(e.owner)
+        if conn is not None and not conn.closed:
+            conn.send((P.REMOVE_BORROWER, e.oid))
+
+    def _on_add_borrower(self, conn: Connection, msg: list[Any]) -> None:
+        self.refs.add_borrower(msg[1], conn.info.get("addr", conn.peer))
+
+    def _on_remove_borrower(self, conn: Connection, msg: list[Any]) -> None:
+        self.refs.remove_borrower(msg[1], conn.info.get("addr", conn.peer))
+
+    def _on_handoff_done(self, conn: Connection, msg: list[Any]) -> None:
+        self.handoffs.pop(msg[1], None)
+
+    def _free_owned(self, e: Entry) -> None:
+        """The last reference to an object we own is gone: free every copy."""
+        if self.closed:
+            return
+        if e.state == READY and e.kind == KIND_STORE:
+            self.agent.notify("store_delete", e.oid)
+        e.contained = None
+        if e.state == PENDING and e.spec is not None:
+            self.submitter.on_return_dropped(e)
+
+    def _rpc_get_object(self, conn: Connection, oid: bytes) -> Any:
+        e = self.refs.get(oid)
+        if e is None or not e.owned:
+            return [FAILED, KIND_ERROR, error_bytes(exc.ObjectLostError(oid.hex(), "freed")), 0]
+        if e.state != PENDING:
+            return [e.state, e.kind, e.data, e.size]
+        fut: asyncio.Future[Any] = self.loop.create_future()
+
+        def done(e: Entry) -> None:
+            def set_() -> None:
+                if not fut.done():
+                    fut.set_result([e.state, e.kind, e.data, e.size])
+
+            self.call_soon(set_)
+
+        if not self.refs.add_waiter(e, done):
+            return [e.state, e.kind, e.data, e.size]
+        return fut
+
+    # -- borrowed objects -------------------------------------------------------------------
+    def _fetch(self, e: Entry) -> None:
+        """Ask the owner of a borrowed object for its value (once; the answer is cached)."""
+        if e.fetching or e.state != PENDING:
+            return
+        e.fetching = True
+        self.call_soon(self._start_fetch, e)
+
+    def _start_fetch(self, e: Entry) -> None:
+        async def go() -> None:
+            try:
+                conn = await self.connect(e.owner)
+                state, kind, data, size = await conn.call("get_object", e.oid)
+            except Exception as err:
+                state, kind, size = FAILED, KIND_ERROR, 0
+                data = error_bytes(
+                    exc.OwnerDiedError(e.oid.hex(), f"cannot reach its owner {e.owner}: {err}")
+                )
+            self.refs.resolve(e, state, kind, data, size)
+
+        self.loop.create_task(go())
+
+    # -- put --------------------------------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling put on an ObjectRef is not allowed")
+        return self.put_serialized(ser.serialize(value, "value passed to put"))
+
+    def put_serialized(self, s: ser.Serialized) -> ObjectRef:
+        oid = put_object_id()
+        e = self.refs.create_owned(oid)
+        if s.contained:
+            e.contained = list(s.contained)
+        if s.size < CONFIG.inline_threshold:
+            e.state, e.kind, e.data, e.size = READY, KIND_INLINE, s.inline(), s.size
+        else:
+            self.store_write(oid, s, self.address)
+            e.state, e.kind, e.data, e.size = READY, KIND_STORE, self.node_id, s.size
+        return ObjectRef(oid, self.address)
+
+    def store_write(self, oid: bytes, s: ser.Serialized, owner: str) -> int:
+        _, total = s.store_layout()
+        try:
+            offset = self.agent_call("store_create", oid, total, owner)
+        except Exception as e:
+            if "ObjectStoreFullError" in str(e):
+                raise exc.ObjectStoreFullError(str(e).split(": ", 1)[-1]) from None
+            raise
+        assert self.store is not None
+        s.write_to(self.store.writable(offset, total))
+        self.agent.notify("store_seal", oid)
+        return total
+
+    # -- get --------------------------------------------------------------------------------
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        if isinstance(refs, ObjectRef):
+            return self.get([refs], timeout)[0]
+        if not isinstance(refs, (list, tuple)):
+            raise TypeError(
+                f"get() expects an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
+            )
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(f"get() expects ObjectRefs, got {type(r).__name__}")
+        entries = [self._entry(r) for r in refs]
+        pending = [e for e in entries if e.state == PENDING]
+        if pending and not self.wait_entries(pending, len(pending), timeout):
+            raise exc.GetTimeoutError(
+                f"get timed out after {timeout} s: {sum(e.state == PENDING for e in pending)}"
+                f" of {len(refs)} objects not ready"
+            )
+        return [self.value_of(e) for e in entries]
+
+    def _entry(self, ref: ObjectRef) -> Entry:
+        e = self.refs.get(ref._id)
+        if e is None:  # a ref created before this core existed (e.g. after re-init)
+            self.refs.add_local(ref._id, ref._owner)
+            ref._core = self
+            e = self.refs.get(ref._id)
+            assert e is not None
+        return e
+
+    def wait_entries(self, entries: Sequence[Entry], num: int, timeout: float | None) -> bool:
+        """Block until ``num`` of ``entries`` are no longer pending; False on timeout."""
+        ev = threading.Event()
+        lock = threading.Lock()
+        remaining = [num]
+
+        def waiter(_: Entry) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] <= 0:
+                    ev.set()
+
+        registered = []
+        for e in entries:
+            if self.refs.add_waiter(e, waiter):
+                registered.append(e)
+                if not e.owned:
+                    self._fetch(e)
+            else:
+                waiter(e)
+        if remaining[0] > 0:
+            blocked = self.executor is not None and self.current_task is not None
+            if blocked:
+                self.executor.notify_blocked()
+            try:
+                ok = ev.wait(timeout)
+            finally:
+                if blocked:
+                    self.executor.notify_unblocked()
+            if not ok:
+                for e in registered:
+                    self.refs.remove_waiter(e, waiter)
+                return False
+        return True
+
+    def value_of(self, e: Entry) -> Any:
+        if e.state == FAILED:
+            err = pickle.loads(e.data) if e.data else exc.ObjectLostError(e.oid.hex(), "freed")
+            if isinstance(err, exc.TaskError):
+                raise err.as_instanceof_cause()
+            raise err
+        if e.kind == KIND_INLINE:
+            return ser.deserialize_inline(e.data)
+        return self.store_read(e.oid)
+
+    def store_read(self, oid: bytes) -> Any:
+        """Read an object from this node's store, zero-copy; pinned while a view lives."""
+        assert self.store is not None
+        with self._pins_lock:
+            pin = self._pins.get(oid)
+            if pin is not None:
+                pin[2] += 1
+        if pin is None:
+            got = self.agent_call("store_open", oid)
+            if got is None:
+                raise exc.ObjectLostError(oid.hex(), "it is no longer in the object store")
+            with self._pins_lock:
+                pin = self._pins.get(oid)
+                if pin is None:
+                    pin = self._pins[oid] = [got[0], got[1], 1]
+                else:  # another thread opened it meanwhile: keep one agent pin
+                    pin[2] += 1
+                    self.agent.notify("store_release", oid)
+        view = self.store.readonly(pin[0], pin[1])
+        try:
+            value, keeps = ser.deserialize_store(view)
+        except BaseException:
+            self._unpin(oid)
+            raise
+        if keeps:
+            weakref.finalize(view, self._unpin, oid)
+        else:
+            self._unpin(oid)
+        return value
+
+    def _unpin(self, oid: bytes) -> None:
+        with self._pins_lock:
+            pin = self._pins.get(oid)
+            if pin is None:
+                return
+            pin[2] -= 1
+            if pin[2] > 0:
+                return
+            del self._pins[oid]
+        if not self.closed:
+            self.agent.notify("store_release", oid)
+
+    # -- wait -------------------------------------------------------------------------------
+    def wait(
+        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if isinstance(refs, ObjectRef):
+            raise TypeError("wait() expects a list of ObjectRefs")
+        refs = list(refs)
+        if len(set(refs)) != len(refs):
+            raise ValueError("wait() expects a list of unique ObjectRefs")
+        if num_returns <= 0 or num_returns > len(refs):
+            raise ValueError("num_returns must be between 1 and the number of refs")
+        entries = [self._entry(r) for r in refs]
+        pending = [e for e in entries if e.state == PENDING]
+        need = num_returns - (len(entries) - len(pending))
+        if need > 0:
+            self.wait_entries(pending, need, timeout)
+        ready, not_ready = [], []
+        for r, e in zip(refs, entries):
+            if e.state != PENDING and len(ready) < num_returns:
+                ready.append(r)
+            else:
+                not_ready.append(r)
+        return ready, not_ready
+
+    def future_of(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        e = self._entry(ref)
+
+        def done(_: Entry) -> None:
+            try:
+                fut.set_result(self.value_of(e))
+            except BaseException as err:
+                fut.set_exception(err)
+
+        def in_thread(e2: Entry) -> None:
+            threading.Thread(target=done, args=(e2,), daemon=True).start()
+
+        if self.refs.add_waiter(e, in_thread):
+            if not e.owned:
+                self._fetch(e)
+        else:
+            done(e)
+        return fut

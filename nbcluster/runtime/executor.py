@@ -1,0 +1,240 @@
+"""The worker side of a task: receive it, run it on the main thread, send the result home.
+
+Tasks arrive on the event loop thread and are handed to the main thread through a queue, so a
+long task never stops the worker from answering its peers (borrowers, cancellations). Results
+go back on the connection the task came from, in the order tasks finish.
+
+Cancellation raises KeyboardInterrupt in the running task (a real SIGINT, so blocking calls
+such as ``time.sleep`` are interrupted too). A task that blocks in ``get`` gives its not-yet
+started tasks back to their owners and lends its CPU to the node, so nested work always finds
+a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from nbcluster import exceptions as exc
+from nbcluster.runtime import protocol as P
+from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.core_worker import error_bytes
+from nbcluster.runtime.ids import object_id
+from nbcluster.runtime.reference_table import KIND_ERROR, KIND_INLINE, KIND_STORE
+from nbcluster.runtime.task_spec import decode_args
+from nbcluster.runtime.transport import Connection
+
+if TYPE_CHECKING:
+    from nbcluster.runtime.core_worker import CoreWorker
+
+
+class TaskContext:
+    """What ``get_runtime_context`` reports while a task runs."""
+
+    __slots__ = ("fn_name", "gpus", "resources", "task_id")
+
+    def __init__(
+        self, task_id: bytes, fn_name: str, resources: dict[str, float], gpus: list[int]
+    ) -> None:
+        self.task_id = task_id
+        self.fn_name = fn_name
+        self.resources = resources
+        self.gpus = gpus
+
+
+class Executor:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        core.executor = self
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.fns: dict[bytes, Any] = {}
+        self.cancel_target: bytes | None = None
+        self.cancelled: set[bytes] = set()
+        self.blocked = False
+        self._block_depth = 0
+        self._current_conn: Connection | None = None
+        core.endpoint.handlers[P.PUSH_TASK] = self.on_push
+        core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    # -- loop thread ------------------------------------------------------------------------
+    def on_push(self, conn: Connection, msg: list[Any]) -> None:
+        if self.blocked:
+            conn.send((P.TASK_REQUEUE, [msg[1]]))
+            return
+        self.queue.put((conn, msg))
+
+    def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
+        task_id = msg[1]
+        cur = self.core.current_task
+        if cur is not None and cur.task_id == task_id:
+            self.cancel_target = task_id
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            self.cancelled.add(task_id)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        cur = self.core.current_task
+        if cur is not None and self.cancel_target == cur.task_id:
+            raise KeyboardInterrupt
+
+    # -- blocking in get (main thread) ------------------------------------------------------
+    def notify_blocked(self) -> None:
+        self._block_depth += 1
+        if self._block_depth == 1:
+            self.blocked = True
+            self.core.call_soon(self._give_back_backlog)
+
+    def notify_unblocked(self) -> None:
+        self._block_depth -= 1
+        if self._block_depth == 0:
+            self.blocked = False
+            self.core.agent.notify("worker_unblocked")
+
+    def _give_back_backlog(self) -> None:
+        backlog: dict[Connection, list[bytes]] = {}
+        if self._current_conn is not None:
+            backlog[self._current_conn] = []
+        while True:
+            try:
+                conn, msg = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            backlog.setdefault(conn, []).append(msg[1])
+        for conn, tids in backlog.items():
+            conn.send((P.TASK_REQUEUE, tids))
+        self.core.agent.notify("worker_blocked")
+
+    # -- main thread ------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        get = self.queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            try:
+                self.execute(*item)
+            except KeyboardInterrupt:  # a cancel that landed between tasks
+                continue
+
+    def execute(self, conn: Connection, msg: list[Any]) -> None:
+        _, task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self._reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+            return
+        try:
+            fn = self.fns.get(fn_id)
+            if fn is None:
+                if fn_bytes is None:
+                    raise exc.NbclusterError(f"function {fn_name} was never sent to this worker")
+                fn = self.fns[fn_id] = cloudpickle.loads(fn_bytes)
+            args, kwargs = decode_args(blob, [self._dep_value(d) for d in deps])
+        except Exception as e:
+            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
+            self._reply(conn, task_id, P.DONE_SYSTEM_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            return
+        res = extra.get("res", {}) if extra else {}
+        gpus = extra.get("gpus", []) if extra else []
+        if gpus or res.get("GPU"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        core = self.core
+        core.current_task = TaskContext(task_id, fn_name, res, gpus)
+        self._current_conn = conn
+        try:
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                core.current_task = None
+                self._current_conn = None
+        except KeyboardInterrupt:
+            if self.cancel_target == task_id:
+                self.cancel_target = None
+                self._reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+                return
+            raise
+        except Exception as e:
+            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
+            self._reply(conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            return
+        del args, kwargs
+        self._send_results(conn, task_id, fn_name, value, num_returns)
+
+    def _dep_value(self, dep: list[Any]) -> Any:
+        oid, kind, data, _size = dep
+        if kind == KIND_INLINE:
+            return ser.deserialize_inline(data)
+        if kind == KIND_STORE:
+            return self.core.store_read(oid)
+        raise exc.NbclusterError("argument failed")  # owners never send failed args
+
+    def _send_results(
+        self, conn: Connection, task_id: bytes, fn_name: str, value: Any, num_returns: int
+    ) -> None:
+        if num_returns == 1:
+            values = [value]
+        else:
+            try:
+                values = list(value)
+            except TypeError:
+                values = []
+            if len(values) != num_returns:
+                err = exc.TaskError(
+                    fn_name,
+                    f"ValueError: {fn_name} returned {type(value).__name__}, expected "
+                    f"{num_returns} values (num_returns={num_returns})",
+                    ValueError(f"expected {num_returns} return values"),
+                )
+                self._reply(
+                    conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], []
+                )
+                return
+        results = []
+        contained: list[Any] = []
+        owner = conn.info.get("addr", "")
+        try:
+            for i, v in enumerate(values):
+                s = ser.serialize(v, f"return value of {fn_name}()")
+                contained.extend(s.contained)
+                if s.size < CONFIG.inline_threshold:
+                    results.append([KIND_INLINE, s.inline(), s.size])
+                else:
+                    oid = object_id(task_id, i + 1)
+                    self.core.store_write(oid, s, owner)
+                    results.append([KIND_STORE, self.core.node_id, s.size, oid])
+        except Exception as e:
+            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
+            self._reply(conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            return
+        wire = []
+        if contained:
+            self.core.handoffs[task_id] = [owner, contained]
+            wire = [[r._id, r._owner] for r in contained]
+        self._reply(conn, task_id, P.DONE_OK, results, wire)
+
+    def _reply(
+        self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
+    ) -> None:
+        conn.send((P.TASK_DONE, task_id, status, results, contained))
+
+
+def _format_tb(e: BaseException) -> str:
+    tb = e.__traceback__
+    # Drop the executor's own frame: the user's frames are what matter.
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb))
+
+
+def _picklable(e: BaseException) -> BaseException | None:
+    try:
+        cloudpickle.dumps(e)
+        return e
+    except Exception:
+        return None

@@ -1,0 +1,133 @@
+"""Starting a head process from a driver, and finding its session directory and token.
+
+The head is a child of the driver with stdin as its lifeline (see ``head``). It reports its
+address on a dedicated pipe, so its stdout and stderr (and those of its workers) stay the
+driver's: what a task prints shows up where the driver's output goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime.auth import new_token
+from nbcluster.runtime.config import CONFIG
+
+
+@dataclass
+class HeadProcess:
+    proc: subprocess.Popen[bytes]
+    address: str
+    token: str
+    session_dir: str
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # the lifeline: the head shuts down cleanly
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        _remove_tree(self.session_dir)
+
+
+def new_session_dir() -> str:
+    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(CONFIG.temp_dir, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}")
+    n = 0
+    while os.path.exists(path if n == 0 else f"{path}_{n}"):
+        n += 1
+    path = path if n == 0 else f"{path}_{n}"
+    os.makedirs(path, mode=0o700)
+    return path
+
+
+def write_token(session_dir: str, token: str) -> str:
+    path = os.path.join(session_dir, "token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return path
+
+
+def start_head(
+    resources: dict[str, float],
+    object_store_memory: int,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+) -> HeadProcess:
+    token = token or new_token()
+    session_dir = new_session_dir()
+    write_token(session_dir, token)
+    ready_r, ready_w = os.pipe()
+    cfg = {
+        "token": token,
+        "resources": resources,
+        "object_store_memory": object_store_memory,
+        "session_dir": session_dir,
+        "sys_path": [p for p in sys.path if p],
+        "cwd": os.getcwd(),
+        "host": host,
+        "port": port,
+        "ready_fd": ready_w,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbcluster.runtime.head"],
+        stdin=subprocess.PIPE,
+        pass_fds=(ready_w,),
+        start_new_session=True,
+    )
+    os.close(ready_w)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(cfg).encode() + b"\n")
+    proc.stdin.flush()
+    try:
+        address = _read_ready(ready_r, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        _remove_tree(session_dir)
+        raise
+    finally:
+        os.close(ready_r)
+    return HeadProcess(proc, address, token, session_dir)
+
+
+def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + CONFIG.startup_timeout_s
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClusterConnectionError("the head process did not start in time")
+        r, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise ClusterConnectionError(
+                    f"the head process exited during startup (code {proc.poll()}); "
+                    "see its output above"
+                )
+            buf += chunk
+    line = buf.split(b"\n", 1)[0].decode()
+    if not line.startswith("READY "):
+        raise ClusterConnectionError(f"unexpected head startup message: {line!r}")
+    return line.split()[1]
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

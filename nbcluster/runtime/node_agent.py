@@ -1,0 +1,339 @@
+"""The node agent: this node's worker pool, worker leases and shared-memory store service.
+
+Owners ask it for a *lease* on a worker that fits a task's resources; it grants an idle worker
+(starting one from the fork server when the resources are free but no worker is), and the
+owner then talks to the worker directly. The agent is not on the per-task path: it sees one
+request per lease, not per task.
+
+A worker blocked in ``get`` lends its CPU back, so the agent may start extra workers for
+nested tasks; extra workers that stay idle are stopped again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from typing import Any
+
+from nbcluster.runtime.fork_server import ForkServer
+from nbcluster.runtime.object_store import ObjectStore
+from nbcluster.runtime.protocol import HELLO
+from nbcluster.runtime.resources import fits
+from nbcluster.runtime.transport import Connection, Endpoint
+
+log = logging.getLogger("nbcluster.agent")
+
+EXTRA_WORKER_IDLE_S = 5.0
+
+
+class WorkerInfo:
+    __slots__ = ("addr", "blocked", "conn", "gpus", "idle_since", "lease", "pid", "worker_id")
+
+    def __init__(self, worker_id: bytes, pid: int, addr: str, conn: Connection) -> None:
+        self.worker_id = worker_id
+        self.pid = pid
+        self.addr = addr
+        self.conn = conn
+        self.lease: tuple[Connection, dict[str, float]] | None = None
+        self.gpus: list[int] = []
+        self.blocked = False
+        self.idle_since = time.monotonic()
+
+
+class LeaseRequest:
+    __slots__ = ("conn", "fut", "resources")
+
+    def __init__(self, conn: Connection, resources: dict[str, float], fut: asyncio.Future[Any]):
+        self.conn = conn
+        self.resources = resources
+        self.fut = fut
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        node_id: str,
+        resources: dict[str, float],
+        store: ObjectStore,
+        fork_server: ForkServer,
+        session_dir: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.loop = endpoint.loop
+        self.node_id = node_id
+        self.total = dict(resources)
+        self.available = dict(resources)
+        self.gpu_free = list(range(int(resources.get("GPU", 0))))
+        self.store = store
+        self.fork_server = fork_server
+        self.session_dir = session_dir
+        self.pool_size = max(1, int(resources.get("CPU", 1)))
+        self.max_workers = max(32, 8 * self.pool_size)
+        self.workers: dict[bytes, WorkerInfo] = {}
+        self.by_conn: dict[Connection, WorkerInfo] = {}
+        self.pids: dict[int, WorkerInfo | None] = {}
+        self.starting = 0
+        self.idle: collections.deque[WorkerInfo] = collections.deque()
+        self.requests: collections.deque[LeaseRequest] = collections.deque()
+        self.clients: dict[Connection, dict[str, Any]] = {}
+        self.closing = False
+        rpc = endpoint.rpc
+        for name in (
+            "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
+            "kill_worker", "store_create", "store_seal", "store_open", "store_release",
+            "store_delete", "cluster_info", "store_stats",
+        ):  # fmt: skip
+            rpc[name] = getattr(self, name)
+        endpoint.handlers[HELLO] = self._on_hello
+        self._seal_waiters: dict[bytes, list[asyncio.Future[Any]]] = {}
+        self.loop.add_reader(fork_server.ev_r, self._on_fork_events)
+        self.loop.call_later(1.0, self._reap_extra_workers)
+
+    # -- pool ---------------------------------------------------------------------------------
+    def start_pool(self) -> None:
+        for _ in range(self.pool_size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self.starting += 1
+        self.fork_server.spawn()
+
+    def _on_fork_events(self) -> None:
+        for kind, pid, status in self.fork_server.read_events():
+            if kind == "s":
+                self.pids.setdefault(pid, None)
+            elif kind == "x":
+                w = self.pids.pop(pid, None)
+                if w is None:  # died before it registered
+                    self.starting = max(0, self.starting - 1)
+                    if not self.closing:
+                        log.warning("worker pid %d exited with %d before starting", pid, status)
+                        self._try_grant()
+                else:
+                    self._worker_gone(w)
+            elif kind == "eof":
+                self.loop.remove_reader(self.fork_server.ev_r)
+
+    def _worker_gone(self, w: WorkerInfo) -> None:
+        if self.workers.pop(w.worker_id, None) is None:
+            return
+        self.by_conn.pop(w.conn, None)
+        try:
+            self.idle.remove(w)
+        except ValueError:
+            pass
+        if w.lease is not None:
+            self._release(w)
+        if not self.closing:
+            alive = len(self.workers) + self.starting
+            if alive < self.pool_size:
+                self._spawn()
+            self._try_grant()
+
+    def _reap_extra_workers(self) -> None:
+        if self.closing:
+            return
+        now = time.monotonic()
+        while len(self.workers) > self.pool_size and self.idle:
+            w = self.idle[0]
+            if now - w.idle_since < EXTRA_WORKER_IDLE_S:
+                break
+            self.idle.popleft()
+            self.fork_server.kill(w.pid)
+        self.loop.call_later(1.0, self._reap_extra_workers)
+
+    # -- registration -------------------------------------------------------------------------
+    def _on_hello(self, conn: Connection, msg: list[Any]) -> None:
+        conn.info.update(addr=msg[1], kind=msg[2], worker_id=msg[3], pid=msg[4])
+
+    def register(self, conn: Connection, kind: str, worker_id: bytes, pid: int, addr: str) -> Any:
+        self.clients[conn] = {"kind": kind, "pid": pid, "addr": addr}
+        if kind == "worker":
+            w = WorkerInfo(worker_id, pid, addr, conn)
+            self.workers[worker_id] = w
+            self.by_conn[conn] = w
+            if pid in self.pids:
+                self.pids[pid] = w
+                self.starting = max(0, self.starting - 1)
+            self.idle.append(w)
+            self.loop.call_soon(self._try_grant)
+        return {
+            "node_id": self.node_id,
+            "store_path": self.store.path,
+            "store_capacity": self.store.capacity,
+            "resources": self.total,
+            "cluster_resources": self.total,
+            "session_dir": self.session_dir,
+        }
+
+    def on_close(self, conn: Connection) -> None:
+        info = self.clients.pop(conn, None)
+        if info is None:
+            return
+        w = self.by_conn.get(conn)
+        if w is not None:
+            self._worker_gone(w)
+        # Leases this client held: the workers run tasks nobody will collect. Stop them.
+        for other in list(self.workers.values()):
+            if other.lease is not None and other.lease[0] is conn:
+                self._release(other)
+                self.fork_server.kill(other.pid)
+        for req in list(self.requests):
+            if req.conn is conn:
+                self.requests.remove(req)
+        self.store.release_reader(conn)
+        if info.get("addr"):
+            self.store.delete_owned_by(info["addr"])
+        self._try_grant()
+
+    # -- leases -------------------------------------------------------------------------------
+    def request_lease(self, conn: Connection, resources: dict[str, float]) -> Any:
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.requests.append(LeaseRequest(conn, resources, fut))
+        self._try_grant()
+        return fut
+
+    def _try_grant(self) -> None:
+        if self.closing:
+            return
+        need_spawn = 0
+        for req in list(self.requests):
+            if req.fut.done() or req.conn.closed:
+                self.requests.remove(req)
+                continue
+            if not fits(self.available, req.resources):
+                continue
+            if not self.idle:
+                need_spawn += 1
+                continue
+            w = self.idle.popleft()
+            self.requests.remove(req)
+            self._grant(w, req)
+        spare = len(self.workers) + self.starting
+        while need_spawn > self.starting and spare < self.max_workers:
+            self._spawn()
+            spare += 1
+
+    def _grant(self, w: WorkerInfo, req: LeaseRequest) -> None:
+        res = req.resources
+        for k, v in res.items():
+            self.available[k] = self.available.get(k, 0.0) - v
+        n_gpus = int(res.get("GPU", 0) + 0.999)
+        w.gpus = [self.gpu_free.pop(0) for _ in range(min(n_gpus, len(self.gpu_free)))]
+        w.lease = (req.conn, res)
+        w.blocked = False
+        req.fut.set_result([w.worker_id, w.addr, w.gpus])
+
+    def _release(self, w: WorkerInfo) -> None:
+        assert w.lease is not None
+        _, res = w.lease
+        for k, v in res.items():
+            if w.blocked and k == "CPU":
+                continue  # lent back while blocked
+            self.available[k] = self.available.get(k, 0.0) + v
+        self.gpu_free.extend(w.gpus)
+        self.gpu_free.sort()
+        w.gpus = []
+        w.lease = None
+        w.blocked = False
+
+    def return_lease(self, conn: Connection, worker_id: bytes, dead: bool) -> None:
+        w = self.workers.get(worker_id)
+        if w is None or w.lease is None or w.lease[0] is not conn:
+            return
+        self._release(w)
+        if dead:
+            self.fork_server.kill(w.pid)
+        else:
+            w.idle_since = time.monotonic()
+            self.idle.append(w)
+        self._try_grant()
+
+    def worker_blocked(self, conn: Connection) -> None:
+        w = self.by_conn.get(conn)
+        if w is None or w.lease is None or w.blocked:
+            return
+        w.blocked = True
+        cpu = w.lease[1].get("CPU", 0.0)
+        self.available["CPU"] = self.available.get("CPU", 0.0) + cpu
+        self._try_grant()
+
+    def worker_unblocked(self, conn: Connection) -> None:
+        w = self.by_conn.get(conn)
+        if w is None or w.lease is None or not w.blocked:
+            return
+        w.blocked = False
+        cpu = w.lease[1].get("CPU", 0.0)
+        self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
+
+    def kill_worker(self, conn: Connection, worker_id: bytes) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            self.fork_server.kill(w.pid)
+
+    def cluster_info(self, conn: Connection) -> Any:
+        return {
+            "nodes": [
+                {
+                    "NodeID": self.node_id,
+                    "Alive": True,
+                    "NodeManagerAddress": "127.0.0.1",
+                    "Resources": self.total,
+                    "ObjectStoreCapacity": self.store.capacity,
+                    "Workers": len(self.workers),
+                }
+            ],
+            "total": self.total,
+            "available": {k: max(0.0, v) for k, v in self.available.items()},
+        }
+
+    # -- store --------------------------------------------------------------------------------
+    def store_create(self, conn: Connection, oid: bytes, size: int, owner: str) -> int:
+        return self.store.create(oid, size, owner)
+
+    def store_seal(self, conn: Connection, oid: bytes) -> None:
+        self.store.seal(oid)
+        for fut in self._seal_waiters.pop(oid, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    def store_open(self, conn: Connection, oid: bytes) -> Any:
+        got = self.store.open(oid, conn)
+        if got is not None:
+            return list(got)
+        if not self.store.contains(oid):
+            return None
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._seal_waiters.setdefault(oid, []).append(fut)
+
+        async def after_seal() -> Any:
+            await fut
+            again = self.store.open(oid, conn)
+            return list(again) if again is not None else None
+
+        return after_seal()
+
+    def store_release(self, conn: Connection, oid: bytes) -> None:
+        self.store.release(oid, conn)
+
+    def store_delete(self, conn: Connection, oid: bytes) -> None:
+        self.store.delete(oid)
+
+    def store_stats(self, conn: Connection) -> Any:
+        st = self.store.stats()
+        return {k: getattr(st, k) for k in st.__dataclass_fields__}
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.closing = True
+        self.fork_server.stop()
+        self.store.close()
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

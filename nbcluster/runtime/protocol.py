@@ -1,0 +1,49 @@
+"""Message type numbers and layouts of the wire protocol.
+
+Every message is a msgpack array whose first element is its type. The layouts below are the
+one definition of each message; senders and handlers refer to these constants only.
+"""
+
+from __future__ import annotations
+
+from nbcluster.runtime.transport import REPLY, REQUEST
+
+__all__ = [
+    "ADD_BORROWER",
+    "CANCEL_TASK",
+    "HANDOFF_DONE",
+    "HELLO",
+    "PUSH_TASK",
+    "REMOVE_BORROWER",
+    "REPLY",
+    "REQUEST",
+    "TASK_DONE",
+    "TASK_REQUEUE",
+]
+
+#: [HELLO, server_address, kind, worker_id(bytes), pid] — first message of a connecting side.
+HELLO = 3
+#: [PUSH_TASK, task_id, fn_id, fn_bytes|None, fn_name, args_blob, deps, num_returns, extra]
+#:   deps: [[kind, data, size], ...] resolved top-level ObjectRef arguments, in order
+#:   extra: {"res": resources, "gpus": [ids], ...} or None
+PUSH_TASK = 4
+#: [TASK_DONE, task_id, status, results, contained]
+#:   status: DONE_OK, DONE_APP_ERROR, DONE_CANCELLED, DONE_SYSTEM_ERROR
+#:   results: [[kind, data, size], ...] one per return (errors: one [KIND_ERROR, bytes, 0])
+#:   contained: [[oid, owner], ...] ObjectRefs pickled inside the returned values
+TASK_DONE = 5
+#: [TASK_REQUEUE, [task_id, ...]] — a worker that blocked gives back tasks it had not started.
+TASK_REQUEUE = 6
+#: [CANCEL_TASK, task_id, force]
+CANCEL_TASK = 7
+#: [ADD_BORROWER, oid] / [REMOVE_BORROWER, oid] — sent by a borrower to the owner.
+ADD_BORROWER = 8
+REMOVE_BORROWER = 9
+#: [HANDOFF_DONE, task_id] — the caller registered itself for the refs inside a task's result,
+#: so the worker may drop the holds it kept on them.
+HANDOFF_DONE = 10
+
+DONE_OK = 0
+DONE_APP_ERROR = 1
+DONE_CANCELLED = 2
+DONE_SYSTEM_ERROR = 3

@@ -1,0 +1,199 @@
+"""A process's table of objects it owns or borrows, with their reference counts.
+
+Ownership follows Ray's design: the process that creates an ObjectRef (by ``put`` or by
+submitting a task) owns it. The owner keeps the value (small objects) or where it lives
+(large objects in a node's store), its lineage, and the set of processes borrowing it. The
+object is freed when the owner's local count is zero and no borrower remains.
+
+Local counts include every live ObjectRef in the process, plus refs held internally (a task
+spec holds its argument refs until the task finishes; an object holds the refs pickled inside
+it until it is freed) — those holds are simply ObjectRef instances kept alive.
+
+Thread safety: user threads and the event loop thread both touch the table, so every mutation
+happens under ``lock``; callbacks (waking waiters, sending messages) run after it is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+PENDING = 0
+READY = 1
+FAILED = 2
+
+KIND_INLINE = 0
+KIND_STORE = 1
+KIND_ERROR = 2
+
+Waiter = Callable[["Entry"], None]
+
+
+class Entry:
+    """What this process knows about one object."""
+
+    __slots__ = (
+        "borrowers",
+        "contained",
+        "data",
+        "fetching",
+        "kind",
+        "local",
+        "oid",
+        "owned",
+        "owner",
+        "size",
+        "spec",
+        "state",
+        "waiters",
+    )
+
+    def __init__(self, oid: bytes, owner: str, owned: bool) -> None:
+        self.oid = oid
+        self.owner = owner
+        self.owned = owned
+        self.state = PENDING
+        self.kind = KIND_INLINE
+        self.data: Any = None  # inline bytes / [meta, bufs...]; node id for store; error bytes
+        self.size = 0
+        self.local = 0
+        self.borrowers: set[str] = set()
+        self.waiters: list[Waiter] | None = None
+        self.contained: list[Any] | None = None  # ObjectRefs held by this object
+        self.spec: Any = None  # lineage: the task that makes it (owned, task returns)
+        self.fetching = False
+
+
+class ReferenceTable:
+    def __init__(
+        self,
+        my_address: str,
+        on_free_owned: Callable[[Entry], None],
+        on_borrow: Callable[[Entry], None],
+        on_unborrow: Callable[[Entry], None],
+    ) -> None:
+        self.my_address = my_address
+        self.lock = threading.Lock()
+        self.entries: dict[bytes, Entry] = {}
+        self._on_free_owned = on_free_owned
+        self._on_borrow = on_borrow
+        self._on_unborrow = on_unborrow
+
+    # -- creation -----------------------------------------------------------------------------
+    def create_owned(self, oid: bytes, spec: Any = None) -> Entry:
+        e = Entry(oid, self.my_address, True)
+        e.spec = spec
+        with self.lock:
+            self.entries[oid] = e
+        return e
+
+    # -- local counts (ObjectRef lifetime) ---------------------------------------------------
+    def add_local(self, oid: bytes, owner: str) -> None:
+        new_borrow = None
+        with self.lock:
+            e = self.entries.get(oid)
+            if e is None:
+                e = Entry(oid, owner, owner == self.my_address)
+                self.entries[oid] = e
+                if not e.owned:
+                    new_borrow = e
+                else:  # our own object, already freed: a stale ref resurfacing
+                    e.state = FAILED
+                    e.kind = KIND_ERROR
+                    e.data = None
+            e.local += 1
+        if new_borrow is not None:
+            self._on_borrow(new_borrow)
+
+    def remove_local(self, oid: bytes) -> None:
+        with self.lock:
+            e = self.entries.get(oid)
+            if e is None:
+                return
+            e.local -= 1
+            if e.local > 0 or e.borrowers:
+                return
+            del self.entries[oid]
+        self._release(e)
+
+    def _release(self, e: Entry) -> None:
+        if e.owned:
+            self._on_free_owned(e)
+        else:
+            self._on_unborrow(e)
+
+    # -- borrowers (owner side) --------------------------------------------------------------
+    def add_borrower(self, oid: bytes, who: str) -> bool:
+        with self.lock:
+            e = self.entries.get(oid)
+            if e is None:
+                return False
+            e.borrowers.add(who)
+            return True
+
+    def remove_borrower(self, oid: bytes, who: str) -> None:
+        with self.lock:
+            e = self.entries.get(oid)
+            if e is None:
+                return
+            e.borrowers.discard(who)
+            if e.local > 0 or e.borrowers:
+                return
+            del self.entries[oid]
+        self._release(e)
+
+    def drop_borrower_everywhere(self, who: str) -> None:
+        """A borrowing process died: it no longer holds anything."""
+        freed = []
+        with self.lock:
+            for oid, e in list(self.entries.items()):
+                if who in e.borrowers:
+                    e.borrowers.discard(who)
+                    if e.local <= 0 and not e.borrowers:
+                        del self.entries[oid]
+                        freed.append(e)
+        for e in freed:
+            self._release(e)
+
+    # -- state --------------------------------------------------------------------------------
+    def get(self, oid: bytes) -> Entry | None:
+        return self.entries.get(oid)
+
+    def resolve(self, e: Entry, state: int, kind: int, data: Any, size: int = 0) -> None:
+        """Record an object's value (or error) and wake whoever waits for it."""
+        with self.lock:
+            if e.state != PENDING and state != PENDING:
+                if not (e.state == FAILED and state == READY):
+                    return
+            e.state, e.kind, e.data, e.size = state, kind, data, size
+            waiters, e.waiters = e.waiters, None
+            e.fetching = False
+        if waiters:
+            for w in waiters:
+                w(e)
+
+    def reset_pending(self, e: Entry) -> None:
+        with self.lock:
+            e.state = PENDING
+            e.data = None
+
+    def add_waiter(self, e: Entry, waiter: Waiter) -> bool:
+        """Call ``waiter`` when ``e`` is no longer pending; False (and no call) if it is not."""
+        with self.lock:
+            if e.state != PENDING:
+                return False
+            if e.waiters is None:
+                e.waiters = [waiter]
+            else:
+                e.waiters.append(waiter)
+            return True
+
+    def remove_waiter(self, e: Entry, waiter: Waiter) -> None:
+        with self.lock:
+            if e.waiters and waiter in e.waiters:
+                e.waiters.remove(waiter)
+
+    def borrowed_from(self, owner: str) -> list[Entry]:
+        with self.lock:
+            return [e for e in self.entries.values() if not e.owned and e.owner == owner]

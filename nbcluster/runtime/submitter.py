@@ -1,0 +1,433 @@
+"""The owner's side of running tasks: dependencies, worker leases, direct push, retries.
+
+A task waits in its owner until every top-level ObjectRef argument is ready. Then it joins the
+queue of its *scheduling class* (its resource shape). The owner leases workers of that shape
+from its node agent and pushes tasks straight to them, several in flight per worker, so in
+steady state a task costs one message there and one back, batched with its neighbours. Idle
+leases go back to the agent after a short while.
+
+Everything here runs on the event loop thread, except ``submit`` which user threads call.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from nbcluster import exceptions as exc
+from nbcluster.runtime import protocol as P
+from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.ids import new_task_id, object_id
+from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.reference_table import (
+    FAILED,
+    KIND_ERROR,
+    KIND_STORE,
+    PENDING,
+    READY,
+    Entry,
+)
+from nbcluster.runtime.task_spec import FunctionDescriptor, TaskSpec, encode_args
+from nbcluster.runtime.transport import Connection
+
+if TYPE_CHECKING:
+    from nbcluster.runtime.core_worker import CoreWorker
+
+log = logging.getLogger("nbcluster.submitter")
+
+MAX_LEASE_REQUESTS = 4
+
+
+class Lease:
+    __slots__ = ("blocked", "conn", "gpus", "inflight", "last_used", "worker_id")
+
+    def __init__(self, conn: Connection, worker_id: bytes, gpus: list[int]) -> None:
+        self.conn = conn
+        self.worker_id = worker_id
+        self.gpus = gpus
+        self.inflight: dict[bytes, TaskSpec] = {}
+        self.last_used = time.monotonic()
+        self.blocked = False
+
+
+class SchedClass:
+    __slots__ = ("key", "leases", "queue", "requests", "resources")
+
+    def __init__(self, key: tuple[Any, ...], resources: dict[str, float]) -> None:
+        self.key = key
+        self.resources = resources
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.leases: list[Lease] = []
+        self.requests = 0
+
+
+class Submitter:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.tasks: dict[bytes, TaskSpec] = {}
+        self.classes: dict[tuple[Any, ...], SchedClass] = {}
+        self._incoming: collections.deque[TaskSpec] = collections.deque()
+        self._wake = False
+        self._dirty: set[SchedClass] = set()
+        self._dispatch_scheduled = False
+        self._warned: set[tuple[Any, ...]] = set()
+
+    def start(self) -> None:
+        self.core.loop.call_later(0.1, self._reap_idle)
+
+    # -- submission (user threads) ----------------------------------------------------------
+    def submit_task(
+        self,
+        fn: FunctionDescriptor,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: Any,
+    ) -> list[ObjectRef]:
+        core = self.core
+        blob, deps, held = encode_args(args, kwargs, fn.name, core.put_serialized)
+        task_id = new_task_id()
+        return_ids = [object_id(task_id, i + 1) for i in range(num_returns)]
+        spec = TaskSpec(
+            task_id, fn, blob, deps, held, num_returns, resources, max_retries,
+            retry_exceptions, return_ids,
+        )  # fmt: skip
+        for oid in return_ids:
+            core.refs.create_owned(oid, spec)
+        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        self.submit(spec)
+        return refs
+
+    def submit(self, spec: TaskSpec) -> None:
+        self._incoming.append(spec)
+        if not self._wake:
+            self._wake = True
+            self.core.call_soon(self._drain)
+
+    # -- dependency resolution (loop) -------------------------------------------------------
+    def _drain(self) -> None:
+        self._wake = False
+        incoming = self._incoming
+        while incoming:
+            spec = incoming.popleft()
+            self.tasks[spec.task_id] = spec
+            self._resolve_deps(spec)
+        self._dispatch_dirty()
+
+    def _resolve_deps(self, spec: TaskSpec) -> None:
+        pending = 0
+        core = self.core
+        for ref in spec.deps:
+            e = core._entry(ref)
+            if e.state == PENDING:
+                if core.refs.add_waiter(e, lambda _e, s=spec: core.call_soon(self._dep_ready, s)):
+                    pending += 1
+                    if not e.owned:
+                        core._fetch(e)
+        spec.pending_deps = pending
+        if pending == 0:
+            self._enqueue(spec)
+
+    def _dep_ready(self, spec: TaskSpec) -> None:
+        spec.pending_deps -= 1
+        if spec.pending_deps == 0 and not spec.done:
+            self._enqueue(spec)
+            self._dispatch_dirty()
+
+    def _enqueue(self, spec: TaskSpec) -> None:
+        if spec.cancelled:
+            self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+            return
+        for ref in spec.deps:
+            e = self.core.refs.get(ref._id)
+            if e is not None and e.state == FAILED:  # an argument failed: so does this task
+                self._fail_raw(spec, e.data)
+                return
+        cls = self.classes.get(spec.sched_key)
+        if cls is None:
+            cls = self.classes[spec.sched_key] = SchedClass(spec.sched_key, spec.resources)
+        cls.queue.append(spec)
+        self._dirty.add(cls)
+
+    # -- dispatch (loop) --------------------------------------------------------------------
+    def _mark_dirty(self, cls: SchedClass) -> None:
+        self._dirty.add(cls)
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self.core.loop.call_soon(self._dispatch_dirty)
+
+    def _dispatch_dirty(self) -> None:
+        self._dispatch_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for cls in dirty:
+            self._dispatch(cls)
+
+    def _dispatch(self, cls: SchedClass) -> None:
+        depth = CONFIG.max_tasks_in_flight_per_worker
+        queue = cls.queue
+        while queue:
+            best = None
+            for lease in cls.leases:
+                n = len(lease.inflight)
+                if n < depth and not lease.blocked and (best is None or n < len(best.inflight)):
+                    best = lease
+            if best is None:
+                break
+            self._push(queue.popleft(), best)
+        want = min(len(queue), MAX_LEASE_REQUESTS)
+        while cls.requests < want:
+            cls.requests += 1
+            self._request_lease(cls)
+
+    def _request_lease(self, cls: SchedClass) -> None:
+        self._check_feasible(cls)
+        fut = self.core.agent.call("request_lease", cls.resources)
+
+        def granted(f: Any) -> None:
+            cls.requests -= 1
+            if f.cancelled() or f.exception() is not None:
+                if not self.core.closed:
+                    log.warning("lease request failed: %s", f.exception())
+                return
+            worker_id, addr, gpus = f.result()
+            self.core.loop.create_task(self._connect_lease(cls, worker_id, addr, gpus))
+
+        fut.add_done_callback(granted)
+
+    async def _connect_lease(
+        self, cls: SchedClass, worker_id: bytes, addr: str, gpus: list[int]
+    ) -> None:
+        try:
+            conn = await self.core.connect(addr)
+        except Exception as e:
+            log.warning("cannot reach leased worker %s: %s", addr, e)
+            self.core.agent.notify("return_lease", worker_id, True)
+            self._mark_dirty(cls)
+            return
+        cls.leases.append(Lease(conn, worker_id, gpus))
+        self._mark_dirty(cls)
+
+    def _check_feasible(self, cls: SchedClass) -> None:
+        total = self.core.node_info.get("cluster_resources") or {}
+        if cls.key in self._warned:
+            return
+        for name, amount in cls.resources.items():
+            if amount > total.get(name, 0.0):
+                self._warned.add(cls.key)
+                warnings.warn(
+                    f"A task requires {cls.resources} but the cluster has {total}; it stays "
+                    "pending until a node with enough resources joins.",
+                    stacklevel=1,
+                )
+                return
+
+    def _push(self, spec: TaskSpec, lease: Lease) -> None:
+        spec.lease = lease
+        lease.inflight[spec.task_id] = spec
+        lease.last_used = time.monotonic()
+        conn = lease.conn
+        fn = spec.fn
+        sent = conn.info.get("fns")
+        if sent is None:
+            sent = conn.info["fns"] = set()
+        fn_bytes = None
+        if fn.fn_id not in sent:
+            sent.add(fn.fn_id)
+            fn_bytes = fn.fn_bytes
+        deps = []
+        if spec.deps:
+            refs = self.core.refs
+            for ref in spec.deps:
+                e = refs.get(ref._id)
+                assert e is not None
+                deps.append([e.oid, e.kind, e.data, e.size])
+        extra = None
+        if lease.gpus or spec.resources:
+            extra = {"res": spec.resources, "gpus": lease.gpus}
+        conn.send(
+            (P.PUSH_TASK, spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
+             spec.num_returns, extra)
+        )  # fmt: skip
+
+    # -- replies (loop) ---------------------------------------------------------------------
+    def on_task_done(self, conn: Connection, msg: list[Any]) -> None:
+        _, task_id, status, results, contained = msg
+        spec = self.tasks.get(task_id)
+        if spec is None:
+            self._discard_results(results)
+            return
+        lease = spec.lease
+        if lease is not None:
+            lease.inflight.pop(task_id, None)
+            lease.blocked = False
+            lease.last_used = time.monotonic()
+            spec.lease = None
+        if status == P.DONE_OK:
+            self._complete(spec, results, contained, conn)
+        elif status == P.DONE_APP_ERROR and self._should_retry_error(spec, results[0][1]):
+            spec.attempt += 1
+            self._requeue(spec)
+        elif status == P.DONE_CANCELLED:
+            self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+        else:
+            self._fail_raw(spec, results[0][1])
+        cls = self.classes.get(spec.sched_key)
+        if cls is not None:
+            self._mark_dirty(cls)
+
+    def _should_retry_error(self, spec: TaskSpec, err_bytes: bytes) -> bool:
+        retry = spec.retry_exceptions
+        if not retry or spec.cancelled:
+            return False
+        if spec.max_retries != -1 and spec.attempt >= spec.max_retries:
+            return False
+        if retry is True:
+            return True
+        import pickle
+
+        try:
+            err = pickle.loads(err_bytes)
+        except Exception:
+            return False
+        cause = getattr(err, "cause", None)
+        return isinstance(cause, tuple(retry))
+
+    def _complete(
+        self, spec: TaskSpec, results: list[Any], contained: list[Any], conn: Connection
+    ) -> None:
+        spec.done = True
+        self.tasks.pop(spec.task_id, None)
+        held = None
+        if contained:
+            held = [ObjectRef(oid, owner) for oid, owner in contained]
+            conn.send((P.HANDOFF_DONE, spec.task_id))
+        refs = self.core.refs
+        for oid, (kind, data, size) in zip(spec.return_ids, results):
+            e = refs.get(oid)
+            if e is None:  # nobody holds the result any more
+                self._discard_results([[kind, data, size, oid]])
+                continue
+            if held:
+                e.contained = held
+            e.spec = None
+            refs.resolve(e, FAILED if kind == KIND_ERROR else READY, kind, data, size)
+        spec.deps = []
+        spec.held = []
+
+    def _discard_results(self, results: list[Any]) -> None:
+        for r in results:
+            if r[0] == KIND_STORE and len(r) > 3:
+                self.core.agent.notify("store_delete", r[3])
+
+    def _fail(self, spec: TaskSpec, err: BaseException) -> None:
+        from nbcluster.runtime.core_worker import error_bytes
+
+        self._fail_raw(spec, error_bytes(err))
+
+    def _fail_raw(self, spec: TaskSpec, data: bytes) -> None:
+        spec.done = True
+        self.tasks.pop(spec.task_id, None)
+        refs = self.core.refs
+        for oid in spec.return_ids:
+            e = refs.get(oid)
+            if e is not None:
+                e.spec = None
+                refs.resolve(e, FAILED, KIND_ERROR, data, 0)
+        spec.deps = []
+        spec.held = []
+
+    def _requeue(self, spec: TaskSpec) -> None:
+        cls = self.classes.get(spec.sched_key)
+        if cls is None:
+            cls = self.classes[spec.sched_key] = SchedClass(spec.sched_key, spec.resources)
+        cls.queue.appendleft(spec)
+        self._mark_dirty(cls)
+
+    def on_requeue(self, conn: Connection, msg: list[Any]) -> None:
+        """The worker blocked in ``get``: take back the tasks it had not started."""
+        for cls in self.classes.values():
+            for lease in cls.leases:
+                if lease.conn is conn:
+                    lease.blocked = True
+        for tid in reversed(msg[1]):
+            spec = self.tasks.get(tid)
+            if spec is None or spec.lease is None:
+                continue
+            spec.lease.inflight.pop(tid, None)
+            spec.lease = None
+            self._requeue(spec)
+
+    def on_conn_closed(self, conn: Connection) -> None:
+        """A leased worker's connection dropped: its process died. Retry or fail its tasks."""
+        for cls in self.classes.values():
+            dead = [lease for lease in cls.leases if lease.conn is conn]
+            for lease in dead:
+                cls.leases.remove(lease)
+                for spec in list(lease.inflight.values()):
+                    spec.lease = None
+                    if spec.cancelled:
+                        self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+                    elif spec.max_retries == -1 or spec.attempt < spec.max_retries:
+                        spec.attempt += 1
+                        self._requeue(spec)
+                    else:
+                        self._fail(
+                            spec,
+                            exc.WorkerCrashedError(
+                                f"the worker running {spec.fn.name} died unexpectedly "
+                                f"(pid {conn.info.get('pid')}); retries left: 0"
+                            ),
+                        )
+                lease.inflight.clear()
+            if dead:
+                self._mark_dirty(cls)
+
+    def on_return_dropped(self, e: Entry) -> None:
+        """A pending task's result is no longer wanted; it still runs, its result is dropped."""
+
+    # -- cancellation -----------------------------------------------------------------------
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        spec = self.tasks.get(task_id)
+        if spec is None or spec.done:
+            return
+        spec.cancelled = True
+        lease = spec.lease
+        if lease is None:
+            cls = self.classes.get(spec.sched_key)
+            if cls is not None and spec in cls.queue:
+                cls.queue.remove(spec)
+            self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+            return
+        if force:
+            self.core.agent.notify("kill_worker", lease.worker_id)
+        else:
+            lease.conn.send((P.CANCEL_TASK, task_id, False))
+
+    # -- idle leases ------------------------------------------------------------------------
+    def _reap_idle(self) -> None:
+        if self.core.closed:
+            return
+        now = time.monotonic()
+        timeout = CONFIG.idle_lease_timeout_s
+        for cls in self.classes.values():
+            if cls.queue:
+                continue
+            for lease in list(cls.leases):
+                if not lease.inflight and now - lease.last_used > timeout:
+                    cls.leases.remove(lease)
+                    self.core.agent.notify("return_lease", lease.worker_id, False)
+        self.core.loop.call_later(0.1, self._reap_idle)
+
+    def return_all_leases(self) -> None:
+        for cls in self.classes.values():
+            for lease in cls.leases:
+                self.core.agent.notify("return_lease", lease.worker_id, False)
+            cls.leases.clear()
+
+
+__all__ = ["FAILED", "KIND_ERROR", "READY", "Submitter"]

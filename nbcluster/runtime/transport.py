@@ -1,0 +1,335 @@
+"""Authenticated, batched message connections over TCP, on an asyncio event loop.
+
+Every connection starts with the token handshake of :mod:`auth`; until it succeeds the peer's
+bytes are only compared against fixed-size expectations, never decoded. After it, each side
+sends a stream of msgpack arrays ``[type, field, ...]``.
+
+Writes are batched: ``send`` appends the packed message to the connection's queue and schedules
+one flush per event-loop tick, so a burst of a thousand task submissions costs one syscall,
+not a thousand. ``send`` may be called from any thread; that is how a driver's user thread
+submits work without a round trip through the loop.
+
+A generic request/reply layer (``call`` / ``Request`` / ``Reply``) serves the control plane;
+the hot path (task push and reply) uses dedicated message types handled by the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
+from nbcluster.runtime import auth
+from nbcluster.runtime.config import CONFIG
+
+log = logging.getLogger("nbcluster.transport")
+
+#: message type numbers shared by every process; see ``protocol`` for the records.
+REQUEST = 1
+REPLY = 2
+
+Handler = Callable[["Connection", list[Any]], None]
+RpcHandler = Callable[..., Any]
+
+
+class Endpoint:
+    """What connections of one process share: the loop, the token and the dispatch tables."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: str) -> None:
+        self.loop = loop
+        self.token = token
+        self.handlers: dict[int, Handler] = {}
+        self.rpc: dict[str, RpcHandler] = {}
+        self.on_open: Callable[[Connection], None] | None = None
+        self.on_close: Callable[[Connection], None] | None = None
+        self.loop_thread: int | None = None
+        self._req_ids = itertools.count(1)
+
+    def next_req_id(self) -> int:
+        return next(self._req_ids)
+
+    async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
+        return await self.loop.create_server(
+            lambda: Connection(self, server_side=True), host, port, reuse_address=True
+        )
+
+    async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
+        timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: Connection(self, server_side=False), host, port
+                ),
+                timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as e:
+            raise ClusterConnectionError(f"cannot connect to {host}:{port}: {e}") from e
+        await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+        return conn
+
+
+class Connection(asyncio.Protocol):
+    """One authenticated peer. Application state about the peer lives in ``info``."""
+
+    def __init__(self, endpoint: Endpoint, server_side: bool) -> None:
+        self.endpoint = endpoint
+        self.server_side = server_side
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.ready: asyncio.Future[None] = endpoint.loop.create_future()
+        self.closed = False
+        self.info: dict[str, Any] = {}
+        self._authed = False
+        self._hs_buf = b""
+        self._nonce = b""
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=CONFIG.max_frame_bytes, raw=False, strict_map_key=False
+        )
+        self._out: collections.deque[bytes] = collections.deque()
+        self._flush_scheduled = False
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._hs_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._hs_timer = self.endpoint.loop.call_later(
+            CONFIG.handshake_timeout_s, self._handshake_timeout
+        )
+        if self.server_side:
+            self._nonce, hello = auth.server_hello()
+            transport.write(hello)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._authed:
+            self._handshake(data)
+            return
+        self._unpacker.feed(data)
+        handlers = self.endpoint.handlers
+        try:
+            for msg in self._unpacker:
+                handlers[msg[0]](self, msg)
+        except Exception as e:  # malformed input from an authenticated peer: drop the link
+            if isinstance(e, (KeyError, TypeError, IndexError, ValueError)) or "msgpack" in type(
+                e
+            ).__module__:
+                log.warning("bad message from %s: %r; closing", self.peer, e)
+                self.close()
+            else:
+                raise
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._hs_timer:
+            self._hs_timer.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(
+                ClusterConnectionError(f"connection to {self.peer} closed during handshake")
+            )
+            self.ready.exception()  # mark retrieved
+        err = ClusterConnectionError(f"connection to {self.peer} lost")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if self._authed and self.endpoint.on_close:
+            self.endpoint.on_close(self)
+
+    # -- handshake --------------------------------------------------------------------------
+    def _handshake(self, data: bytes) -> None:
+        self._hs_buf += data
+        token = self.endpoint.token
+        assert self.transport is not None
+        if self.server_side:
+            if len(self._hs_buf) >= 4 and self._hs_buf[:4] != auth.MAGIC:
+                self._deny("not an nbcluster client (bad magic)")
+                return
+            if len(self._hs_buf) < auth.CLIENT_REPLY_LEN:
+                return
+            if len(self._hs_buf) > auth.CLIENT_REPLY_LEN:
+                self._deny("data before authentication")
+                return
+            finish = auth.server_check(token, self._nonce, self._hs_buf)
+            if finish is None:
+                self._deny("wrong token")
+                return
+            self.transport.write(finish)
+            self._open()
+        else:
+            if not self._nonce:
+                if len(self._hs_buf) < auth.SERVER_HELLO_LEN:
+                    return
+                hello, self._hs_buf = (
+                    self._hs_buf[: auth.SERVER_HELLO_LEN],
+                    self._hs_buf[auth.SERVER_HELLO_LEN :],
+                )
+                answer = auth.client_reply(token, hello)
+                if answer is None:
+                    self._fail_client("the server is not an nbcluster node")
+                    return
+                self._nonce, reply = answer
+                self.transport.write(reply)
+            if self._hs_buf[:4] == auth.DENY:
+                self._fail_client("authentication failed: the cluster rejected our token")
+                return
+            if len(self._hs_buf) < auth.SERVER_FINISH_LEN:
+                return
+            finish, rest = (
+                self._hs_buf[: auth.SERVER_FINISH_LEN],
+                self._hs_buf[auth.SERVER_FINISH_LEN :],
+            )
+            if not auth.client_check(token, self._nonce, finish):
+                self._fail_client("authentication failed: the server does not hold our token")
+                return
+            self._open()
+            if rest:
+                self.data_received(rest)
+
+    def _open(self) -> None:
+        self._authed = True
+        self._hs_buf = b""
+        if self._hs_timer:
+            self._hs_timer.cancel()
+        if self.endpoint.on_open:
+            self.endpoint.on_open(self)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _deny(self, why: str) -> None:
+        log.warning("refused connection from %s: %s", self.peer, why)
+        assert self.transport is not None
+        self.transport.write(auth.DENY)
+        self.transport.close()
+
+    def _fail_client(self, why: str) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(AuthenticationError(f"{why} ({self.peer})"))
+        assert self.transport is not None
+        self.transport.close()
+
+    def _handshake_timeout(self) -> None:
+        if not self._authed:
+            log.warning("refused connection from %s: handshake timed out", self.peer)
+            if self.transport:
+                self.transport.abort()
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, msg: list[Any] | tuple[Any, ...]) -> None:
+        """Queue a message; flushed once per loop tick. Safe from any thread."""
+        self.send_raw(msgpack.packb(msg))
+
+    def send_raw(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            ep = self.endpoint
+            if threading.get_ident() == ep.loop_thread:
+                ep.loop.call_soon(self._flush)
+            else:
+                ep.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self.transport is None or self.closed:
+            out.clear()
+            return
+        if len(out) == 1:
+            self.transport.write(out.popleft())
+            return
+        parts = []
+        while out:
+            parts.append(out.popleft())
+        self.transport.write(b"".join(parts))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self._flush()
+            self.transport.close()
+
+    # -- request / reply --------------------------------------------------------------------
+    def notify(self, method: str, *args: Any) -> None:
+        """A request that wants no reply. Safe from any thread."""
+        self.send((REQUEST, 0, method, list(args)))
+
+    def call(self, method: str, *args: Any) -> asyncio.Future[Any]:
+        """Send a request (from the loop thread) and return a future for its reply."""
+        req_id = self.endpoint.next_req_id()
+        fut: asyncio.Future[Any] = self.endpoint.loop.create_future()
+        if self.closed:
+            fut.set_exception(ClusterConnectionError(f"connection to {self.peer} is closed"))
+            return fut
+        self._pending[req_id] = fut
+        self.send((REQUEST, req_id, method, list(args)))
+        return fut
+
+    def handle_request(self, msg: list[Any]) -> None:
+        _, req_id, method, args = msg
+        fn = self.endpoint.rpc.get(method)
+        if fn is None:
+            self.send((REPLY, req_id, False, f"unknown method {method!r}"))
+            return
+        try:
+            result = fn(self, *args)
+        except Exception as e:
+            log.debug("request %s from %s failed", method, self.peer, exc_info=True)
+            if req_id:
+                self.send((REPLY, req_id, False, f"{type(e).__name__}: {e}"))
+            return
+        if isinstance(result, (asyncio.Future, Awaitable)):
+            fut = asyncio.ensure_future(result)
+            fut.add_done_callback(lambda f: self._reply_later(req_id, f))
+        elif req_id:  # request id 0: a notification, no reply wanted
+            self.send((REPLY, req_id, True, result))
+
+    def _reply_later(self, req_id: int, fut: asyncio.Future[Any]) -> None:
+        if not req_id:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.warning("notification from %s failed: %r", self.peer, fut.exception())
+            return
+        if fut.cancelled():
+            self.send((REPLY, req_id, False, "cancelled"))
+        elif fut.exception() is not None:
+            e = fut.exception()
+            self.send((REPLY, req_id, False, f"{type(e).__name__}: {e}"))
+        else:
+            self.send((REPLY, req_id, True, fut.result()))
+
+    def handle_reply(self, msg: list[Any]) -> None:
+        _, req_id, ok, result = msg
+        fut = self._pending.pop(req_id, None)
+        if fut is None or fut.done():
+            return
+        if ok:
+            fut.set_result(result)
+        else:
+            fut.set_exception(RemoteCallError(result))
+
+    def _handshake_done(self) -> bool:
+        return self._authed
+
+
+class RemoteCallError(Exception):
+    """A control-plane request failed on the other side; the message says why."""
+
+
+def install_rpc(endpoint: Endpoint) -> None:
+    endpoint.handlers[REQUEST] = lambda conn, msg: conn.handle_request(msg)
+    endpoint.handlers[REPLY] = lambda conn, msg: conn.handle_reply(msg)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"bad address {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,17 @@
+"""Entry point of a worker process (forked from the head's fork server)."""
+
+from __future__ import annotations
+
+import os
+
+from nbcluster.runtime.core_worker import CoreWorker
+from nbcluster.runtime.executor import Executor
+
+
+def run_worker(agent_address: str, token: str) -> None:
+    core = CoreWorker("worker", agent_address, token)
+    # The agent is our lifeline: if it goes, so do we (nothing could use our results).
+    core.on_agent_lost = lambda: os._exit(0)
+    executor = Executor(core)  # before start: a task may arrive as soon as we register
+    core.start()
+    executor.run_forever()
