@@ -95,6 +95,7 @@ class CoreWorker:
         h[P.ADD_BORROWER] = self._on_add_borrower
         h[P.REMOVE_BORROWER] = self._on_remove_borrower
         h[P.HANDOFF_DONE] = self._on_handoff_done
+        h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.on_close = self._on_conn_closed
         self.on_agent_lost: Callable[[], None] | None = None

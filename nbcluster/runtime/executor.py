@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core_worker import error_bytes
 from nbcluster.runtime.ids import object_id
+from nbcluster.runtime.output import capture_worker_output
 from nbcluster.runtime.reference_table import KIND_ERROR, KIND_INLINE, KIND_STORE
 from nbcluster.runtime.task_spec import decode_args
 from nbcluster.runtime.transport import Connection
@@ -58,10 +60,11 @@ class Executor:
         self.cancelled: set[bytes] = set()
         self.blocked = False
         self._block_depth = 0
-        self._current_conn: Connection | None = None
+        self.current_conn: Connection | None = None
         core.endpoint.handlers[P.PUSH_TASK] = self.on_push
         core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
         signal.signal(signal.SIGINT, self._on_sigint)
+        capture_worker_output(core)
 
     # -- loop thread ------------------------------------------------------------------------
     def on_push(self, conn: Connection, msg: list[Any]) -> None:
@@ -99,8 +102,8 @@ class Executor:
 
     def _give_back_backlog(self) -> None:
         backlog: dict[Connection, list[bytes]] = {}
-        if self._current_conn is not None:
-            backlog[self._current_conn] = []
+        if self.current_conn is not None:
+            backlog[self.current_conn] = []
         while True:
             try:
                 conn, msg = self.queue.get_nowait()
@@ -146,13 +149,15 @@ class Executor:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         core = self.core
         core.current_task = TaskContext(task_id, fn_name, res, gpus)
-        self._current_conn = conn
+        self.current_conn = conn
         try:
             try:
                 value = fn(*args, **kwargs)
             finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
                 core.current_task = None
-                self._current_conn = None
+                self.current_conn = None
         except KeyboardInterrupt:
             if self.cancel_target == task_id:
                 self.cancel_target = None

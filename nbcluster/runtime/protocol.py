@@ -13,6 +13,7 @@ __all__ = [
     "CANCEL_TASK",
     "HANDOFF_DONE",
     "HELLO",
+    "OUTPUT",
     "PUSH_TASK",
     "REMOVE_BORROWER",
     "REPLY",
@@ -42,6 +43,8 @@ REMOVE_BORROWER = 9
 #: [HANDOFF_DONE, task_id] — the caller registered itself for the refs inside a task's result,
 #: so the worker may drop the holds it kept on them.
 HANDOFF_DONE = 10
+#: [OUTPUT, task_id, stream, text, where] — what a running task printed, sent to its owner.
+OUTPUT = 11
 
 DONE_OK = 0
 DONE_APP_ERROR = 1

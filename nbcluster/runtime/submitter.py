@@ -18,6 +18,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import output
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import new_task_id, object_id
@@ -97,6 +98,7 @@ class Submitter:
             task_id, fn, blob, deps, held, num_returns, resources, max_retries,
             retry_exceptions, return_ids,
         )  # fmt: skip
+        spec.tag = output.current_tag()
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
@@ -407,6 +409,17 @@ class Submitter:
             self.core.agent.notify("kill_worker", lease.worker_id)
         else:
             lease.conn.send((P.CANCEL_TASK, task_id, False))
+
+    def cancel_tagged(self, tag: Any) -> int:
+        specs = [s for s in self.tasks.values() if not s.done and s.tag == tag]
+        for spec in specs:
+            self.cancel(spec.task_id, False)
+        return len(specs)
+
+    def on_output(self, conn: Connection, msg: list[Any]) -> None:
+        _, task_id, stream, text, where = msg
+        spec = self.tasks.get(task_id)
+        output.deliver(spec.tag if spec is not None else None, stream, text, where)
 
     # -- idle leases ------------------------------------------------------------------------
     def _reap_idle(self) -> None:

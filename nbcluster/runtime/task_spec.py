@@ -49,6 +49,7 @@ class TaskSpec:
         "retry_exceptions",
         "return_ids",
         "sched_key",
+        "tag",
         "task_id",
     )
 
@@ -83,6 +84,7 @@ class TaskSpec:
         self.cancelled = False
         self.extra: dict[str, Any] | None = None
         self.actor: Any = None
+        self.tag: Any = None  # what output.current_tag() said at submission
 
 
 class FunctionDescriptor:
