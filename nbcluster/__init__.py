@@ -4,6 +4,11 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster.runtime.actor import ActorClass as ActorClass
+from nbcluster.runtime.actor import ActorHandle as ActorHandle
+from nbcluster.runtime.actor import get_actor as get_actor
+from nbcluster.runtime.actor import kill as kill
+from nbcluster.runtime.actor import method as method
 from nbcluster.runtime.api import available_resources as available_resources
 from nbcluster.runtime.api import cancel as cancel
 from nbcluster.runtime.api import cluster_resources as cluster_resources
@@ -22,16 +27,21 @@ from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "available_resources",
     "cancel",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",

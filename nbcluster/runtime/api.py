@@ -16,6 +16,7 @@ from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime import object_ref as object_ref_mod
+from nbcluster.runtime.actor import ActorClass
 from nbcluster.runtime.core_worker import CoreWorker
 from nbcluster.runtime.launcher import HeadProcess, start_head
 from nbcluster.runtime.object_ref import ObjectRef
@@ -143,8 +144,6 @@ def remote(*args: Any, **options: Any) -> Any:
 
     def wrap(obj: Any) -> Any:
         if inspect.isclass(obj):
-            from nbcluster.runtime.actor import ActorClass
-
             return ActorClass(obj, options)
         if not callable(obj):
             raise TypeError("@remote applies to functions and classes")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import pickle
@@ -41,6 +42,9 @@ from nbcluster.runtime.store_client import StoreMapping
 from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
 
 log = logging.getLogger("nbcluster.core")
+
+# Per thread and per asyncio task, so concurrent actor calls each see their own task.
+_CURRENT_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("nbcluster_task", default=None)
 
 
 def error_bytes(err: BaseException) -> bytes:
@@ -78,8 +82,8 @@ class CoreWorker:
         self._pins_lock = threading.Lock()
         self.closed = False
         self.executor: Any = None  # set in worker processes (executor.Executor)
-        self.current_task: Any = None  # TaskContext of the running task (workers)
         self.handoffs: dict[bytes, list[Any]] = {}
+        self.owned_actors: dict[bytes, bool] = {}  # handle object id -> detached
         self._host = host
         self._thread = threading.Thread(target=self._run_loop, name="nbcluster-io", daemon=True)
         self._started = threading.Event()
@@ -99,6 +103,15 @@ class CoreWorker:
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.on_close = self._on_conn_closed
         self.on_agent_lost: Callable[[], None] | None = None
+
+    @property
+    def current_task(self) -> Any:
+        """The TaskContext of the task running in this thread or asyncio task, if any."""
+        return _CURRENT_TASK.get()
+
+    @current_task.setter
+    def current_task(self, ctx: Any) -> None:
+        _CURRENT_TASK.set(ctx)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -286,6 +299,9 @@ class CoreWorker:
             return
         if e.state == READY and e.kind == KIND_STORE:
             self.agent.notify("store_delete", e.oid)
+        detached = self.owned_actors.pop(e.oid, None)
+        if detached is False:  # the last handle to an actor we created is gone
+            self.agent.notify("kill_actor", e.oid[:16], True)
         e.contained = None
         if e.state == PENDING and e.spec is not None:
             self.submitter.on_return_dropped(e)
@@ -412,7 +428,11 @@ class CoreWorker:
             else:
                 waiter(e)
         if remaining[0] > 0:
-            blocked = self.executor is not None and self.current_task is not None
+            blocked = (
+                self.executor is not None
+                and self.current_task is not None
+                and self.executor.actor_host.instance is None
+            )
             if blocked:
                 self.executor.notify_blocked()
             try:

@@ -23,6 +23,7 @@ import cloudpickle
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime import protocol as P
+from nbcluster.runtime.actor_host import ActorExit, ActorHost
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core_worker import error_bytes
@@ -39,11 +40,17 @@ if TYPE_CHECKING:
 class TaskContext:
     """What ``get_runtime_context`` reports while a task runs."""
 
-    __slots__ = ("fn_name", "gpus", "resources", "task_id")
+    __slots__ = ("conn", "fn_name", "gpus", "resources", "task_id")
 
     def __init__(
-        self, task_id: bytes, fn_name: str, resources: dict[str, float], gpus: list[int]
+        self,
+        task_id: bytes,
+        fn_name: str,
+        resources: dict[str, float],
+        gpus: list[int],
+        conn: Connection | None = None,
     ) -> None:
+        self.conn = conn  # where the task came from: its output and result go there
         self.task_id = task_id
         self.fn_name = fn_name
         self.resources = resources
@@ -61,6 +68,7 @@ class Executor:
         self.blocked = False
         self._block_depth = 0
         self.current_conn: Connection | None = None
+        self.actor_host = ActorHost(self)
         core.endpoint.handlers[P.PUSH_TASK] = self.on_push
         core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -130,25 +138,40 @@ class Executor:
         _, task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
         if task_id in self.cancelled:
             self.cancelled.discard(task_id)
-            self._reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+            self.reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
             return
+        extra = extra or {}
         try:
-            fn = self.fns.get(fn_id)
-            if fn is None:
-                if fn_bytes is None:
-                    raise exc.NbclusterError(f"function {fn_name} was never sent to this worker")
-                fn = self.fns[fn_id] = cloudpickle.loads(fn_bytes)
+            if "actor" in extra:
+                fn = self.actor_host.method(extra["method"])
+            else:
+                fn = self.fns.get(fn_id)
+                if fn is None:
+                    if fn_bytes is None:
+                        raise exc.NbclusterError(f"function {fn_name} was never sent here")
+                    fn = self.fns[fn_id] = cloudpickle.loads(fn_bytes)
             args, kwargs = decode_args(blob, [self._dep_value(d) for d in deps])
         except Exception as e:
-            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
-            self._reply(conn, task_id, P.DONE_SYSTEM_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            self._reply_error(conn, task_id, P.DONE_SYSTEM_ERROR, fn_name, e)
             return
-        res = extra.get("res", {}) if extra else {}
-        gpus = extra.get("gpus", []) if extra else []
-        if gpus or res.get("GPU"):
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        ctx = TaskContext(task_id, fn_name, extra.get("res", {}), extra.get("gpus", []), conn)
+        if "create" in extra:
+            self.actor_host.create(fn, args, kwargs, extra, ctx, num_returns)
+        elif "actor" in extra:
+            self.actor_host.call(fn, args, kwargs, ctx, num_returns)
+        else:
+            self.run(fn, args, kwargs, ctx, num_returns)
+
+    def run(
+        self, fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: TaskContext, num_returns: int
+    ) -> None:
+        """Run one call on this thread and send its result (or error) home."""
+        if ctx.gpus or ctx.resources.get("GPU"):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ctx.gpus))
         core = self.core
-        core.current_task = TaskContext(task_id, fn_name, res, gpus)
+        conn, task_id = ctx.conn, ctx.task_id
+        assert conn is not None
+        core.current_task = ctx
         self.current_conn = conn
         try:
             try:
@@ -161,15 +184,23 @@ class Executor:
         except KeyboardInterrupt:
             if self.cancel_target == task_id:
                 self.cancel_target = None
-                self._reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+                self.reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
                 return
             raise
+        except ActorExit:
+            self.actor_host.exit(ctx)
+            return
         except Exception as e:
-            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
-            self._reply(conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            self._reply_error(conn, task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
             return
         del args, kwargs
-        self._send_results(conn, task_id, fn_name, value, num_returns)
+        self.send_results(conn, task_id, ctx.fn_name, value, num_returns)
+
+    def _reply_error(
+        self, conn: Connection, task_id: bytes, status: int, fn_name: str, e: BaseException
+    ) -> None:
+        err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
+        self.reply(conn, task_id, status, [[KIND_ERROR, error_bytes(err), 0]], [])
 
     def _dep_value(self, dep: list[Any]) -> Any:
         oid, kind, data, _size = dep
@@ -179,7 +210,7 @@ class Executor:
             return self.core.store_read(oid)
         raise exc.NbclusterError("argument failed")  # owners never send failed args
 
-    def _send_results(
+    def send_results(
         self, conn: Connection, task_id: bytes, fn_name: str, value: Any, num_returns: int
     ) -> None:
         if num_returns == 1:
@@ -196,7 +227,7 @@ class Executor:
                     f"{num_returns} values (num_returns={num_returns})",
                     ValueError(f"expected {num_returns} return values"),
                 )
-                self._reply(
+                self.reply(
                     conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], []
                 )
                 return
@@ -214,25 +245,27 @@ class Executor:
                     self.core.store_write(oid, s, owner)
                     results.append([KIND_STORE, self.core.node_id, s.size, oid])
         except Exception as e:
-            err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
-            self._reply(conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], [])
+            self._reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
             return
         wire = []
         if contained:
             self.core.handoffs[task_id] = [owner, contained]
             wire = [[r._id, r._owner] for r in contained]
-        self._reply(conn, task_id, P.DONE_OK, results, wire)
+        self.reply(conn, task_id, P.DONE_OK, results, wire)
 
-    def _reply(
+    def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
         conn.send((P.TASK_DONE, task_id, status, results, contained))
 
 
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def _format_tb(e: BaseException) -> str:
     tb = e.__traceback__
-    # Drop the executor's own frame: the user's frames are what matter.
-    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    # Drop the runtime's own leading frames: the user's frames are what matter.
+    while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _RUNTIME_DIR:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(e), e, tb))
 

@@ -17,6 +17,7 @@ import socket
 import sys
 from typing import Any
 
+from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.node_agent import NodeAgent
@@ -74,6 +75,8 @@ def main() -> None:
         endpoint, random_id().hex(), cfg["resources"], store, fork_server, session_dir
     )
     endpoint.on_close = agent.on_close
+    actors = ActorManager(endpoint, agent, address)
+    agent.on_owner_gone = actors.on_owner_gone
     agent.start_pool()
     loop.run_until_complete(loop.create_server(lambda: Connection(endpoint, True), sock=sock))
     os.write(ready_fd, f"READY {address}\n".encode())

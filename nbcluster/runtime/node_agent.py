@@ -16,6 +16,7 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nbcluster.runtime.fork_server import ForkServer
@@ -30,26 +31,41 @@ EXTRA_WORKER_IDLE_S = 5.0
 
 
 class WorkerInfo:
-    __slots__ = ("addr", "blocked", "conn", "gpus", "idle_since", "lease", "pid", "worker_id")
+    __slots__ = (
+        "actor", "addr", "blocked", "conn", "gpus", "idle_since", "lease", "pid", "worker_id",
+    )  # fmt: skip
 
     def __init__(self, worker_id: bytes, pid: int, addr: str, conn: Connection) -> None:
         self.worker_id = worker_id
         self.pid = pid
         self.addr = addr
         self.conn = conn
-        self.lease: tuple[Connection, dict[str, float]] | None = None
+        self.lease: tuple[Connection | None, dict[str, float]] | None = None
         self.gpus: list[int] = []
+        self.actor: bytes | None = None  # set for a worker dedicated to an actor
         self.blocked = False
         self.idle_since = time.monotonic()
 
 
 class LeaseRequest:
-    __slots__ = ("conn", "fut", "resources")
+    """A wish for a worker: for tasks (``resources`` held while leased), or to host an actor
+    (placed where ``resources`` fit, then holding only ``hold`` for its whole life)."""
 
-    def __init__(self, conn: Connection, resources: dict[str, float], fut: asyncio.Future[Any]):
+    __slots__ = ("actor", "conn", "fut", "hold", "resources")
+
+    def __init__(
+        self,
+        conn: Connection | None,
+        resources: dict[str, float],
+        fut: asyncio.Future[Any],
+        actor: bytes | None = None,
+        hold: dict[str, float] | None = None,
+    ) -> None:
         self.conn = conn
         self.resources = resources
         self.fut = fut
+        self.actor = actor
+        self.hold = resources if hold is None else hold
 
 
 class NodeAgent:
@@ -81,6 +97,8 @@ class NodeAgent:
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.clients: dict[Connection, dict[str, Any]] = {}
         self.closing = False
+        self.on_actor_worker_gone: Callable[[WorkerInfo], None] | None = None
+        self.on_owner_gone: Callable[[str], None] | None = None
         rpc = endpoint.rpc
         for name in (
             "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
@@ -128,17 +146,25 @@ class NodeAgent:
             pass
         if w.lease is not None:
             self._release(w)
+        if w.actor is not None and self.on_actor_worker_gone is not None:
+            self.on_actor_worker_gone(w)
         if not self.closing:
-            alive = len(self.workers) + self.starting
-            if alive < self.pool_size:
-                self._spawn()
+            self._replenish()
             self._try_grant()
+
+    def _task_workers(self) -> int:
+        return sum(1 for w in self.workers.values() if w.actor is None)
+
+    def _replenish(self) -> None:
+        """Keep ``pool_size`` workers for tasks, so actors never starve the task pool."""
+        while self._task_workers() + self.starting < self.pool_size:
+            self._spawn()
 
     def _reap_extra_workers(self) -> None:
         if self.closing:
             return
         now = time.monotonic()
-        while len(self.workers) > self.pool_size and self.idle:
+        while self._task_workers() > self.pool_size and self.idle:
             w = self.idle[0]
             if now - w.idle_since < EXTRA_WORKER_IDLE_S:
                 break
@@ -188,6 +214,8 @@ class NodeAgent:
         self.store.release_reader(conn)
         if info.get("addr"):
             self.store.delete_owned_by(info["addr"])
+            if self.on_owner_gone is not None:
+                self.on_owner_gone(info["addr"])
         self._try_grant()
 
     # -- leases -------------------------------------------------------------------------------
@@ -197,12 +225,21 @@ class NodeAgent:
         self._try_grant()
         return fut
 
+    def lease_actor_worker(
+        self, actor_id: bytes, sched: dict[str, float], hold: dict[str, float]
+    ) -> asyncio.Future[Any]:
+        """A worker of its own for an actor; resolves to its WorkerInfo."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.requests.append(LeaseRequest(None, sched, fut, actor_id, hold))
+        self._try_grant()
+        return fut
+
     def _try_grant(self) -> None:
         if self.closing:
             return
         need_spawn = 0
         for req in list(self.requests):
-            if req.fut.done() or req.conn.closed:
+            if req.fut.done() or (req.conn is not None and req.conn.closed):
                 self.requests.remove(req)
                 continue
             if not fits(self.available, req.resources):
@@ -219,14 +256,19 @@ class NodeAgent:
             spare += 1
 
     def _grant(self, w: WorkerInfo, req: LeaseRequest) -> None:
-        res = req.resources
+        res = req.hold
         for k, v in res.items():
             self.available[k] = self.available.get(k, 0.0) - v
         n_gpus = int(res.get("GPU", 0) + 0.999)
         w.gpus = [self.gpu_free.pop(0) for _ in range(min(n_gpus, len(self.gpu_free)))]
         w.lease = (req.conn, res)
         w.blocked = False
-        req.fut.set_result([w.worker_id, w.addr, w.gpus])
+        if req.actor is not None:
+            w.actor = req.actor
+            self._replenish()
+            req.fut.set_result(w)
+        else:
+            req.fut.set_result([w.worker_id, w.addr, w.gpus])
 
     def _release(self, w: WorkerInfo) -> None:
         assert w.lease is not None

@@ -76,10 +76,9 @@ class TaskStream(io.TextIOBase):
         self._buf = ""
 
     def write(self, s: str) -> int:
-        core = self._core
-        task = core.current_task
-        conn = core.executor.current_conn if core.executor is not None else None
-        if task is None or conn is None or conn.closed:
+        task = self._core.current_task
+        conn = task.conn if task is not None else None
+        if conn is None or conn.closed:
             n = self._original.write(s)
             self._original.flush()
             return n
@@ -93,11 +92,10 @@ class TaskStream(io.TextIOBase):
 
     def flush(self) -> None:
         if self._buf:
-            core = self._core
-            task = core.current_task
-            conn = core.executor.current_conn if core.executor is not None else None
+            task = self._core.current_task
+            conn = task.conn if task is not None else None
             text, self._buf = self._buf, ""
-            if task is not None and conn is not None and not conn.closed:
+            if conn is not None and not conn.closed:
                 conn.send((P.OUTPUT, task.task_id, self.name, text, _where(task)))
             else:
                 self._original.write(text)

@@ -65,6 +65,27 @@ class SchedClass:
         self.requests = 0
 
 
+class ActorQueue:
+    """The calls one caller has for one actor, sent in submission order."""
+
+    __slots__ = (
+        "actor_id", "addr", "blocked", "conn", "dead", "gpus", "inflight", "last_used", "queue",
+        "resolving",
+    )  # fmt: skip
+
+    def __init__(self, actor_id: bytes) -> None:
+        self.actor_id = actor_id
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.inflight: dict[bytes, TaskSpec] = {}
+        self.conn: Connection | None = None
+        self.addr = ""
+        self.resolving = False
+        self.dead: bytes | None = None
+        self.blocked = False
+        self.last_used = 0.0
+        self.gpus: list[int] = []
+
+
 class Submitter:
     def __init__(self, core: CoreWorker) -> None:
         self.core = core
@@ -75,6 +96,7 @@ class Submitter:
         self._dirty: set[SchedClass] = set()
         self._dispatch_scheduled = False
         self._warned: set[tuple[Any, ...]] = set()
+        self.actor_queues: dict[bytes, ActorQueue] = {}
 
     def start(self) -> None:
         self.core.loop.call_later(0.1, self._reap_idle)
@@ -132,12 +154,19 @@ class Submitter:
                     if not e.owned:
                         core._fetch(e)
         spec.pending_deps = pending
-        if pending == 0:
+        if spec.actor is not None:  # actor calls queue at once: order is submission order
+            aq = self._actor_queue(spec.actor)
+            aq.queue.append(spec)
+            self._dispatch_actor(aq)
+        elif pending == 0:
             self._enqueue(spec)
 
     def _dep_ready(self, spec: TaskSpec) -> None:
         spec.pending_deps -= 1
         if spec.pending_deps == 0 and not spec.done:
+            if spec.actor is not None:
+                self._dispatch_actor(self._actor_queue(spec.actor))
+                return
             self._enqueue(spec)
             self._dispatch_dirty()
 
@@ -228,11 +257,12 @@ class Submitter:
                 )
                 return
 
-    def _push(self, spec: TaskSpec, lease: Lease) -> None:
+    def _push(self, spec: TaskSpec, lease: Lease | ActorQueue) -> None:
         spec.lease = lease
         lease.inflight[spec.task_id] = spec
         lease.last_used = time.monotonic()
         conn = lease.conn
+        assert conn is not None
         fn = spec.fn
         sent = conn.info.get("fns")
         if sent is None:
@@ -248,8 +278,8 @@ class Submitter:
                 e = refs.get(ref._id)
                 assert e is not None
                 deps.append([e.oid, e.kind, e.data, e.size])
-        extra = None
-        if lease.gpus or spec.resources:
+        extra = spec.extra
+        if extra is None and (lease.gpus or spec.resources):
             extra = {"res": spec.resources, "gpus": lease.gpus}
         conn.send(
             (P.PUSH_TASK, spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
@@ -278,6 +308,8 @@ class Submitter:
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
         else:
             self._fail_raw(spec, results[0][1])
+        if spec.actor is not None:
+            return
         cls = self.classes.get(spec.sched_key)
         if cls is not None:
             self._mark_dirty(cls)
@@ -366,6 +398,9 @@ class Submitter:
 
     def on_conn_closed(self, conn: Connection) -> None:
         """A leased worker's connection dropped: its process died. Retry or fail its tasks."""
+        for aq in self.actor_queues.values():
+            if aq.conn is conn:
+                self._actor_conn_lost(aq)
         for cls in self.classes.values():
             dead = [lease for lease in cls.leases if lease.conn is conn]
             for lease in dead:
@@ -391,6 +426,100 @@ class Submitter:
 
     def on_return_dropped(self, e: Entry) -> None:
         """A pending task's result is no longer wanted; it still runs, its result is dropped."""
+
+    # -- actors (loop) ------------------------------------------------------------------------
+    def _actor_queue(self, actor_id: bytes) -> ActorQueue:
+        aq = self.actor_queues.get(actor_id)
+        if aq is None:
+            aq = self.actor_queues[actor_id] = ActorQueue(actor_id)
+        return aq
+
+    def _dispatch_actor(self, aq: ActorQueue) -> None:
+        if aq.dead is not None:
+            while aq.queue:
+                self._fail_raw(aq.queue.popleft(), aq.dead)
+            return
+        if aq.conn is None or aq.conn.closed:
+            self._resolve_actor(aq)
+            return
+        queue = aq.queue
+        while queue and queue[0].pending_deps == 0:
+            spec = queue.popleft()
+            if spec.cancelled:
+                self._fail(spec, exc.TaskCancelledError(f"call {spec.fn.name} was cancelled"))
+                continue
+            if self._failed_dep(spec):
+                continue
+            self._push(spec, aq)
+
+    def _failed_dep(self, spec: TaskSpec) -> bool:
+        for ref in spec.deps:
+            e = self.core.refs.get(ref._id)
+            if e is not None and e.state == FAILED:
+                self._fail_raw(spec, e.data)
+                return True
+        return False
+
+    def _resolve_actor(self, aq: ActorQueue) -> None:
+        """Ask the head where the actor lives (after creation, or again after a failure)."""
+        if aq.resolving:
+            return
+        aq.resolving = True
+        fut = self.core.agent.call("wait_actor", aq.actor_id, aq.addr)
+
+        def answered(f: Any) -> None:
+            if f.cancelled() or f.exception() is not None:
+                aq.resolving = False
+                if not self.core.closed:
+                    from nbcluster.runtime.core_worker import error_bytes
+
+                    aq.dead = error_bytes(exc.ActorDiedError(f"cannot locate the actor: {f.exception()}"))
+                    self._dispatch_actor(aq)
+                return
+            state, addr, death = f.result()
+            if state != "ALIVE":
+                aq.resolving = False
+                aq.dead = death
+                self._dispatch_actor(aq)
+                return
+            self.core.loop.create_task(self._connect_actor(aq, addr))
+
+        fut.add_done_callback(answered)
+
+    async def _connect_actor(self, aq: ActorQueue, addr: str) -> None:
+        try:
+            conn = await self.core.connect(addr)
+        except Exception:
+            aq.resolving = False
+            aq.addr = addr
+            self._resolve_actor(aq)  # it died meanwhile: wait for its restart or death
+            return
+        aq.resolving = False
+        aq.conn = conn
+        aq.addr = addr
+        self._dispatch_actor(aq)
+
+    def _actor_conn_lost(self, aq: ActorQueue) -> None:
+        aq.conn = None
+        retry = []
+        for spec in list(aq.inflight.values()):
+            spec.lease = None
+            if not spec.cancelled and (
+                spec.max_retries == -1 or spec.attempt < spec.max_retries
+            ):
+                spec.attempt += 1
+                retry.append(spec)
+            else:
+                self._fail(
+                    spec,
+                    exc.ActorDiedError(
+                        f"The actor died while running {spec.fn.name} (its process exited); "
+                        "the call was not retried (max_task_retries)"
+                    ),
+                )
+        aq.inflight.clear()
+        aq.queue.extendleft(reversed(retry))
+        self._resolve_actor(aq)
 
     # -- cancellation -----------------------------------------------------------------------
     def cancel(self, task_id: bytes, force: bool) -> None:

@@ -1,0 +1,289 @@
+"""Actors as the user sees them: ``@remote`` classes, handles, methods — Ray's API.
+
+``Cls.remote(...)`` registers the actor with the head (which places and starts it) and returns
+a handle at once. Calls on a handle go straight from the caller to the actor's process, in
+submission order, batched like tasks.
+
+A handle's lifetime is reference counted exactly like an ObjectRef's: each handle holds a ref
+to a per-actor object owned by the creator, so handles passed to tasks and other actors keep
+the actor alive, and when the last one anywhere is gone the owner asks the head to destroy
+the actor (unless it is ``lifetime="detached"``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import threading
+from typing import Any
+
+from nbcluster.runtime import output
+from nbcluster.runtime import protocol as P
+from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.ids import new_task_id, object_id, random_id
+from nbcluster.runtime.object_ref import ObjectRef, get_core
+from nbcluster.runtime.reference_table import KIND_INLINE, PENDING, READY
+from nbcluster.runtime.remote_function import validate_options
+from nbcluster.runtime.resources import task_resources
+from nbcluster.runtime.task_spec import FunctionDescriptor, TaskSpec, encode_args
+
+ACTOR_OPTIONS = frozenset(
+    {
+        "num_cpus", "num_gpus", "resources", "name", "namespace", "get_if_exists", "lifetime",
+        "max_concurrency", "max_restarts", "max_task_retries", "memory", "scheduling_strategy",
+        "runtime_env",
+    }
+)  # fmt: skip
+METHOD_OPTIONS = frozenset({"num_returns", "name", "max_task_retries", "retry_exceptions"})
+_METHOD_ATTR = "__nbcluster_method_options__"
+_HANDLE_SUFFIX = b"\xff\xff\xff\xff"
+
+
+def method(**options: Any) -> Any:
+    """``@nbcluster.method(num_returns=2)`` on an actor method sets its default options."""
+    validate_options(options, METHOD_OPTIONS)
+
+    def wrap(fn: Any) -> Any:
+        setattr(fn, _METHOD_ATTR, options)
+        return fn
+
+    return wrap
+
+
+def _method_table(cls: type) -> dict[str, int]:
+    table = {}
+    for name, fn in inspect.getmembers(cls, callable):
+        if name.startswith("__") and name != "__call__":
+            continue
+        opts = getattr(fn, _METHOD_ATTR, {})
+        table[name] = int(opts.get("num_returns", 1))
+    return table
+
+
+class ActorClass:
+    """What ``@remote`` makes of a class: ``.remote(...)`` creates an actor."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        validate_options(options, ACTOR_OPTIONS)
+        self._cls = cls
+        self._options = options
+        self._methods = _method_table(cls)
+        self._descriptor: FunctionDescriptor | None = None
+        self._lock = threading.Lock()
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Use {self._cls.__name__}.remote() instead."
+        )
+
+    def options(self, **options: Any) -> ActorClass:
+        validate_options(options, ACTOR_OPTIONS)
+        new = ActorClass.__new__(ActorClass)
+        new.__dict__.update(self.__dict__)
+        new._options = {**self._options, **options}
+        return new
+
+    def _desc(self) -> FunctionDescriptor:
+        with self._lock:
+            if self._descriptor is None:
+                import hashlib
+
+                data = ser.dumps_function(self._cls)
+                fid = hashlib.blake2b(data, digest_size=16).digest()
+                self._descriptor = FunctionDescriptor(fid, data, self._cls.__name__)
+            return self._descriptor
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        from nbcluster.runtime.api import core_for_submit
+
+        core = core_for_submit()
+        o = self._options
+        lifetime = o.get("lifetime")
+        if lifetime not in (None, "detached", "non_detached"):
+            raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
+        name = o.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("an actor name must be a non-empty string")
+        hold = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 0.0)
+        sched = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 1.0)
+        desc = self._desc()
+        blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
+        if deps:  # creation arguments must be ready: the head replays them on restart
+            entries = [core._entry(r) for r in deps]
+            core.wait_entries([e for e in entries if e.state == PENDING], len(entries), None)
+            for e in entries:
+                if e.state != READY:
+                    core.value_of(e)  # raises the argument's error
+        actor_id = random_id()
+        create = [
+            P.PUSH_TASK, new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
+            [[e.oid, e.kind, e.data, e.size] for e in (core._entry(r) for r in deps)], 1,
+            {"create": actor_id, "max_concurrency": o.get("max_concurrency"),
+             "methods": self._methods},
+        ]  # fmt: skip
+        spec = {
+            "name": name,
+            "namespace": o.get("namespace"),
+            "get_if_exists": bool(o.get("get_if_exists")),
+            "detached": lifetime == "detached",
+            "sched": sched,
+            "hold": hold,
+            "max_restarts": o.get("max_restarts", 0),
+            "class_name": desc.name,
+            "create": create,
+        }
+        got_id, created, owner = core.agent_call("create_actor", actor_id, spec)
+        handle_oid = got_id + _HANDLE_SUFFIX
+        if created:
+            e = core.refs.create_owned(handle_oid)
+            e.state, e.kind, e.data = READY, KIND_INLINE, pickle.dumps(None)
+            e.contained = [*deps, *held]
+            core.owned_actors[handle_oid] = lifetime == "detached"
+        return ActorHandle(
+            got_id, desc.name, self._methods, o.get("max_task_retries", 0),
+            ObjectRef(handle_oid, owner),
+        )  # fmt: skip
+
+
+class ActorHandle:
+    """A reference to an actor. Pass it anywhere: tasks, other actors, stored objects."""
+
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, int],
+        max_task_retries: int,
+        ref: ObjectRef,
+    ) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._method_table = methods
+        self._max_task_retries = max_task_retries
+        self._ref = ref
+        self._method_cache: dict[str, ActorMethod] = {}
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        m = self._method_cache.get(name)
+        if m is None:
+            if name not in self._method_table:
+                raise AttributeError(f"actor {self._class_name!r} has no method {name!r}")
+            m = ActorMethod(self, name, self._method_table[name], self._max_task_retries)
+            self._method_cache[name] = m
+        return m
+
+    def __reduce__(self) -> Any:
+        return (
+            ActorHandle,
+            (self._actor_id, self._class_name, self._method_table, self._max_task_retries,
+             self._ref),
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    @property
+    def actor_id(self) -> str:
+        return self._actor_id.hex()
+
+
+class ActorMethod:
+    __slots__ = ("_desc", "_handle", "_max_task_retries", "_name", "_num_returns")
+
+    def __init__(
+        self, handle: ActorHandle, name: str, num_returns: int, max_task_retries: int
+    ) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._max_task_retries = max_task_retries
+        self._desc = FunctionDescriptor(b"", b"", f"{handle._class_name}.{name}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Actor methods cannot be called directly. Use .{self._name}.remote().")
+
+    def options(self, **options: Any) -> ActorMethod:
+        validate_options(options, METHOD_OPTIONS)
+        m = ActorMethod(
+            self._handle, self._name, options.get("num_returns", self._num_returns),
+            options.get("max_task_retries", self._max_task_retries),
+        )  # fmt: skip
+        return m
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from nbcluster.runtime.api import core_for_submit
+
+        core = core_for_submit()
+        h = self._handle
+        blob, deps, held = encode_args(args, kwargs, self._desc.name, core.put_serialized)
+        task_id = new_task_id()
+        n = self._num_returns
+        return_ids = [object_id(task_id, i + 1) for i in range(n)]
+        spec = TaskSpec(
+            task_id, self._desc, blob, deps, held, n, {}, self._max_task_retries, False,
+            return_ids,
+        )  # fmt: skip
+        spec.actor = h._actor_id
+        spec.extra = {"actor": h._actor_id, "method": self._name}
+        spec.tag = output.current_tag()
+        for oid in return_ids:
+            core.refs.create_owned(oid, spec)
+        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        core.submitter.submit(spec)
+        if n == 1:
+            return refs[0]
+        return None if n == 0 else refs
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The live actor named ``name``; ValueError if there is none."""
+    from nbcluster.runtime.api import core_for_submit
+
+    core = core_for_submit()
+    got = core.agent_call("get_named_actor", name, namespace, timeout=30)
+    if got is None:
+        raise ValueError(f"Failed to look up actor with name {name!r}")
+    actor_id, owner, class_name, methods = got
+    return ActorHandle(actor_id, class_name, methods, 0, ObjectRef(actor_id + _HANDLE_SUFFIX, owner))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill the actor's process now; pending and later calls fail with ActorDiedError."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    core = get_core()
+    if core is None:
+        raise RuntimeError("nbcluster is not initialized")
+    core.agent_call("kill_actor", actor._actor_id, no_restart, timeout=30)
+
+
+def list_named_actors(all_namespaces: bool = False) -> list[str]:
+    core = get_core()
+    if core is None:
+        return []
+    return [
+        a["name"] for a in core.agent_call("list_actors", timeout=30)
+        if a["name"] and a["state"] != "DEAD"
+    ]  # fmt: skip
+
+
+__all__ = [
+    "ActorClass",
+    "ActorHandle",
+    "ActorMethod",
+    "get_actor",
+    "kill",
+    "list_named_actors",
+    "method",
+]

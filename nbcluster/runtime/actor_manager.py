@@ -1,0 +1,271 @@
+"""The head's actor directory: where each actor lives, its name, and its restarts.
+
+Creating an actor goes through the head once: it places the actor on a dedicated worker,
+sends it the creation task and records its address. Callers ask the head for that address
+(once, and again after a failure) and then send calls straight to the actor's process.
+
+When an actor's process dies the head restarts it (re-running the constructor with the same
+arguments) while ``max_restarts`` allows, otherwise marks it dead with the reason, which
+callers turn into ``ActorDiedError``. Non-detached actors die with their owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from nbcluster import exceptions as exc
+from nbcluster.runtime import protocol as P
+from nbcluster.runtime.transport import Connection, Endpoint, parse_address
+
+if TYPE_CHECKING:
+    from nbcluster.runtime.node_agent import NodeAgent, WorkerInfo
+
+log = logging.getLogger("nbcluster.actors")
+
+PENDING = "PENDING_CREATION"
+ALIVE = "ALIVE"
+RESTARTING = "RESTARTING"
+DEAD = "DEAD"
+
+
+class ActorInfo:
+    __slots__ = (
+        "actor_id", "addr", "class_name", "create", "death", "detached", "hold", "max_restarts",
+        "name", "namespace", "owner", "restarts", "sched", "state", "waiters", "worker",
+    )  # fmt: skip
+
+    def __init__(self, actor_id: bytes, spec: dict[str, Any], owner: str) -> None:
+        self.actor_id = actor_id
+        self.name: str | None = spec.get("name")
+        self.namespace: str = spec.get("namespace") or "default"
+        self.detached = bool(spec.get("detached"))
+        self.sched: dict[str, float] = spec["sched"]
+        self.hold: dict[str, float] = spec["hold"]
+        self.max_restarts = int(spec.get("max_restarts") or 0)
+        self.create: list[Any] = spec["create"]  # the PUSH_TASK message, replayed on restart
+        self.class_name: str = spec.get("class_name", "Actor")
+        self.owner = owner
+        self.restarts = 0
+        self.state = PENDING
+        self.addr = ""
+        self.worker: WorkerInfo | None = None
+        self.death: bytes | None = None
+        self.waiters: list[tuple[str, asyncio.Future[Any]]] = []
+
+
+class ActorManager:
+    def __init__(self, endpoint: Endpoint, agent: NodeAgent, address: str) -> None:
+        self.endpoint = endpoint
+        self.loop = endpoint.loop
+        self.agent = agent
+        self.address = address
+        self.actors: dict[bytes, ActorInfo] = {}
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.creating: dict[bytes, ActorInfo] = {}  # creation task id -> actor
+        self.conns: dict[str, Connection] = {}
+        for name in (
+            "create_actor", "wait_actor", "get_named_actor", "kill_actor", "actor_exiting",
+            "list_actors",
+        ):  # fmt: skip
+            endpoint.rpc[name] = getattr(self, name)
+        endpoint.handlers[P.TASK_DONE] = self._on_create_done
+        endpoint.handlers[P.OUTPUT] = self._on_output
+        agent.on_actor_worker_gone = self._on_worker_gone
+
+    # -- RPCs ---------------------------------------------------------------------------------
+    def create_actor(self, conn: Connection, actor_id: bytes, spec: dict[str, Any]) -> Any:
+        """Register and start an actor; with a name already taken, return the existing one
+        when ``get_if_exists``, else refuse."""
+        owner = conn.info.get("addr", "")
+        name = spec.get("name")
+        if name:
+            key = (spec.get("namespace") or "default", name)
+            existing = self.names.get(key)
+            if existing is not None and self.actors[existing].state != DEAD:
+                if spec.get("get_if_exists"):
+                    info = self.actors[existing]
+                    return [existing, False, info.owner]
+                raise ValueError(
+                    f"an actor named {name!r} already exists in namespace {key[0]!r}"
+                )
+            self.names[key] = actor_id
+        info = ActorInfo(actor_id, spec, owner)
+        self.actors[actor_id] = info
+        self._place(info)
+        return [actor_id, True, owner]
+
+    def wait_actor(self, conn: Connection, actor_id: bytes, not_addr: str) -> Any:
+        """The actor's address once it is alive (and not at ``not_addr``), or why it died."""
+        info = self.actors.get(actor_id)
+        if info is None:
+            return [DEAD, "", _err(exc.ActorDiedError("the actor is unknown to the cluster"))]
+        if info.state == DEAD:
+            return [DEAD, "", info.death]
+        if info.state == ALIVE and info.addr != not_addr:
+            return [ALIVE, info.addr, None]
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        info.waiters.append((not_addr, fut))
+        return fut
+
+    def get_named_actor(self, conn: Connection, name: str, namespace: str | None) -> Any:
+        actor_id = self.names.get((namespace or "default", name))
+        if actor_id is None:
+            return None
+        info = self.actors[actor_id]
+        if info.state == DEAD:
+            return None
+        return [actor_id, info.owner, info.class_name, info.create[-1].get("methods", {})]
+
+    def kill_actor(self, conn: Connection, actor_id: bytes, no_restart: bool) -> None:
+        info = self.actors.get(actor_id)
+        if info is None or info.state == DEAD:
+            return
+        if no_restart:
+            self._mark_dead(info, exc.ActorDiedError("the actor was killed by nbcluster.kill()"))
+        if info.worker is not None:
+            self.agent.fork_server.kill(info.worker.pid)
+
+    def actor_exiting(self, conn: Connection, actor_id: bytes) -> None:
+        info = self.actors.get(actor_id)
+        if info is not None:
+            self._mark_dead(info, exc.ActorDiedError("the actor exited via exit_actor()"))
+
+    def list_actors(self, conn: Connection) -> Any:
+        return [
+            {
+                "actor_id": a.actor_id.hex(),
+                "class_name": a.class_name,
+                "name": a.name or "",
+                "namespace": a.namespace,
+                "state": a.state,
+                "pid": a.worker.pid if a.worker else None,
+                "restarts": a.restarts,
+            }
+            for a in self.actors.values()
+        ]
+
+    # -- placement and creation ----------------------------------------------------------------
+    def _place(self, info: ActorInfo) -> None:
+        fut = self.agent.lease_actor_worker(info.actor_id, info.sched, info.hold)
+        fut.add_done_callback(lambda f: self._placed(info, f))
+
+    def _placed(self, info: ActorInfo, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None or info.state == DEAD:
+            if not fut.cancelled() and fut.exception() is None:
+                w = fut.result()
+                self.agent.fork_server.kill(w.pid)
+            return
+        w = fut.result()
+        info.worker = w
+        self.loop.create_task(self._send_create(info, w))
+
+    async def _send_create(self, info: ActorInfo, w: WorkerInfo) -> None:
+        try:
+            conn = await self._connect(w.addr)
+        except Exception as e:
+            log.warning("cannot reach the worker for actor %s: %s", info.class_name, e)
+            self.agent.fork_server.kill(w.pid)
+            return
+        self.creating[info.create[1]] = info
+        msg = list(info.create)
+        msg[-1] = {**msg[-1], "gpus": w.gpus, "res": info.hold}
+        conn.send(msg)
+
+    async def _connect(self, addr: str) -> Connection:
+        conn = self.conns.get(addr)
+        if conn is not None and not conn.closed:
+            return conn
+        host, port = parse_address(addr)
+        conn = await self.endpoint.connect(host, port)
+        conn.send((P.HELLO, self.address, "head", b"", 0))
+        self.conns[addr] = conn
+        return conn
+
+    def _on_create_done(self, conn: Connection, msg: list[Any]) -> None:
+        _, task_id, status, results, _contained = msg
+        info = self.creating.pop(task_id, None)
+        if info is None or info.state == DEAD:
+            return
+        if status == P.DONE_OK:
+            assert info.worker is not None
+            info.state = ALIVE
+            info.addr = info.worker.addr
+            self._wake(info)
+            return
+        cause = pickle.loads(results[0][1]) if results and results[0][1] else None
+        tb = getattr(cause, "traceback_str", "") or str(cause)
+        self._mark_dead(
+            info,
+            exc.ActorDiedError(
+                f"The actor {info.class_name} died because of an error raised in its "
+                f"creation task:\n{tb}"
+            ),
+        )
+        if info.worker is not None:
+            self.agent.fork_server.kill(info.worker.pid)
+
+    def _on_output(self, conn: Connection, msg: list[Any]) -> None:
+        _, _task_id, stream, text, where = msg
+        from nbcluster.runtime.output import deliver
+
+        deliver(None, stream, text, where)
+
+    # -- failures -----------------------------------------------------------------------------
+    def _on_worker_gone(self, w: WorkerInfo) -> None:
+        info = self.actors.get(w.actor) if w.actor else None
+        if info is None or info.worker is not w:
+            return
+        info.worker = None
+        self.conns.pop(w.addr, None)
+        if info.state == DEAD:
+            return
+        if info.max_restarts == -1 or info.restarts < info.max_restarts:
+            info.restarts += 1
+            info.state = RESTARTING
+            info.addr = ""
+            log.info("restarting actor %s (restart %d)", info.class_name, info.restarts)
+            self._place(info)
+        else:
+            self._mark_dead(
+                info,
+                exc.ActorDiedError(
+                    f"The actor {info.class_name} died: its worker process (pid {w.pid}) "
+                    f"exited and no restarts are left (max_restarts={info.max_restarts})"
+                ),
+            )
+
+    def on_owner_gone(self, owner: str) -> None:
+        """A driver or worker that owned actors disconnected: its actors go too."""
+        for info in list(self.actors.values()):
+            if info.owner == owner and not info.detached and info.state != DEAD:
+                self.kill_actor(None, info.actor_id, True)  # type: ignore[arg-type]
+
+    def _mark_dead(self, info: ActorInfo, err: BaseException) -> None:
+        if info.state == DEAD:
+            return
+        info.state = DEAD
+        info.death = _err(err)
+        info.addr = ""
+        if info.name and self.names.get((info.namespace, info.name)) == info.actor_id:
+            del self.names[(info.namespace, info.name)]
+        self._wake(info)
+
+    def _wake(self, info: ActorInfo) -> None:
+        keep = []
+        for not_addr, fut in info.waiters:
+            if fut.done():
+                continue
+            if info.state == DEAD:
+                fut.set_result([DEAD, "", info.death])
+            elif info.state == ALIVE and info.addr != not_addr:
+                fut.set_result([ALIVE, info.addr, None])
+            else:
+                keep.append((not_addr, fut))
+        info.waiters = keep
+
+
+def _err(e: BaseException) -> bytes:
+    return pickle.dumps(e)
