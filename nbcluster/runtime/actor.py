@@ -135,7 +135,7 @@ class ActorClass:
             "class_name": desc.name,
             "create": create,
         }
-        got_id, created, owner = core.agent_call("create_actor", actor_id, spec)
+        got_id, created, owner = core.head_call("create_actor", actor_id, spec)
         handle_oid = got_id + _HANDLE_SUFFIX
         if created:
             e = core.refs.create_owned(handle_oid)
@@ -251,7 +251,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     from nbcluster.runtime.api import core_for_submit
 
     core = core_for_submit()
-    got = core.agent_call("get_named_actor", name, namespace, timeout=30)
+    got = core.head_call("get_named_actor", name, namespace, timeout=30)
     if got is None:
         raise ValueError(f"Failed to look up actor with name {name!r}")
     actor_id, owner, class_name, methods = got
@@ -265,7 +265,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     core = get_core()
     if core is None:
         raise RuntimeError("nbcluster is not initialized")
-    core.agent_call("kill_actor", actor._actor_id, no_restart, timeout=30)
+    core.head_call("kill_actor", actor._actor_id, no_restart, timeout=30)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[str]:
@@ -273,7 +273,7 @@ def list_named_actors(all_namespaces: bool = False) -> list[str]:
     if core is None:
         return []
     return [
-        a["name"] for a in core.agent_call("list_actors", timeout=30)
+        a["name"] for a in core.head_call("list_actors", timeout=30)
         if a["name"] and a["state"] != "DEAD"
     ]  # fmt: skip
 

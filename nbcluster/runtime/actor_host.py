@@ -142,7 +142,7 @@ class ActorHost:
         """``exit_actor()``: tell the head not to restart us, answer the call, and go."""
         core = self.executor.core
         try:
-            core.agent_call("actor_exiting", self.actor_id, timeout=5)
+            core.head_call("actor_exiting", self.actor_id, timeout=5)
         except Exception:
             pass
         if ctx.conn is not None:

@@ -22,6 +22,7 @@ from nbcluster.runtime.transport import Connection, Endpoint, parse_address
 
 if TYPE_CHECKING:
     from nbcluster.runtime.node_agent import NodeAgent, WorkerInfo
+    from nbcluster.runtime.node_directory import NodeDirectory, NodeRecord
 
 log = logging.getLogger("nbcluster.actors")
 
@@ -29,6 +30,19 @@ PENDING = "PENDING_CREATION"
 ALIVE = "ALIVE"
 RESTARTING = "RESTARTING"
 DEAD = "DEAD"
+
+
+class ActorWorker:
+    """Where an actor runs: a dedicated worker on some node."""
+
+    __slots__ = ("addr", "gpus", "node_id", "pid", "worker_id")
+
+    def __init__(self, node_id: str, worker_id: bytes, pid: int, addr: str, gpus: list[int]):
+        self.node_id = node_id
+        self.worker_id = worker_id
+        self.pid = pid
+        self.addr = addr
+        self.gpus = gpus
 
 
 class ActorInfo:
@@ -51,16 +65,19 @@ class ActorInfo:
         self.restarts = 0
         self.state = PENDING
         self.addr = ""
-        self.worker: WorkerInfo | None = None
+        self.worker: ActorWorker | None = None
         self.death: bytes | None = None
         self.waiters: list[tuple[str, asyncio.Future[Any]]] = []
 
 
 class ActorManager:
-    def __init__(self, endpoint: Endpoint, agent: NodeAgent, address: str) -> None:
+    def __init__(
+        self, endpoint: Endpoint, agent: NodeAgent, directory: NodeDirectory, address: str
+    ) -> None:
         self.endpoint = endpoint
         self.loop = endpoint.loop
         self.agent = agent
+        self.directory = directory
         self.address = address
         self.actors: dict[bytes, ActorInfo] = {}
         self.names: dict[tuple[str, str], bytes] = {}
@@ -68,12 +85,14 @@ class ActorManager:
         self.conns: dict[str, Connection] = {}
         for name in (
             "create_actor", "wait_actor", "get_named_actor", "kill_actor", "actor_exiting",
-            "list_actors",
+            "list_actors", "actor_worker_gone", "owner_gone",
         ):  # fmt: skip
             endpoint.rpc[name] = getattr(self, name)
         endpoint.handlers[P.TASK_DONE] = self._on_create_done
         endpoint.handlers[P.OUTPUT] = self._on_output
-        agent.on_actor_worker_gone = self._on_worker_gone
+        agent.on_actor_worker_gone = lambda w: self.actor_worker_gone(None, w.worker_id)
+        agent.on_owner_gone = lambda owner: self.owner_gone(None, owner)
+        directory.on_node_dead.append(self._on_node_dead)
 
     # -- RPCs ---------------------------------------------------------------------------------
     def create_actor(self, conn: Connection, actor_id: bytes, spec: dict[str, Any]) -> Any:
@@ -125,8 +144,18 @@ class ActorManager:
             return
         if no_restart:
             self._mark_dead(info, exc.ActorDiedError("the actor was killed by nbcluster.kill()"))
-        if info.worker is not None:
-            self.agent.fork_server.kill(info.worker.pid)
+        self._kill_worker(info)
+
+    def _kill_worker(self, info: ActorInfo) -> None:
+        w = info.worker
+        if w is None:
+            return
+        if w.node_id == self.agent.node_id:
+            self.agent.kill_worker(None, w.worker_id)  # type: ignore[arg-type]
+            return
+        rec = self.directory.nodes.get(w.node_id)
+        if rec is not None and rec.conn is not None and not rec.conn.closed:
+            rec.conn.notify("kill_worker", w.worker_id)
 
     def actor_exiting(self, conn: Connection, actor_id: bytes) -> None:
         info = self.actors.get(actor_id)
@@ -148,26 +177,48 @@ class ActorManager:
         ]
 
     # -- placement and creation ----------------------------------------------------------------
+    def _pick_node(self, sched: dict[str, float]) -> str:
+        """This node when the actor fits now, else the node with the most room that fits."""
+        from nbcluster.runtime.resources import fits
+
+        me = self.agent.node_id
+        if fits(self.agent.available, sched):
+            return me
+        view = self.directory.view()
+        free = [n for n, v in view.items() if fits(v["available"], sched)]
+        if free:
+            return max(free, key=lambda n: view[n]["available"].get("CPU", 0.0))
+        feasible = [n for n, v in view.items() if fits(v["total"], sched)]
+        return me if me in feasible or not feasible else feasible[0]
+
     def _place(self, info: ActorInfo) -> None:
-        fut = self.agent.lease_actor_worker(info.actor_id, info.sched, info.hold)
-        fut.add_done_callback(lambda f: self._placed(info, f))
+        node_id = self._pick_node(info.sched)
+        rec = self.directory.nodes.get(node_id)
+        if node_id == self.agent.node_id or rec is None or rec.conn is None:
+            node_id = self.agent.node_id
+            fut = self.agent.lease_actor_worker(None, info.actor_id, info.sched, info.hold)
+        else:
+            fut = rec.conn.call("lease_actor_worker", info.actor_id, info.sched, info.hold)
+        fut.add_done_callback(lambda f: self._placed(info, node_id, f))
 
-    def _placed(self, info: ActorInfo, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or fut.exception() is not None or info.state == DEAD:
-            if not fut.cancelled() and fut.exception() is None:
-                w = fut.result()
-                self.agent.fork_server.kill(w.pid)
+    def _placed(self, info: ActorInfo, node_id: str, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            if not fut.cancelled() and info.state != DEAD:
+                self._mark_dead(info, exc.ActorDiedError(f"cannot place the actor: {fut.exception()}"))
             return
-        w = fut.result()
-        info.worker = w
-        self.loop.create_task(self._send_create(info, w))
+        worker_id, pid, addr, gpus = fut.result()
+        info.worker = ActorWorker(node_id, worker_id, pid, addr, gpus)
+        if info.state == DEAD:
+            self._kill_worker(info)
+            return
+        self.loop.create_task(self._send_create(info, info.worker))
 
-    async def _send_create(self, info: ActorInfo, w: WorkerInfo) -> None:
+    async def _send_create(self, info: ActorInfo, w: ActorWorker) -> None:
         try:
             conn = await self._connect(w.addr)
         except Exception as e:
             log.warning("cannot reach the worker for actor %s: %s", info.class_name, e)
-            self.agent.fork_server.kill(w.pid)
+            self._kill_worker(info)
             return
         self.creating[info.create[1]] = info
         msg = list(info.create)
@@ -204,8 +255,7 @@ class ActorManager:
                 f"creation task:\n{tb}"
             ),
         )
-        if info.worker is not None:
-            self.agent.fork_server.kill(info.worker.pid)
+        self._kill_worker(info)
 
     def _on_output(self, conn: Connection, msg: list[Any]) -> None:
         _, _task_id, stream, text, where = msg
@@ -214,10 +264,20 @@ class ActorManager:
         deliver(None, stream, text, where)
 
     # -- failures -----------------------------------------------------------------------------
-    def _on_worker_gone(self, w: WorkerInfo) -> None:
-        info = self.actors.get(w.actor) if w.actor else None
-        if info is None or info.worker is not w:
-            return
+    def actor_worker_gone(self, conn: Connection | None, worker_id: bytes) -> None:
+        for info in self.actors.values():
+            if info.worker is not None and info.worker.worker_id == worker_id:
+                self._worker_gone(info)
+                return
+
+    def _on_node_dead(self, rec: NodeRecord) -> None:
+        for info in list(self.actors.values()):
+            if info.worker is not None and info.worker.node_id == rec.node_id:
+                self._worker_gone(info)
+
+    def _worker_gone(self, info: ActorInfo) -> None:
+        w = info.worker
+        assert w is not None
         info.worker = None
         self.conns.pop(w.addr, None)
         if info.state == DEAD:
@@ -237,7 +297,7 @@ class ActorManager:
                 ),
             )
 
-    def on_owner_gone(self, owner: str) -> None:
+    def owner_gone(self, conn: Connection | None, owner: str) -> None:
         """A driver or worker that owned actors disconnected: its actors go too."""
         for info in list(self.actors.values()):
             if info.owner == owner and not info.detached and info.state != DEAD:

@@ -18,7 +18,7 @@ from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime.actor import ActorClass
 from nbcluster.runtime.core_worker import CoreWorker
-from nbcluster.runtime.launcher import HeadProcess, start_head
+from nbcluster.runtime.launcher import HeadProcess, find_local_cluster, start_head
 from nbcluster.runtime.object_ref import ObjectRef
 from nbcluster.runtime.remote_function import RemoteFunction
 from nbcluster.runtime.resources import default_object_store_memory, node_resources
@@ -79,6 +79,8 @@ def init(
         address = address or os.environ.get("NBCLUSTER_ADDRESS")
         if address == "local":
             address = None
+        if address == "auto":
+            address, token = find_local_cluster(token)
         if address:
             token = token or os.environ.get("NBCLUSTER_TOKEN")
             if not token:
@@ -92,7 +94,7 @@ def init(
             store = object_store_memory or default_object_store_memory()
             _head = start_head(res, int(store), token=token)
             agent_address, token = _head.address, _head.token
-        core = CoreWorker("driver", agent_address, token)
+        core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:
             core.start()
         except BaseException as e:
@@ -181,20 +183,26 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     core.call_soon(core.submitter.cancel, ref.task_id(), force)
 
 
-def _cluster_info() -> dict[str, Any]:
-    return _core().agent_call("cluster_info", timeout=10)  # type: ignore[no-any-return]
-
-
 def nodes() -> list[dict[str, Any]]:
-    return list(_cluster_info()["nodes"])
+    """Every node that joined the cluster, alive or dead, with Ray's field names."""
+    return list(_core().head_call("get_nodes", timeout=30))
+
+
+def _sum(field: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n[field].items():
+                total[k] = total.get(k, 0.0) + max(0.0, v)
+    return total
 
 
 def cluster_resources() -> dict[str, float]:
-    return dict(_cluster_info()["total"])
+    return _sum("Resources")
 
 
 def available_resources() -> dict[str, float]:
-    return {k: v for k, v in _cluster_info()["available"].items() if v > 0}
+    return {k: v for k, v in _sum("Available").items() if v > 0}
 
 
 class RuntimeContext:

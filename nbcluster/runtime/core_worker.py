@@ -63,7 +63,9 @@ class CoreWorker:
         *,
         worker_id: bytes | None = None,
         host: str = "127.0.0.1",
+        attach: bool = False,
     ) -> None:
+        self._attach = attach  # agent_address is a head: find this machine's node through it
         self.kind = kind
         self.worker_id = worker_id or random_id()
         self.token = token
@@ -141,13 +143,37 @@ class CoreWorker:
             self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
         )
         self.agent = await self.connect(self.agent_address)
+        if self._attach:
+            self.agent = await self.connect(await self._local_node(self.agent))
         info = await self.agent.call(
             "register", self.kind, self.worker_id, os.getpid(), self.address
         )
         self.node_info = info
         self.node_id = info["node_id"]
+        self.agent_address = info["agent_address"]  # as other nodes know our node
+        self.head = self.agent
+        if info["head_address"] != info["agent_address"]:
+            self.head = await self.connect(info["head_address"])
         self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
+
+    async def _local_node(self, head: Connection) -> str:
+        """The agent address of a live node on this machine (the head's, if it is local)."""
+        import psutil
+
+        local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+        nodes = [n for n in await head.call("get_nodes") if n["Alive"]]
+        mine = [n for n in nodes if n["NodeManagerAddress"] in local]
+        for n in mine:
+            if n["Address"] == self.agent_address:
+                return str(n["Address"])
+        if not mine:
+            raise exc.ClusterConnectionError(
+                f"no nbcluster node runs on this machine (cluster nodes: "
+                f"{[n['Address'] for n in nodes]}); start one here with "
+                f"`nbcluster start --address {self.agent_address}`"
+            )
+        return str(mine[0]["Address"])
 
     def shutdown(self) -> None:
         if self.closed:
@@ -189,8 +215,18 @@ class CoreWorker:
             raise
 
     def agent_call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """A request to this node's agent, from a user thread."""
+
         async def go() -> Any:
             return await self.agent.call(method, *args)
+
+        return self.run_sync(go, timeout)
+
+    def head_call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """A request to the head (cluster membership, actors), from a user thread."""
+
+        async def go() -> Any:
+            return await self.head.call(method, *args)
 
         return self.run_sync(go, timeout)
 
@@ -253,8 +289,8 @@ class CoreWorker:
             del self.conns[addr]
         if self.closed:
             return
-        if conn is getattr(self, "agent", None):
-            log.warning("lost the connection to the node agent")
+        if conn is getattr(self, "agent", None) or conn is getattr(self, "head", None):
+            log.warning("lost the connection to the cluster (%s)", conn.peer)
             if self.on_agent_lost:
                 self.on_agent_lost()
             return
@@ -298,10 +334,10 @@ class CoreWorker:
         if self.closed:
             return
         if e.state == READY and e.kind == KIND_STORE:
-            self.agent.notify("store_delete", e.oid)
+            self.send_to(e.data, (P.REQUEST, 0, "store_delete", [e.oid]))
         detached = self.owned_actors.pop(e.oid, None)
         if detached is False:  # the last handle to an actor we created is gone
-            self.agent.notify("kill_actor", e.oid[:16], True)
+            self.head.notify("kill_actor", e.oid[:16], True)
         e.contained = None
         if e.state == PENDING and e.spec is not None:
             self.submitter.on_return_dropped(e)
@@ -362,7 +398,7 @@ class CoreWorker:
             e.state, e.kind, e.data, e.size = READY, KIND_INLINE, s.inline(), s.size
         else:
             self.store_write(oid, s, self.address)
-            e.state, e.kind, e.data, e.size = READY, KIND_STORE, self.node_id, s.size
+            e.state, e.kind, e.data, e.size = READY, KIND_STORE, self.agent_address, s.size
         return ObjectRef(oid, self.address)
 
     def store_write(self, oid: bytes, s: ser.Serialized, owner: str) -> int:
@@ -454,17 +490,24 @@ class CoreWorker:
             raise err
         if e.kind == KIND_INLINE:
             return ser.deserialize_inline(e.data)
-        return self.store_read(e.oid)
+        return self.store_read(e.oid, e.data)
 
-    def store_read(self, oid: bytes) -> Any:
-        """Read an object from this node's store, zero-copy; pinned while a view lives."""
+    def store_read(self, oid: bytes, location: str | None = None) -> Any:
+        """Read an object from this node's store, zero-copy; pinned while a view lives.
+
+        ``location`` is the agent of the node holding it; if that is another node, our agent
+        pulls a copy first.
+        """
         assert self.store is not None
         with self._pins_lock:
             pin = self._pins.get(oid)
             if pin is not None:
                 pin[2] += 1
         if pin is None:
-            got = self.agent_call("store_open", oid)
+            try:
+                got = self.agent_call("store_open", oid, location)
+            except Exception as err:
+                raise exc.ObjectLostError(oid.hex(), str(err)) from None
             if got is None:
                 raise exc.ObjectLostError(oid.hex(), "it is no longer in the object store")
             with self._pins_lock:

@@ -207,7 +207,7 @@ class Executor:
         if kind == KIND_INLINE:
             return ser.deserialize_inline(data)
         if kind == KIND_STORE:
-            return self.core.store_read(oid)
+            return self.core.store_read(oid, data)
         raise exc.NbclusterError("argument failed")  # owners never send failed args
 
     def send_results(
@@ -243,7 +243,7 @@ class Executor:
                 else:
                     oid = object_id(task_id, i + 1)
                     self.core.store_write(oid, s, owner)
-                    results.append([KIND_STORE, self.core.node_id, s.size, oid])
+                    results.append([KIND_STORE, self.core.agent_address, s.size, oid])
         except Exception as e:
             self._reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
             return

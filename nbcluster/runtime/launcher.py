@@ -67,7 +67,15 @@ def start_head(
     host: str = "127.0.0.1",
     port: int = 0,
     token: str | None = None,
+    head_address: str | None = None,
+    lifeline: bool = True,
+    log_path: str | None = None,
 ) -> HeadProcess:
+    """Start a node process: the head, or (with ``head_address``) a node joining it.
+
+    With ``lifeline`` the node exits when this process does; without it (``nbcluster
+    start`` in the background) it runs until ``nbcluster stop``.
+    """
     token = token or new_token()
     session_dir = new_session_dir()
     write_token(session_dir, token)
@@ -82,13 +90,20 @@ def start_head(
         "host": host,
         "port": port,
         "ready_fd": ready_w,
+        "head_address": head_address,
+        "lifeline": lifeline,
     }
+    log_file = open(log_path, "ab") if log_path else None  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbcluster.runtime.head"],
         stdin=subprocess.PIPE,
+        stdout=log_file,
+        stderr=log_file,
         pass_fds=(ready_w,),
         start_new_session=True,
     )
+    if log_file is not None:
+        log_file.close()
     os.close(ready_w)
     assert proc.stdin is not None
     proc.stdin.write(json.dumps(cfg).encode() + b"\n")
@@ -131,3 +146,33 @@ def _remove_tree(path: str) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _current_file() -> str:
+    return os.path.join(CONFIG.temp_dir, "current_cluster.json")
+
+
+def record_cluster(address: str, session_dir: str, pid: int) -> None:
+    """Remember a cluster started by ``nbcluster start`` so local tools find it by themselves."""
+    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
+    path = _current_file()
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"address": address, "session_dir": session_dir, "pid": pid}, f)
+    os.replace(tmp, path)
+
+
+def find_local_cluster(token: str | None = None) -> tuple[str, str]:
+    """(address, token) of the cluster last started on this machine by ``nbcluster start``."""
+    try:
+        with open(_current_file()) as f:
+            info = json.load(f)
+        if token is None:
+            with open(os.path.join(info["session_dir"], "token")) as f:
+                token = f.read().strip()
+    except (OSError, ValueError, KeyError) as e:
+        raise ClusterConnectionError(
+            "no running cluster found on this machine (start one with `nbcluster start --head`)"
+        ) from e
+    return str(info["address"]), token

@@ -1,12 +1,16 @@
-"""The node agent: this node's worker pool, worker leases and shared-memory store service.
+"""The node agent: this node's worker pool and worker leases (its store: ``store_service``).
 
 Owners ask it for a *lease* on a worker that fits a task's resources; it grants an idle worker
 (starting one from the fork server when the resources are free but no worker is), and the
 owner then talks to the worker directly. The agent is not on the per-task path: it sees one
 request per lease, not per task.
 
+A request this node cannot serve well is *spilled back*: the answer names another node's
+agent (chosen from the head's view, see ``placement``) and the owner asks there instead.
+
 A worker blocked in ``get`` lends its CPU back, so the agent may start extra workers for
-nested tasks; extra workers that stay idle are stopped again.
+nested tasks; extra workers that stay idle are stopped again. The agent reports its free
+resources to the head when they change and in a heartbeat every second.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from nbcluster.runtime.fork_server import ForkServer
-from nbcluster.runtime.object_store import ObjectStore
+from nbcluster.runtime.node_directory import HEARTBEAT_S
+from nbcluster.runtime.placement import Unschedulable, route
 from nbcluster.runtime.protocol import HELLO
 from nbcluster.runtime.resources import fits
+from nbcluster.runtime.store_service import StoreService
 from nbcluster.runtime.transport import Connection, Endpoint
 
 log = logging.getLogger("nbcluster.agent")
@@ -51,7 +57,7 @@ class LeaseRequest:
     """A wish for a worker: for tasks (``resources`` held while leased), or to host an actor
     (placed where ``resources`` fit, then holding only ``hold`` for its whole life)."""
 
-    __slots__ = ("actor", "conn", "fut", "hold", "resources")
+    __slots__ = ("actor", "conn", "fut", "hold", "resources", "strategy")
 
     def __init__(
         self,
@@ -60,8 +66,10 @@ class LeaseRequest:
         fut: asyncio.Future[Any],
         actor: bytes | None = None,
         hold: dict[str, float] | None = None,
+        strategy: Any = None,
     ) -> None:
         self.conn = conn
+        self.strategy = strategy
         self.resources = resources
         self.fut = fut
         self.actor = actor
@@ -73,14 +81,22 @@ class NodeAgent:
         self,
         endpoint: Endpoint,
         node_id: str,
+        address: str,
         resources: dict[str, float],
-        store: ObjectStore,
+        store: StoreService,
         fork_server: ForkServer,
         session_dir: str,
     ) -> None:
         self.endpoint = endpoint
         self.loop = endpoint.loop
         self.node_id = node_id
+        self.address = address
+        self.head_address = address  # replaced when this node joins a remote head
+        self.head_conn: Connection | None = None
+        self.report: Callable[[dict[str, float]], None] = lambda available: None
+        #: node id -> {"address", "transfer", "total", "available"} of every live node
+        self.view: dict[str, dict[str, Any]] = {}
+        self._report_scheduled = False
         self.total = dict(resources)
         self.available = dict(resources)
         self.gpu_free = list(range(int(resources.get("GPU", 0))))
@@ -102,14 +118,14 @@ class NodeAgent:
         rpc = endpoint.rpc
         for name in (
             "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
-            "kill_worker", "store_create", "store_seal", "store_open", "store_release",
-            "store_delete", "cluster_info", "store_stats",
+            "kill_worker", "lease_actor_worker", "cluster_view_update", "node_stats",
+            "cluster_total",
         ):  # fmt: skip
             rpc[name] = getattr(self, name)
         endpoint.handlers[HELLO] = self._on_hello
-        self._seal_waiters: dict[bytes, list[asyncio.Future[Any]]] = {}
         self.loop.add_reader(fork_server.ev_r, self._on_fork_events)
         self.loop.call_later(1.0, self._reap_extra_workers)
+        self.loop.call_later(HEARTBEAT_S, self._heartbeat)
 
     # -- pool ---------------------------------------------------------------------------------
     def start_pool(self) -> None:
@@ -189,17 +205,24 @@ class NodeAgent:
             self.loop.call_soon(self._try_grant)
         return {
             "node_id": self.node_id,
-            "store_path": self.store.path,
-            "store_capacity": self.store.capacity,
+            "agent_address": self.address,
+            "head_address": self.head_address,
+            "store_path": self.store.store.path,
+            "store_capacity": self.store.store.capacity,
             "resources": self.total,
-            "cluster_resources": self.total,
+            "cluster_resources": self.cluster_total(),
             "session_dir": self.session_dir,
         }
 
+    def cluster_total(self, conn: Connection | None = None) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for v in self.view.values() or [{"total": self.total}]:
+            for k, amount in v["total"].items():
+                total[k] = total.get(k, 0.0) + amount
+        return total
+
     def on_close(self, conn: Connection) -> None:
-        info = self.clients.pop(conn, None)
-        if info is None:
-            return
+        info = self.clients.pop(conn, None) or {}
         w = self.by_conn.get(conn)
         if w is not None:
             self._worker_gone(w)
@@ -211,24 +234,41 @@ class NodeAgent:
         for req in list(self.requests):
             if req.conn is conn:
                 self.requests.remove(req)
-        self.store.release_reader(conn)
-        if info.get("addr"):
-            self.store.delete_owned_by(info["addr"])
-            if self.on_owner_gone is not None:
-                self.on_owner_gone(info["addr"])
+        self.store.client_gone(conn, info.get("addr"))
+        if info.get("addr") and self.on_owner_gone is not None:
+            self.on_owner_gone(info["addr"])
         self._try_grant()
 
     # -- leases -------------------------------------------------------------------------------
-    def request_lease(self, conn: Connection, resources: dict[str, float]) -> Any:
+    def request_lease(
+        self,
+        conn: Connection,
+        resources: dict[str, float],
+        strategy: Any = None,
+        spilled: bool = False,
+    ) -> Any:
+        """Grant a worker (``["grant", worker_id, address, gpus]``) when one fits here, or
+        name a better node (``["spill", agent_address]``)."""
+        if isinstance(strategy, list):
+            strategy = tuple(strategy)
+        try:
+            target = route(
+                self.node_id, self.view, self.total, self.available, resources, strategy, spilled
+            )
+        except Unschedulable as e:
+            raise ValueError(str(e)) from None
+        if target is not None and target in self.view:
+            return ["spill", self.view[target]["address"]]
         fut: asyncio.Future[Any] = self.loop.create_future()
-        self.requests.append(LeaseRequest(conn, resources, fut))
+        self.requests.append(LeaseRequest(conn, resources, fut, strategy=strategy))
         self._try_grant()
         return fut
 
     def lease_actor_worker(
-        self, actor_id: bytes, sched: dict[str, float], hold: dict[str, float]
-    ) -> asyncio.Future[Any]:
-        """A worker of its own for an actor; resolves to its WorkerInfo."""
+        self, conn: Connection | None, actor_id: bytes, sched: dict[str, float],
+        hold: dict[str, float],
+    ) -> asyncio.Future[Any]:  # fmt: skip
+        """A worker of its own for an actor; resolves to [worker_id, pid, address, gpus]."""
         fut: asyncio.Future[Any] = self.loop.create_future()
         self.requests.append(LeaseRequest(None, sched, fut, actor_id, hold))
         self._try_grant()
@@ -263,12 +303,13 @@ class NodeAgent:
         w.gpus = [self.gpu_free.pop(0) for _ in range(min(n_gpus, len(self.gpu_free)))]
         w.lease = (req.conn, res)
         w.blocked = False
+        self._changed()
         if req.actor is not None:
             w.actor = req.actor
             self._replenish()
-            req.fut.set_result(w)
+            req.fut.set_result([w.worker_id, w.pid, w.addr, w.gpus])
         else:
-            req.fut.set_result([w.worker_id, w.addr, w.gpus])
+            req.fut.set_result(["grant", w.worker_id, w.addr, w.gpus])
 
     def _release(self, w: WorkerInfo) -> None:
         assert w.lease is not None
@@ -282,6 +323,7 @@ class NodeAgent:
         w.gpus = []
         w.lease = None
         w.blocked = False
+        self._changed()
 
     def return_lease(self, conn: Connection, worker_id: bytes, dead: bool) -> None:
         w = self.workers.get(worker_id)
@@ -302,6 +344,7 @@ class NodeAgent:
         w.blocked = True
         cpu = w.lease[1].get("CPU", 0.0)
         self.available["CPU"] = self.available.get("CPU", 0.0) + cpu
+        self._changed()
         self._try_grant()
 
     def worker_unblocked(self, conn: Connection) -> None:
@@ -311,69 +354,48 @@ class NodeAgent:
         w.blocked = False
         cpu = w.lease[1].get("CPU", 0.0)
         self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
+        self._changed()
 
     def kill_worker(self, conn: Connection, worker_id: bytes) -> None:
         w = self.workers.get(worker_id)
         if w is not None:
             self.fork_server.kill(w.pid)
 
-    def cluster_info(self, conn: Connection) -> Any:
+    def node_stats(self, conn: Connection | None) -> Any:
         return {
-            "nodes": [
-                {
-                    "NodeID": self.node_id,
-                    "Alive": True,
-                    "NodeManagerAddress": "127.0.0.1",
-                    "Resources": self.total,
-                    "ObjectStoreCapacity": self.store.capacity,
-                    "Workers": len(self.workers),
-                }
-            ],
-            "total": self.total,
-            "available": {k: max(0.0, v) for k, v in self.available.items()},
+            "node_id": self.node_id,
+            "workers": len(self.workers),
+            "available": dict(self.available),
+            "store": self.store.store_stats(None),
         }
 
-    # -- store --------------------------------------------------------------------------------
-    def store_create(self, conn: Connection, oid: bytes, size: int, owner: str) -> int:
-        return self.store.create(oid, size, owner)
+    # -- the cluster view and reports to the head ----------------------------------------------
+    def cluster_view_update(self, conn: Connection | None, view: dict[str, Any]) -> None:
+        self.view = view
+        self.store.transfer_of = {v["address"]: v["transfer"] for v in view.values()}
+        self._try_grant()
 
-    def store_seal(self, conn: Connection, oid: bytes) -> None:
-        self.store.seal(oid)
-        for fut in self._seal_waiters.pop(oid, []):
-            if not fut.done():
-                fut.set_result(None)
+    def _changed(self) -> None:
+        if not self._report_scheduled:
+            self._report_scheduled = True
+            self.loop.call_soon(self._send_report)
 
-    def store_open(self, conn: Connection, oid: bytes) -> Any:
-        got = self.store.open(oid, conn)
-        if got is not None:
-            return list(got)
-        if not self.store.contains(oid):
-            return None
-        fut: asyncio.Future[Any] = self.loop.create_future()
-        self._seal_waiters.setdefault(oid, []).append(fut)
+    def _send_report(self) -> None:
+        self._report_scheduled = False
+        self.report({k: v for k, v in self.available.items()})
 
-        async def after_seal() -> Any:
-            await fut
-            again = self.store.open(oid, conn)
-            return list(again) if again is not None else None
-
-        return after_seal()
-
-    def store_release(self, conn: Connection, oid: bytes) -> None:
-        self.store.release(oid, conn)
-
-    def store_delete(self, conn: Connection, oid: bytes) -> None:
-        self.store.delete(oid)
-
-    def store_stats(self, conn: Connection) -> Any:
-        st = self.store.stats()
-        return {k: getattr(st, k) for k in st.__dataclass_fields__}
+    def _heartbeat(self) -> None:
+        if self.closing:
+            return
+        self._send_report()
+        self.loop.call_later(HEARTBEAT_S, self._heartbeat)
 
     # -- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:
         self.closing = True
         self.fork_server.stop()
         self.store.close()
+        self.store.store.close()
         for pid in list(self.pids):
             try:
                 os.kill(pid, 9)

@@ -9,6 +9,7 @@ from typing import Any
 
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.placement import encode_strategy
 from nbcluster.runtime.resources import task_resources
 from nbcluster.runtime.task_spec import FunctionDescriptor
 
@@ -53,6 +54,7 @@ class RemoteFunction:
         self._max_retries = CONFIG.task_max_retries if mr is None else mr
         self._retry_exceptions = o.get("retry_exceptions", False)
         self._name = o.get("name") or getattr(self._function, "__qualname__", "function")
+        self._strategy = encode_strategy(o.get("scheduling_strategy"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -76,7 +78,7 @@ class RemoteFunction:
 
         refs = core_for_submit().submitter.submit_task(
             self.descriptor(), args, kwargs, self._num_returns, self._resources,
-            self._max_retries, self._retry_exceptions,
+            self._max_retries, self._retry_exceptions, self._strategy,
         )  # fmt: skip
         if self._num_returns == 1:
             return refs[0]

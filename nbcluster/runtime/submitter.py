@@ -40,12 +40,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbcluster.submitter")
 
 MAX_LEASE_REQUESTS = 4
+#: Arguments at least this large pull their task to the node that holds them.
+LOCALITY_MIN_BYTES = 1 << 20
 
 
 class Lease:
-    __slots__ = ("blocked", "conn", "gpus", "inflight", "last_used", "worker_id")
+    __slots__ = ("agent", "blocked", "conn", "gpus", "inflight", "last_used", "worker_id")
 
-    def __init__(self, conn: Connection, worker_id: bytes, gpus: list[int]) -> None:
+    def __init__(
+        self, conn: Connection, worker_id: bytes, gpus: list[int], agent: Connection
+    ) -> None:
+        self.agent = agent  # the node agent that granted it: the lease goes back there
         self.conn = conn
         self.worker_id = worker_id
         self.gpus = gpus
@@ -55,11 +60,17 @@ class Lease:
 
 
 class SchedClass:
-    __slots__ = ("key", "leases", "queue", "requests", "resources")
+    """Tasks of one shape: same resources, scheduling strategy and preferred node."""
 
-    def __init__(self, key: tuple[Any, ...], resources: dict[str, float]) -> None:
+    __slots__ = ("key", "leases", "prefer", "queue", "requests", "resources", "strategy")
+
+    def __init__(
+        self, key: tuple[Any, ...], resources: dict[str, float], strategy: Any, prefer: str | None
+    ) -> None:
         self.key = key
         self.resources = resources
+        self.strategy = strategy
+        self.prefer = prefer  # the agent of the node holding the task's largest argument
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.leases: list[Lease] = []
         self.requests = 0
@@ -111,6 +122,7 @@ class Submitter:
         resources: dict[str, float],
         max_retries: int,
         retry_exceptions: Any,
+        strategy: Any = None,
     ) -> list[ObjectRef]:
         core = self.core
         blob, deps, held = encode_args(args, kwargs, fn.name, core.put_serialized)
@@ -121,6 +133,7 @@ class Submitter:
             retry_exceptions, return_ids,
         )  # fmt: skip
         spec.tag = output.current_tag()
+        spec.strategy = strategy
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
@@ -179,11 +192,28 @@ class Submitter:
             if e is not None and e.state == FAILED:  # an argument failed: so does this task
                 self._fail_raw(spec, e.data)
                 return
-        cls = self.classes.get(spec.sched_key)
-        if cls is None:
-            cls = self.classes[spec.sched_key] = SchedClass(spec.sched_key, spec.resources)
+        cls = self._class_of(spec, self._preferred_node(spec))
         cls.queue.append(spec)
         self._dirty.add(cls)
+
+    def _preferred_node(self, spec: TaskSpec) -> str | None:
+        """Data locality: the node holding the task's largest argument, if not ours."""
+        best, size = None, LOCALITY_MIN_BYTES
+        for ref in spec.deps:
+            e = self.core.refs.get(ref._id)
+            if e is not None and e.kind == KIND_STORE and e.size >= size:
+                best, size = e.data, e.size
+        if best == self.core.agent_address or spec.strategy is not None:
+            return None
+        return best
+
+    def _class_of(self, spec: TaskSpec, prefer: str | None) -> SchedClass:
+        key = (spec.sched_key, spec.strategy, prefer)
+        cls = self.classes.get(key)
+        if cls is None:
+            cls = self.classes[key] = SchedClass(key, spec.resources, spec.strategy, prefer)
+        spec.cls = cls
+        return cls
 
     # -- dispatch (loop) --------------------------------------------------------------------
     def _mark_dirty(self, cls: SchedClass) -> None:
@@ -216,46 +246,63 @@ class Submitter:
             self._request_lease(cls)
 
     def _request_lease(self, cls: SchedClass) -> None:
-        self._check_feasible(cls)
-        fut = self.core.agent.call("request_lease", cls.resources)
+        task = self.core.loop.create_task(self._lease(cls))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-        def granted(f: Any) -> None:
-            cls.requests -= 1
-            if f.cancelled() or f.exception() is not None:
-                if not self.core.closed:
-                    log.warning("lease request failed: %s", f.exception())
-                return
-            worker_id, addr, gpus = f.result()
-            self.core.loop.create_task(self._connect_lease(cls, worker_id, addr, gpus))
-
-        fut.add_done_callback(granted)
-
-    async def _connect_lease(
-        self, cls: SchedClass, worker_id: bytes, addr: str, gpus: list[int]
-    ) -> None:
+    async def _lease(self, cls: SchedClass) -> None:
+        """Get a worker for ``cls``: ask the preferred node (or ours); follow one spillback."""
+        core = self.core
         try:
-            conn = await self.core.connect(addr)
+            agent = core.agent if cls.prefer is None else await core.connect(cls.prefer)
+            self.core.loop.call_later(
+                CONFIG.infeasible_warning_s, self._warn_if_infeasible, cls, agent
+            )
+            reply = await agent.call("request_lease", cls.resources, cls.strategy, False)
+            if reply[0] == "spill":
+                agent = await core.connect(reply[1])
+                reply = await agent.call("request_lease", cls.resources, cls.strategy, True)
+            _, worker_id, addr, gpus = reply
+        except Exception as e:
+            cls.requests -= 1
+            if not core.closed:
+                log.warning("lease request failed: %s", e)
+                self._fail_class(cls, e)
+            return
+        cls.requests -= 1
+        try:
+            conn = await core.connect(addr)
         except Exception as e:
             log.warning("cannot reach leased worker %s: %s", addr, e)
-            self.core.agent.notify("return_lease", worker_id, True)
+            agent.notify("return_lease", worker_id, True)
             self._mark_dirty(cls)
             return
-        cls.leases.append(Lease(conn, worker_id, gpus))
+        cls.leases.append(Lease(conn, worker_id, gpus, agent))
         self._mark_dirty(cls)
 
-    def _check_feasible(self, cls: SchedClass) -> None:
-        total = self.core.node_info.get("cluster_resources") or {}
-        if cls.key in self._warned:
+    def _fail_class(self, cls: SchedClass, err: BaseException) -> None:
+        """A request that can never be placed (e.g. a hard affinity to a dead node)."""
+        if cls.requests or cls.leases:
             return
-        for name, amount in cls.resources.items():
-            if amount > total.get(name, 0.0):
+        while cls.queue:
+            self._fail(cls.queue.popleft(), exc.NbclusterError(f"cannot schedule the task: {err}"))
+
+    def _warn_if_infeasible(self, cls: SchedClass, agent: Connection) -> None:
+        if cls.key in self._warned or not cls.queue or cls.leases or agent.closed:
+            return
+
+        def check(f: Any) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            total = f.result()
+            if any(amount > total.get(name, 0.0) for name, amount in cls.resources.items()):
                 self._warned.add(cls.key)
                 warnings.warn(
                     f"A task requires {cls.resources} but the cluster has {total}; it stays "
                     "pending until a node with enough resources joins.",
                     stacklevel=1,
                 )
-                return
+
+        agent.call("cluster_total").add_done_callback(check)
 
     def _push(self, spec: TaskSpec, lease: Lease | ActorQueue) -> None:
         spec.lease = lease
@@ -308,11 +355,8 @@ class Submitter:
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
         else:
             self._fail_raw(spec, results[0][1])
-        if spec.actor is not None:
-            return
-        cls = self.classes.get(spec.sched_key)
-        if cls is not None:
-            self._mark_dirty(cls)
+        if spec.actor is None and spec.cls is not None:
+            self._mark_dirty(spec.cls)
 
     def _should_retry_error(self, spec: TaskSpec, err_bytes: bytes) -> bool:
         retry = spec.retry_exceptions
@@ -356,7 +400,7 @@ class Submitter:
     def _discard_results(self, results: list[Any]) -> None:
         for r in results:
             if r[0] == KIND_STORE and len(r) > 3:
-                self.core.agent.notify("store_delete", r[3])
+                self.core.send_to(r[1], (P.REQUEST, 0, "store_delete", [r[3]]))
 
     def _fail(self, spec: TaskSpec, err: BaseException) -> None:
         from nbcluster.runtime.core_worker import error_bytes
@@ -376,9 +420,7 @@ class Submitter:
         spec.held = []
 
     def _requeue(self, spec: TaskSpec) -> None:
-        cls = self.classes.get(spec.sched_key)
-        if cls is None:
-            cls = self.classes[spec.sched_key] = SchedClass(spec.sched_key, spec.resources)
+        cls = spec.cls or self._class_of(spec, None)
         cls.queue.appendleft(spec)
         self._mark_dirty(cls)
 
@@ -465,7 +507,7 @@ class Submitter:
         if aq.resolving:
             return
         aq.resolving = True
-        fut = self.core.agent.call("wait_actor", aq.actor_id, aq.addr)
+        fut = self.core.head.call("wait_actor", aq.actor_id, aq.addr)
 
         def answered(f: Any) -> None:
             if f.cancelled() or f.exception() is not None:
@@ -529,13 +571,13 @@ class Submitter:
         spec.cancelled = True
         lease = spec.lease
         if lease is None:
-            cls = self.classes.get(spec.sched_key)
+            cls = spec.cls
             if cls is not None and spec in cls.queue:
                 cls.queue.remove(spec)
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
             return
         if force:
-            self.core.agent.notify("kill_worker", lease.worker_id)
+            lease.agent.notify("kill_worker", lease.worker_id)
         else:
             lease.conn.send((P.CANCEL_TASK, task_id, False))
 
@@ -562,13 +604,13 @@ class Submitter:
             for lease in list(cls.leases):
                 if not lease.inflight and now - lease.last_used > timeout:
                     cls.leases.remove(lease)
-                    self.core.agent.notify("return_lease", lease.worker_id, False)
+                    lease.agent.notify("return_lease", lease.worker_id, False)
         self.core.loop.call_later(0.1, self._reap_idle)
 
     def return_all_leases(self) -> None:
         for cls in self.classes.values():
             for lease in cls.leases:
-                self.core.agent.notify("return_lease", lease.worker_id, False)
+                lease.agent.notify("return_lease", lease.worker_id, False)
             cls.leases.clear()
 
 

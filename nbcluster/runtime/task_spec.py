@@ -36,6 +36,7 @@ class TaskSpec:
         "args_blob",
         "attempt",
         "cancelled",
+        "cls",
         "deps",
         "done",
         "extra",
@@ -49,6 +50,7 @@ class TaskSpec:
         "retry_exceptions",
         "return_ids",
         "sched_key",
+        "strategy",
         "tag",
         "task_id",
     )
@@ -85,6 +87,8 @@ class TaskSpec:
         self.extra: dict[str, Any] | None = None
         self.actor: Any = None
         self.tag: Any = None  # what output.current_tag() said at submission
+        self.strategy: Any = None  # wire form of scheduling_strategy (placement)
+        self.cls: Any = None  # the submitter's scheduling class once queued
 
 
 class FunctionDescriptor:
