@@ -81,15 +81,27 @@ class ForkServer:
             out.append((parts[0].decode(), int(parts[1]), int(parts[2]) if len(parts) > 2 else 0))
         return out
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the server to kill every worker and exit; force it after ``timeout``."""
+        import time
+
         try:
             os.write(self.cmd_w, b"q")
         except OSError:
             pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)  # its workers die with it (PDEATHSIG)
+                os.waitpid(self.pid, 0)
+                return
+            time.sleep(0.01)
 
 
 def _serve(cmd_r: int, ev_w: int, worker_main: Callable[[], Any]) -> None:
@@ -114,12 +126,13 @@ def _serve(cmd_r: int, ev_w: int, worker_main: Callable[[], Any]) -> None:
 
     signal.signal(signal.SIGCHLD, reap)
     buf = b""
-    while True:
+    quitting = False
+    while not quitting:
         try:
             chunk = os.read(cmd_r, 4096)
         except InterruptedError:
             continue
-        if not chunk or chunk.startswith(b"q"):
+        if not chunk:
             break
         buf += chunk
         while buf:
@@ -145,7 +158,7 @@ def _serve(cmd_r: int, ev_w: int, worker_main: Callable[[], Any]) -> None:
                     except ProcessLookupError:
                         pass
             elif buf[:1] == b"q":
-                buf = b""
+                quitting = True
                 break
             else:
                 buf = buf[1:]

@@ -23,6 +23,7 @@ from nbcluster.runtime import protocol as P
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import new_task_id, object_id
 from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.placement import SPREAD
 from nbcluster.runtime.reference_table import (
     FAILED,
     KIND_ERROR,
@@ -229,7 +230,8 @@ class Submitter:
             self._dispatch(cls)
 
     def _dispatch(self, cls: SchedClass) -> None:
-        depth = CONFIG.max_tasks_in_flight_per_worker
+        # SPREAD places each task on its own lease, so tasks spread rather than pipeline.
+        depth = 1 if cls.strategy == SPREAD else CONFIG.max_tasks_in_flight_per_worker
         queue = cls.queue
         while queue:
             best = None
@@ -385,7 +387,8 @@ class Submitter:
             held = [ObjectRef(oid, owner) for oid, owner in contained]
             conn.send((P.HANDOFF_DONE, spec.task_id))
         refs = self.core.refs
-        for oid, (kind, data, size) in zip(spec.return_ids, results):
+        for oid, result in zip(spec.return_ids, results, strict=True):
+            kind, data, size = result[0], result[1], result[2]
             e = refs.get(oid)
             if e is None:  # nobody holds the result any more
                 self._discard_results([[kind, data, size, oid]])
