@@ -30,9 +30,14 @@ _head: HeadProcess | None = None
 _driver: CoreWorker | None = None
 
 
+_lost: str | None = None
+
+
 def _core() -> CoreWorker:
     core = object_ref_mod.get_core()
     if core is None:
+        if _lost:
+            raise ClusterConnectionError(f"{_lost}: call nbcluster.init() to start a new cluster")
         raise RuntimeError("nbcluster is not initialized: call nbcluster.init() first")
     return core  # type: ignore[no-any-return]
 
@@ -106,11 +111,22 @@ def init(
             raise ClusterConnectionError(f"cannot connect to the cluster: {e}") from e
         core.on_agent_lost = _on_head_lost
         _driver = core
+        global _lost
+        _lost = None
         return _info()
 
 
 def _on_head_lost() -> None:
-    log.error("the cluster's head node went away; call nbcluster.init() to start a new one")
+    """Called on the I/O thread when the cluster went away: let ``init`` start afresh."""
+    global _lost, _driver, _head
+    core, _driver = _driver, None
+    if core is None:
+        return
+    _lost = core.lost_reason
+    core.shutdown()
+    if _head is not None:  # ours, and dead: reap it without blocking the I/O thread
+        head, _head = _head, None
+        threading.Thread(target=head.stop, daemon=True).start()
 
 
 def _info() -> InitInfo:

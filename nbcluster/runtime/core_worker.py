@@ -105,6 +105,7 @@ class CoreWorker:
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.on_close = self._on_conn_closed
         self.on_agent_lost: Callable[[], None] | None = None
+        self.lost_reason: str | None = None
 
     @property
     def current_task(self) -> Any:
@@ -290,9 +291,7 @@ class CoreWorker:
         if self.closed:
             return
         if conn is getattr(self, "agent", None) or conn is getattr(self, "head", None):
-            log.warning("lost the connection to the cluster (%s)", conn.peer)
-            if self.on_agent_lost:
-                self.on_agent_lost()
+            self._cluster_lost(conn)
             return
         self.submitter.on_conn_closed(conn)
         if addr:
@@ -304,6 +303,20 @@ class CoreWorker:
             for e in self.refs.borrowed_from(addr):
                 if e.state == PENDING:
                     self.refs.resolve(e, FAILED, KIND_ERROR, err)
+
+    def _cluster_lost(self, conn: Connection) -> None:
+        """The head or our node is gone: nothing pending can finish, so fail it all now."""
+        what = "head node" if conn is getattr(self, "head", None) else "node agent"
+        reason = f"lost the connection to the cluster's {what} at {conn.peer}"
+        log.error("%s; call nbcluster.init() to start or attach to a cluster again", reason)
+        self.lost_reason = reason
+        err = error_bytes(exc.ClusterConnectionError(reason))
+        with self.refs.lock:
+            pending = [e for e in self.refs.entries.values() if e.state == PENDING]
+        for e in pending:
+            self.refs.resolve(e, FAILED, KIND_ERROR, err)
+        if self.on_agent_lost:
+            self.on_agent_lost()
 
     def handoffs_from_dead(self, addr: str) -> None:
         for tid in [t for t, v in self.handoffs.items() if v and v[0] == addr]:
