@@ -4,6 +4,7 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.actor import ActorClass as ActorClass
 from nbcluster.runtime.actor import ActorHandle as ActorHandle
 from nbcluster.runtime.actor import get_actor as get_actor
