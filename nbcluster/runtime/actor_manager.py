@@ -120,11 +120,11 @@ class ActorManager:
         """The actor's address once it is alive (and not at ``not_addr``), or why it died."""
         info = self.actors.get(actor_id)
         if info is None:
-            return [DEAD, "", _err(exc.ActorDiedError("the actor is unknown to the cluster"))]
+            return [DEAD, "", _err(exc.ActorDiedError("the actor is unknown to the cluster")), ""]
         if info.state == DEAD:
-            return [DEAD, "", info.death]
+            return [DEAD, "", info.death, ""]
         if info.state == ALIVE and info.addr != not_addr:
-            return [ALIVE, info.addr, None]
+            return [ALIVE, info.addr, None, self._node_address(info)]
         fut: asyncio.Future[Any] = self.loop.create_future()
         info.waiters.append((not_addr, fut))
         return fut
@@ -313,15 +313,19 @@ class ActorManager:
             del self.names[(info.namespace, info.name)]
         self._wake(info)
 
+    def _node_address(self, info: ActorInfo) -> str:
+        rec = self.directory.nodes.get(info.worker.node_id) if info.worker else None
+        return rec.address if rec is not None else ""
+
     def _wake(self, info: ActorInfo) -> None:
         keep = []
         for not_addr, fut in info.waiters:
             if fut.done():
                 continue
             if info.state == DEAD:
-                fut.set_result([DEAD, "", info.death])
+                fut.set_result([DEAD, "", info.death, ""])
             elif info.state == ALIVE and info.addr != not_addr:
-                fut.set_result([ALIVE, info.addr, None])
+                fut.set_result([ALIVE, info.addr, None, self._node_address(info)])
             else:
                 keep.append((not_addr, fut))
         info.waiters = keep

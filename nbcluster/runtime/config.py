@@ -33,6 +33,8 @@ class Config:
     max_frame_bytes: int = 256 * 1024 * 1024
     #: Seconds to wait for the head to come up at ``init``.
     startup_timeout_s: float = 30.0
+    #: Most tasks an owner keeps as lineage to rebuild lost objects (oldest evicted first).
+    max_lineage_tasks: int = 100_000
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
     #: Warn once if a task stays unschedulable this long (seconds).

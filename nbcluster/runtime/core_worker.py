@@ -103,6 +103,7 @@ class CoreWorker:
         h[P.HANDOFF_DONE] = self._on_handoff_done
         h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
+        self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.on_close = self._on_conn_closed
         self.on_agent_lost: Callable[[], None] | None = None
         self.lost_reason: str | None = None
@@ -352,14 +353,16 @@ class CoreWorker:
         if detached is False:  # the last handle to an actor we created is gone
             self.head.notify("kill_actor", e.oid[:16], True)
         e.contained = None
-        if e.state == PENDING and e.spec is not None:
-            self.submitter.on_return_dropped(e)
+        if e.spec is not None:
+            self.call_soon(self.submitter.on_return_dropped, e)
 
     def _rpc_get_object(self, conn: Connection, oid: bytes) -> Any:
         e = self.refs.get(oid)
         if e is None or not e.owned:
             return [FAILED, KIND_ERROR, error_bytes(exc.ObjectLostError(oid.hex(), "freed")), 0]
-        if e.state != PENDING:
+        if self.submitter.dead_agents and self.submitter.lost_dep(e):
+            pass  # its node died: being rebuilt, answer when it is back
+        elif e.state != PENDING:
             return [e.state, e.kind, e.data, e.size]
         fut: asyncio.Future[Any] = self.loop.create_future()
 
@@ -495,7 +498,7 @@ class CoreWorker:
                 return False
         return True
 
-    def value_of(self, e: Entry) -> Any:
+    def value_of(self, e: Entry, _recover: bool = True) -> Any:
         if e.state == FAILED:
             err = pickle.loads(e.data) if e.data else exc.ObjectLostError(e.oid.hex(), "freed")
             if isinstance(err, exc.TaskError):
@@ -503,7 +506,35 @@ class CoreWorker:
             raise err
         if e.kind == KIND_INLINE:
             return ser.deserialize_inline(e.data)
-        return self.store_read(e.oid, e.data)
+        try:
+            return self.store_read(e.oid, e.data)
+        except exc.ObjectLostError:
+            if not _recover:
+                raise
+        # Every copy is gone: the owner rebuilds it from lineage (a borrower asks the owner).
+        if e.owned:
+            self.call_soon(self.submitter.reconstruct, e)
+        else:
+            self.call_soon(self._refetch, e)
+        self._wait_changed(e)
+        return self.value_of(e, _recover=False)
+
+    def _refetch(self, e: Entry) -> None:
+        self.refs.reset_pending(e)
+        self._fetch(e)
+
+    def _wait_changed(self, e: Entry) -> None:
+        """Wait until ``e`` went pending and then resolved again (or failed)."""
+        done = threading.Event()
+
+        def check() -> None:
+            if e.state == PENDING:
+                if self.refs.add_waiter(e, lambda _: done.set()):
+                    return
+            done.set()
+
+        self.call_soon(check)  # runs after the reconstruct/refetch queued before it
+        done.wait()
 
     def store_read(self, oid: bytes, location: str | None = None) -> Any:
         """Read an object from this node's store, zero-copy; pinned while a view lives.

@@ -371,9 +371,26 @@ class NodeAgent:
 
     # -- the cluster view and reports to the head ----------------------------------------------
     def cluster_view_update(self, conn: Connection | None, view: dict[str, Any]) -> None:
+        gone = [v["address"] for nid, v in self.view.items() if nid not in view]
         self.view = view
+        self._reroute_infeasible()
+        for address in gone:  # owners here retry tasks and rebuild objects that were there
+            for client in list(self.clients):
+                if not client.closed:
+                    client.notify("node_dead", address)
         self.store.transfer_of = {v["address"]: v["transfer"] for v in view.values()}
         self._try_grant()
+
+    def _reroute_infeasible(self) -> None:
+        """Requests this node can never serve move to a node that joined and can."""
+        for req in list(self.requests):
+            if req.actor is not None or req.fut.done() or fits(self.total, req.resources):
+                continue
+            for nid, v in self.view.items():
+                if nid != self.node_id and fits(v["total"], req.resources):
+                    self.requests.remove(req)
+                    req.fut.set_result(["spill", v["address"]])
+                    break
 
     def _changed(self) -> None:
         if not self._report_scheduled:

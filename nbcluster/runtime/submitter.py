@@ -22,6 +22,7 @@ from nbcluster.runtime import output
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import new_task_id, object_id
+from nbcluster.runtime.lineage import Lineage
 from nbcluster.runtime.object_ref import ObjectRef
 from nbcluster.runtime.placement import SPREAD
 from nbcluster.runtime.reference_table import (
@@ -81,8 +82,8 @@ class ActorQueue:
     """The calls one caller has for one actor, sent in submission order."""
 
     __slots__ = (
-        "actor_id", "addr", "blocked", "conn", "dead", "gpus", "inflight", "last_used", "queue",
-        "resolving",
+        "actor_id", "addr", "blocked", "conn", "dead", "gpus", "inflight", "last_used", "node",
+        "queue", "resolving",
     )  # fmt: skip
 
     def __init__(self, actor_id: bytes) -> None:
@@ -96,6 +97,7 @@ class ActorQueue:
         self.blocked = False
         self.last_used = 0.0
         self.gpus: list[int] = []
+        self.node = ""  # the agent address of the node it runs on
 
 
 class Submitter:
@@ -109,6 +111,8 @@ class Submitter:
         self._dispatch_scheduled = False
         self._warned: set[tuple[Any, ...]] = set()
         self.actor_queues: dict[bytes, ActorQueue] = {}
+        self.lineage = Lineage()
+        self.dead_agents: set[str] = set()
 
     def start(self) -> None:
         self.core.loop.call_later(0.1, self._reap_idle)
@@ -162,6 +166,8 @@ class Submitter:
         core = self.core
         for ref in spec.deps:
             e = core._entry(ref)
+            if self.dead_agents and self.lost_dep(e):
+                pass  # now pending again: wait for it below
             if e.state == PENDING:
                 if core.refs.add_waiter(e, lambda _e, s=spec: core.call_soon(self._dep_ready, s)):
                     pending += 1
@@ -260,7 +266,9 @@ class Submitter:
                 CONFIG.infeasible_warning_s, self._warn_if_infeasible, cls, agent
             )
             reply = await agent.call("request_lease", cls.resources, cls.strategy, False)
-            if reply[0] == "spill":
+            for _ in range(3):  # a spilled request may move again if its node leaves
+                if reply[0] != "spill":
+                    break
                 agent = await core.connect(reply[1])
                 reply = await agent.call("request_lease", cls.resources, cls.strategy, True)
             _, worker_id, addr, gpus = reply
@@ -387,6 +395,7 @@ class Submitter:
             held = [ObjectRef(oid, owner) for oid, owner in contained]
             conn.send((P.HANDOFF_DONE, spec.task_id))
         refs = self.core.refs
+        in_store = False
         for oid, result in zip(spec.return_ids, results, strict=True):
             kind, data, size = result[0], result[1], result[2]
             e = refs.get(oid)
@@ -395,10 +404,16 @@ class Submitter:
                 continue
             if held:
                 e.contained = held
-            e.spec = None
+            if kind == KIND_STORE and spec.actor is None:
+                in_store = True  # e.spec stays: the lineage to rebuild it with
+            else:
+                e.spec = None
             refs.resolve(e, FAILED if kind == KIND_ERROR else READY, kind, data, size)
-        spec.deps = []
-        spec.held = []
+        if in_store:
+            self.lineage.keep(spec)
+        else:
+            spec.deps = []
+            spec.held = []
 
     def _discard_results(self, results: list[Any]) -> None:
         for r in results:
@@ -470,7 +485,74 @@ class Submitter:
                 self._mark_dirty(cls)
 
     def on_return_dropped(self, e: Entry) -> None:
-        """A pending task's result is no longer wanted; it still runs, its result is dropped."""
+        """A result is no longer referenced: once none of its task's results is, its lineage
+        can go (a pending task still runs; its result is dropped)."""
+        spec = e.spec
+        e.spec = None
+        if spec is None or not spec.done:
+            return
+        refs = self.core.refs
+        if all(refs.get(oid) is None for oid in spec.return_ids):
+            self.lineage.drop(spec)
+
+    # -- lost objects (loop) -----------------------------------------------------------------
+    def on_node_dead(self, agent_address: str) -> None:
+        """A node died: retry what ran there and rebuild what only it held."""
+        self.dead_agents.add(agent_address)
+        for cls in self.classes.values():
+            for lease in list(cls.leases):
+                if lease.agent.info.get("addr") == agent_address or lease.agent.closed:
+                    if lease.conn.transport is not None:
+                        lease.conn.transport.abort()  # -> on_conn_closed: retry its tasks
+        for aq in self.actor_queues.values():
+            if aq.conn is not None and aq.node == agent_address and aq.conn.transport:
+                aq.conn.transport.abort()
+        with self.core.refs.lock:
+            lost = [
+                e for e in self.core.refs.entries.values()
+                if e.owned and e.state == READY and e.kind == KIND_STORE and e.data == agent_address
+            ]  # fmt: skip
+        for e in lost:
+            self.reconstruct(e)
+
+    def reconstruct(self, e: Entry) -> None:
+        """Rebuild an owned object whose every copy is gone, by running its task again."""
+        from nbcluster.runtime.core_worker import error_bytes
+
+        spec = e.spec
+        if spec is None or spec.lineage_evicted:
+            why = (
+                "its lineage was evicted (raise NBCLUSTER_MAX_LINEAGE_TASKS to keep more)"
+                if spec is not None
+                else "it was created by put() and its node died, so it cannot be rebuilt"
+            )
+            err_cls = exc.ObjectReconstructionFailedError if spec is not None else exc.ObjectLostError
+            self.core.refs.resolve(e, FAILED, KIND_ERROR, error_bytes(err_cls(e.oid.hex(), why)))
+            return
+        if not spec.done:
+            return  # already being rebuilt
+        log.info("rebuilding %s from lineage (task %s)", e.oid.hex()[:12], spec.fn.name)
+        refs = self.core.refs
+        for oid in spec.return_ids:
+            other = refs.get(oid)
+            if other is not None and other.state != PENDING:
+                refs.reset_pending(other)
+        spec.done = False
+        spec.attempt = 0
+        spec.cancelled = False
+        self.lineage.drop_keep(spec)
+        self.submit(spec)
+
+    def lost_dep(self, e: Entry) -> bool:
+        """True if ``e`` is an argument whose only copy was on a dead node (rebuilding it)."""
+        if e.kind != KIND_STORE or e.state != READY or e.data not in self.dead_agents:
+            return False
+        if e.owned:
+            self.reconstruct(e)
+        else:
+            self.core.refs.reset_pending(e)
+            self.core._fetch(e)
+        return True
 
     # -- actors (loop) ------------------------------------------------------------------------
     def _actor_queue(self, actor_id: bytes) -> ActorQueue:
@@ -521,7 +603,8 @@ class Submitter:
                     aq.dead = error_bytes(exc.ActorDiedError(f"cannot locate the actor: {f.exception()}"))
                     self._dispatch_actor(aq)
                 return
-            state, addr, death = f.result()
+            state, addr, death, node = f.result()
+            aq.node = node
             if state != "ALIVE":
                 aq.resolving = False
                 aq.dead = death

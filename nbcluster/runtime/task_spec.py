@@ -43,6 +43,7 @@ class TaskSpec:
         "fn",
         "held",
         "lease",
+        "lineage_evicted",
         "max_retries",
         "num_returns",
         "pending_deps",
@@ -89,6 +90,7 @@ class TaskSpec:
         self.tag: Any = None  # what output.current_tag() said at submission
         self.strategy: Any = None  # wire form of scheduling_strategy (placement)
         self.cls: Any = None  # the submitter's scheduling class once queued
+        self.lineage_evicted = False
 
 
 class FunctionDescriptor:
