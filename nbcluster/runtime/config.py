@@ -35,6 +35,12 @@ class Config:
     startup_timeout_s: float = 30.0
     #: Most tasks an owner keeps as lineage to rebuild lost objects (oldest evicted first).
     max_lineage_tasks: int = 100_000
+    #: Kill the newest task when the machine's memory use passes this fraction of RAM...
+    memory_usage_threshold: float = 0.95
+    #: ...or this many bytes, when set (> 0).
+    memory_limit_bytes: int = 0
+    #: How often the memory monitor samples (seconds; 0 turns it off).
+    memory_monitor_interval_s: float = 0.25
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
     #: Warn once if a task stays unschedulable this long (seconds).

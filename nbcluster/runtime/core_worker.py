@@ -104,6 +104,9 @@ class CoreWorker:
         h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
+        self.endpoint.rpc["worker_oom"] = lambda conn, wid, why: self.submitter.on_worker_oom(
+            wid, why
+        )
         self.endpoint.on_close = self._on_conn_closed
         self.on_agent_lost: Callable[[], None] | None = None
         self.lost_reason: str | None = None

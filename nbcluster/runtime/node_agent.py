@@ -23,7 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.fork_server import ForkServer
+from nbcluster.runtime.memory_monitor import MemoryMonitor
 from nbcluster.runtime.node_directory import HEARTBEAT_S
 from nbcluster.runtime.placement import Unschedulable, route
 from nbcluster.runtime.protocol import HELLO
@@ -38,7 +40,8 @@ EXTRA_WORKER_IDLE_S = 5.0
 
 class WorkerInfo:
     __slots__ = (
-        "actor", "addr", "blocked", "conn", "gpus", "idle_since", "lease", "pid", "worker_id",
+        "actor", "addr", "blocked", "conn", "gpus", "idle_since", "lease", "lease_time", "pid",
+        "worker_id",
     )  # fmt: skip
 
     def __init__(self, worker_id: bytes, pid: int, addr: str, conn: Connection) -> None:
@@ -49,6 +52,7 @@ class WorkerInfo:
         self.lease: tuple[Connection | None, dict[str, float]] | None = None
         self.gpus: list[int] = []
         self.actor: bytes | None = None  # set for a worker dedicated to an actor
+        self.lease_time = 0.0
         self.blocked = False
         self.idle_since = time.monotonic()
 
@@ -126,6 +130,12 @@ class NodeAgent:
         self.loop.add_reader(fork_server.ev_r, self._on_fork_events)
         self.loop.call_later(1.0, self._reap_extra_workers)
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
+        if CONFIG.memory_monitor_interval_s > 0:
+            self.memory_monitor = MemoryMonitor(
+                self.loop,
+                lambda: [w for w in self.workers.values() if w.lease and w.actor is None],
+                self._kill_for_memory,
+            )
 
     # -- pool ---------------------------------------------------------------------------------
     def start_pool(self) -> None:
@@ -302,6 +312,7 @@ class NodeAgent:
         n_gpus = int(res.get("GPU", 0) + 0.999)
         w.gpus = [self.gpu_free.pop(0) for _ in range(min(n_gpus, len(self.gpu_free)))]
         w.lease = (req.conn, res)
+        w.lease_time = time.monotonic()
         w.blocked = False
         self._changed()
         if req.actor is not None:
@@ -356,6 +367,12 @@ class NodeAgent:
         self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
         self._changed()
 
+    def _kill_for_memory(self, w: WorkerInfo, why: str) -> None:
+        owner = w.lease[0] if w.lease else None
+        if owner is not None and not owner.closed:
+            owner.notify("worker_oom", w.worker_id, why)  # arrives before the connection drops
+        self.fork_server.kill(w.pid)
+
     def kill_worker(self, conn: Connection, worker_id: bytes) -> None:
         w = self.workers.get(worker_id)
         if w is not None:
@@ -406,6 +423,12 @@ class NodeAgent:
             return
         self._send_report()
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
+        if CONFIG.memory_monitor_interval_s > 0:
+            self.memory_monitor = MemoryMonitor(
+                self.loop,
+                lambda: [w for w in self.workers.values() if w.lease and w.actor is None],
+                self._kill_for_memory,
+            )
 
     # -- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:

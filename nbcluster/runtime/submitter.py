@@ -47,12 +47,15 @@ LOCALITY_MIN_BYTES = 1 << 20
 
 
 class Lease:
-    __slots__ = ("agent", "blocked", "conn", "gpus", "inflight", "last_used", "worker_id")
+    __slots__ = (
+        "agent", "blocked", "conn", "gpus", "inflight", "last_used", "oom", "worker_id",
+    )  # fmt: skip
 
     def __init__(
         self, conn: Connection, worker_id: bytes, gpus: list[int], agent: Connection
     ) -> None:
         self.agent = agent  # the node agent that granted it: the lease goes back there
+        self.oom: str | None = None  # why the memory monitor killed its worker
         self.conn = conn
         self.worker_id = worker_id
         self.gpus = gpus
@@ -472,6 +475,8 @@ class Submitter:
                     elif spec.max_retries == -1 or spec.attempt < spec.max_retries:
                         spec.attempt += 1
                         self._requeue(spec)
+                    elif lease.oom is not None:
+                        self._fail(spec, exc.OutOfMemoryError(f"task {spec.fn.name}: {lease.oom}"))
                     else:
                         self._fail(
                             spec,
@@ -494,6 +499,12 @@ class Submitter:
         refs = self.core.refs
         if all(refs.get(oid) is None for oid in spec.return_ids):
             self.lineage.drop(spec)
+
+    def on_worker_oom(self, worker_id: bytes, why: str) -> None:
+        for cls in self.classes.values():
+            for lease in cls.leases:
+                if lease.worker_id == worker_id:
+                    lease.oom = why
 
     # -- lost objects (loop) -----------------------------------------------------------------
     def on_node_dead(self, agent_address: str) -> None:
