@@ -37,7 +37,8 @@ class TaskError(NbclusterError):
 
     def _message(self) -> str:
         where = f" (pid={self.pid}, ip={self.ip})" if self.pid is not None else ""
-        head = f"{type(self.cause).__name__ if self.cause else 'Error'} in {self.function_name}{where}"
+        kind = type(self.cause).__name__ if self.cause else "Error"
+        head = f"{kind} in {self.function_name}{where}"
         return f"{head}\n{self.traceback_str}".rstrip()
 
     def __str__(self) -> str:
@@ -52,9 +53,11 @@ class TaskError(NbclusterError):
         if cause_cls is None or issubclass(cause_cls, TaskError):
             return self
         try:
-            cls = _dual_class(cause_cls)
+            cls: Any = _dual_class(cause_cls)
             err: TaskError = cls.__new__(cls)
-            TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
+            TaskError.__init__(
+                err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip
+            )
             err.args = getattr(self.cause, "args", err.args)
             return err
         except TypeError:  # a cause class that cannot be subclassed (e.g. final, or bad layout)

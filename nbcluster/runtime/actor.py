@@ -255,7 +255,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if got is None:
         raise ValueError(f"Failed to look up actor with name {name!r}")
     actor_id, owner, class_name, methods = got
-    return ActorHandle(actor_id, class_name, methods, 0, ObjectRef(actor_id + _HANDLE_SUFFIX, owner))
+    return ActorHandle(
+        actor_id, class_name, methods, 0, ObjectRef(actor_id + _HANDLE_SUFFIX, owner)
+    )
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:

@@ -21,7 +21,7 @@ from nbcluster.runtime import protocol as P
 from nbcluster.runtime.transport import Connection, Endpoint, parse_address
 
 if TYPE_CHECKING:
-    from nbcluster.runtime.node_agent import NodeAgent, WorkerInfo
+    from nbcluster.runtime.node_agent import NodeAgent
     from nbcluster.runtime.node_directory import NodeDirectory, NodeRecord
 
 log = logging.getLogger("nbcluster.actors")
@@ -107,9 +107,7 @@ class ActorManager:
                 if spec.get("get_if_exists"):
                     info = self.actors[existing]
                     return [existing, False, info.owner]
-                raise ValueError(
-                    f"an actor named {name!r} already exists in namespace {key[0]!r}"
-                )
+                raise ValueError(f"an actor named {name!r} already exists in namespace {key[0]!r}")
             self.names[key] = actor_id
         info = ActorInfo(actor_id, spec, owner)
         self.actors[actor_id] = info
@@ -204,7 +202,9 @@ class ActorManager:
     def _placed(self, info: ActorInfo, node_id: str, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             if not fut.cancelled() and info.state != DEAD:
-                self._mark_dead(info, exc.ActorDiedError(f"cannot place the actor: {fut.exception()}"))
+                self._mark_dead(
+                    info, exc.ActorDiedError(f"cannot place the actor: {fut.exception()}")
+                )
             return
         worker_id, pid, addr, gpus = fut.result()
         info.worker = ActorWorker(node_id, worker_id, pid, addr, gpus)

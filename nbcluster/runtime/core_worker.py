@@ -142,7 +142,7 @@ class CoreWorker:
 
     async def _startup(self) -> None:
         server = await self.endpoint.serve(self._host, 0)
-        port = server.sockets[0].getsockname()[1]
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.address = f"{self._host}:{port}"
         self.refs = ReferenceTable(
             self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
@@ -429,7 +429,7 @@ class CoreWorker:
                 raise exc.ObjectStoreFullError(str(e).split(": ", 1)[-1]) from None
             raise
         assert self.store is not None
-        s.write_to(self.store.writable(offset, total))
+        s.write_to(self.store, offset)
         self.agent.notify("store_seal", oid)
         return total
 
@@ -531,9 +531,8 @@ class CoreWorker:
         done = threading.Event()
 
         def check() -> None:
-            if e.state == PENDING:
-                if self.refs.add_waiter(e, lambda _: done.set()):
-                    return
+            if e.state == PENDING and self.refs.add_waiter(e, lambda _: done.set()):
+                return
             done.set()
 
         self.call_soon(check)  # runs after the reconstruct/refetch queued before it
@@ -604,8 +603,9 @@ class CoreWorker:
         need = num_returns - (len(entries) - len(pending))
         if need > 0:
             self.wait_entries(pending, need, timeout)
-        ready, not_ready = [], []
-        for r, e in zip(refs, entries):
+        ready: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
+        for r, e in zip(refs, entries, strict=False):
             if e.state != PENDING and len(ready) < num_returns:
                 ready.append(r)
             else:

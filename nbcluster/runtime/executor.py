@@ -23,8 +23,8 @@ import cloudpickle
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime import protocol as P
-from nbcluster.runtime.actor_host import ActorExit, ActorHost
 from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.actor_host import ActorExit, ActorHost
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core_worker import error_bytes
 from nbcluster.runtime.ids import object_id
@@ -231,7 +231,7 @@ class Executor:
                     conn, task_id, P.DONE_APP_ERROR, [[KIND_ERROR, error_bytes(err), 0]], []
                 )
                 return
-        results = []
+        results: list[list[Any]] = []
         contained: list[Any] = []
         owner = conn.info.get("addr", "")
         try:

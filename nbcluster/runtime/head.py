@@ -98,7 +98,9 @@ def main() -> None:
     install_rpc(endpoint)
     node_id = random_id().hex()
     storesvc = StoreService(endpoint, store, host, address, token)
-    agent = NodeAgent(endpoint, node_id, address, cfg["resources"], storesvc, fork_server, session_dir)
+    agent = NodeAgent(
+        endpoint, node_id, address, cfg["resources"], storesvc, fork_server, session_dir
+    )
     node_info = {
         "address": address,
         "transfer": storesvc.transfer_address,
@@ -113,7 +115,11 @@ def main() -> None:
         agent.report = lambda available: directory.node_update(None, node_id, available)
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
-    endpoint.on_close = lambda conn: [fn(conn) for fn in closers] and None
+    def on_close(conn: Connection) -> None:
+        for fn in closers:
+            fn(conn)
+
+    endpoint.on_close = on_close
 
     def send_to_agent(addr: str, method: str, args: list[Any]) -> None:
         async def go() -> None:

@@ -88,7 +88,9 @@ class NodeDirectory:
         self._changed()
         return self.view()
 
-    def node_update(self, conn: Connection | None, node_id: str, available: dict[str, float]) -> None:
+    def node_update(
+        self, conn: Connection | None, node_id: str, available: dict[str, float]
+    ) -> None:
         rec = self.nodes.get(node_id)
         if rec is None:
             return

@@ -163,9 +163,9 @@ class ReferenceTable:
     def resolve(self, e: Entry, state: int, kind: int, data: Any, size: int = 0) -> None:
         """Record an object's value (or error) and wake whoever waits for it."""
         with self.lock:
-            if e.state != PENDING and state != PENDING:
-                if not (e.state == FAILED and state == READY):
-                    return
+            # Settled objects stay settled, except a failure replaced by a rebuilt value.
+            if PENDING not in (e.state, state) and not (e.state == FAILED and state == READY):
+                return
             e.state, e.kind, e.data, e.size = state, kind, data, size
             waiters, e.waiters = e.waiters, None
             e.fetching = False

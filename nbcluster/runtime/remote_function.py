@@ -53,7 +53,7 @@ class RemoteFunction:
         mr = o.get("max_retries")
         self._max_retries = CONFIG.task_max_retries if mr is None else mr
         self._retry_exceptions = o.get("retry_exceptions", False)
-        self._name = o.get("name") or getattr(self._function, "__qualname__", "function")
+        self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
         self._strategy = encode_strategy(o.get("scheduling_strategy"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

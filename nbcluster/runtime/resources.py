@@ -41,7 +41,8 @@ def detect_gpus() -> int:
     if smi is None:
         return 0
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+        done = subprocess.run([smi, "-L"], check=False, capture_output=True, text=True, timeout=10)
+        out = done.stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))

@@ -25,16 +25,12 @@ from typing import Any
 import cloudpickle
 
 from nbcluster.exceptions import SerializationError
+from nbcluster.runtime.store_client import StoreMapping, layout, write_buffers
 
-_ALIGN = 64
 _HDR = struct.Struct("<II")  # number of buffers, header size
 _LEN = struct.Struct("<QQ")  # (offset, length) per part
 
 _local = threading.local()
-
-
-def _align(n: int) -> int:
-    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
@@ -57,31 +53,22 @@ class Serialized:
             return self.meta
         return [self.meta, *(bytes(b) for b in self.buffers)]
 
-    def store_layout(self) -> tuple[list[int], int]:
-        """Offsets of meta and each buffer inside the allocation, and the total size."""
+    def _sizes(self) -> list[int]:
         n = len(self.buffers)
-        header = _HDR.size + _LEN.size * (n + 1)
-        offsets = []
-        pos = _align(header)
-        for part in (self.meta, *self.buffers):
-            offsets.append(pos)
-            pos = _align(pos + (len(part) if isinstance(part, bytes) else part.nbytes))
-        return offsets, max(pos, header)
+        return [_HDR.size + _LEN.size * (n + 1), len(self.meta), *(b.nbytes for b in self.buffers)]
 
-    def write_to(self, dest: memoryview) -> None:
-        """Write header, meta and buffers into a store allocation (``dest`` from store_layout)."""
+    def store_layout(self) -> tuple[list[int], int]:
+        """Offsets of header, meta and each buffer inside the allocation, and the total size."""
+        return layout(self._sizes())
+
+    def write_to(self, mapping: StoreMapping, offset: int) -> None:
+        """Write header, meta and buffers into the store allocation at ``offset``."""
         offsets, _ = self.store_layout()
-        parts: list[bytes | memoryview] = [self.meta, *self.buffers]
-        header = bytearray(_HDR.pack(len(self.buffers), _HDR.size + _LEN.size * len(parts)))
-        for off, part in zip(offsets, parts):
-            n = len(part) if isinstance(part, bytes) else part.nbytes
+        sizes = self._sizes()
+        header = bytearray(_HDR.pack(len(self.buffers), sizes[0]))
+        for off, n in zip(offsets[1:], sizes[1:], strict=True):
             header += _LEN.pack(off, n)
-        dest[: len(header)] = header
-        for off, part in zip(offsets, parts):
-            mv = part if isinstance(part, memoryview) else memoryview(part)
-            if mv.format != "B" or mv.ndim != 1:
-                mv = mv.cast("B")
-            dest[off : off + mv.nbytes] = mv
+        write_buffers(mapping, offset, [header, self.meta, *self.buffers])
 
 
 def serialize(value: Any, what: str = "value") -> Serialized:

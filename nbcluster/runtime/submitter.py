@@ -15,6 +15,7 @@ import collections
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
@@ -169,13 +170,12 @@ class Submitter:
         core = self.core
         for ref in spec.deps:
             e = core._entry(ref)
-            if self.dead_agents and self.lost_dep(e):
-                pass  # now pending again: wait for it below
-            if e.state == PENDING:
-                if core.refs.add_waiter(e, lambda _e, s=spec: core.call_soon(self._dep_ready, s)):
-                    pending += 1
-                    if not e.owned:
-                        core._fetch(e)
+            if self.dead_agents:
+                self.lost_dep(e)  # its node died: it is pending again, rebuilt or refetched
+            if e.state == PENDING and core.refs.add_waiter(e, self._dep_waiter(spec)):
+                pending += 1
+                if not e.owned:
+                    core._fetch(e)
         spec.pending_deps = pending
         if spec.actor is not None:  # actor calls queue at once: order is submission order
             aq = self._actor_queue(spec.actor)
@@ -183,6 +183,9 @@ class Submitter:
             self._dispatch_actor(aq)
         elif pending == 0:
             self._enqueue(spec)
+
+    def _dep_waiter(self, spec: TaskSpec) -> Callable[[Entry], None]:
+        return lambda _e: self.core.call_soon(self._dep_ready, spec)
 
     def _dep_ready(self, spec: TaskSpec) -> None:
         spec.pending_deps -= 1
@@ -471,7 +474,9 @@ class Submitter:
                 for spec in list(lease.inflight.values()):
                     spec.lease = None
                     if spec.cancelled:
-                        self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+                        self._fail(
+                            spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled")
+                        )
                     elif spec.max_retries == -1 or spec.attempt < spec.max_retries:
                         spec.attempt += 1
                         self._requeue(spec)
@@ -512,9 +517,9 @@ class Submitter:
         self.dead_agents.add(agent_address)
         for cls in self.classes.values():
             for lease in list(cls.leases):
-                if lease.agent.info.get("addr") == agent_address or lease.agent.closed:
-                    if lease.conn.transport is not None:
-                        lease.conn.transport.abort()  # -> on_conn_closed: retry its tasks
+                dead = lease.agent.info.get("addr") == agent_address or lease.agent.closed
+                if dead and lease.conn.transport is not None:
+                    lease.conn.transport.abort()  # -> on_conn_closed: retry its tasks
         for aq in self.actor_queues.values():
             if aq.conn is not None and aq.node == agent_address and aq.conn.transport:
                 aq.conn.transport.abort()
@@ -537,7 +542,9 @@ class Submitter:
                 if spec is not None
                 else "it was created by put() and its node died, so it cannot be rebuilt"
             )
-            err_cls = exc.ObjectReconstructionFailedError if spec is not None else exc.ObjectLostError
+            err_cls = (
+                exc.ObjectReconstructionFailedError if spec is not None else exc.ObjectLostError
+            )
             self.core.refs.resolve(e, FAILED, KIND_ERROR, error_bytes(err_cls(e.oid.hex(), why)))
             return
         if not spec.done:
@@ -611,7 +618,9 @@ class Submitter:
                 if not self.core.closed:
                     from nbcluster.runtime.core_worker import error_bytes
 
-                    aq.dead = error_bytes(exc.ActorDiedError(f"cannot locate the actor: {f.exception()}"))
+                    aq.dead = error_bytes(
+                        exc.ActorDiedError(f"cannot locate the actor: {f.exception()}")
+                    )
                     self._dispatch_actor(aq)
                 return
             state, addr, death, node = f.result()
@@ -643,9 +652,7 @@ class Submitter:
         retry = []
         for spec in list(aq.inflight.values()):
             spec.lease = None
-            if not spec.cancelled and (
-                spec.max_retries == -1 or spec.attempt < spec.max_retries
-            ):
+            if not spec.cancelled and (spec.max_retries == -1 or spec.attempt < spec.max_retries):
                 spec.attempt += 1
                 retry.append(spec)
             else:

@@ -136,10 +136,8 @@ def encode_args(
     if s.size >= CONFIG.inline_threshold:
         deps.append(put(s))
         return ARGS_IN_STORE, deps, s.contained
-    if s.buffers:  # keep args self-contained: out-of-band buffers go back in band
-        blob = ser.pickle_inband(s)
-    else:
-        blob = s.meta
+    # Small args travel in the message: out-of-band buffers go back in band.
+    blob = ser.pickle_inband(s) if s.buffers else s.meta
     return blob, deps, s.contained
 
 
