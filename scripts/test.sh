@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, then runs them all: lint, types, and the test suite.
+# This is the README's test command, and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# iproute2 gives the network-namespace tests their `ip` command.
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
+python -m pip install -q --disable-pip-version-check -e ".[test]"
+python -m nbcluster.kernel install --sys-prefix >/dev/null
+
+ruff check nbcluster tests benchmarks
+mypy
+python -m pytest "$@"
