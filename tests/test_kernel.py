@@ -174,7 +174,9 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
         "    return done\n"
     )
     paths = {k: str(tmp_path / k) for k in ("a_started", "a_done", "b_started", "b_done")}
-    kernel.ok(f"earlier = mark_after.remote({str(gate)!r}, {paths['a_started']!r}, {paths['a_done']!r})")
+    kernel.ok(
+        f"earlier = mark_after.remote({str(gate)!r}, {paths['a_started']!r}, {paths['a_done']!r})"
+    )
     blocked = kernel.submit(
         f"later = mark_after.remote({str(gate)!r}, {paths['b_started']!r}, {paths['b_done']!r})\n"
         "nc.get(later)"
@@ -209,3 +211,25 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
     assert not Path(paths["b_done"]).exists()
     cancelled = kernel.run("nc.get(later)")
     assert "TaskCancelledError" in cancelled.reply["ename"]
+
+
+def test_actor_cells_keep_their_state_on_the_remote_side(kernel: KernelSession) -> None:
+    kernel.ok("import os\nstart = 5")
+    first = kernel.ok(
+        "%%remote --actor repl\nimport os\ncount = start\nworker = os.getpid()\ncount"
+    )
+    assert first.result == "5"
+    second = kernel.ok("%%remote --actor repl\ncount += 1\nprint('count is', count)\ncount")
+    assert second.result == "6"
+    assert second.text() == "count is 6\n"  # the actor's output, under the cell that ran it
+    # What the actor binds stays there, unless --out brings it back.
+    assert kernel.ok("'count' in globals()").result == "False"
+    kernel.ok("%%remote --actor repl --out count,worker\ncount += 1")
+    assert kernel.ok("(count, worker != os.getpid())").result == "(7, True)"
+
+    assert kernel.ok("%remote_actors").text() == "repl\n"
+    assert "killed actor 'repl'" in kernel.ok("%remote_actors --kill repl").text()
+    assert kernel.ok("%remote_actors").text() == "no %%remote actors\n"
+    fresh = kernel.ok("%%remote --actor repl\n'count' in globals()")
+    assert fresh.result == "False"  # a new actor: a new, empty namespace
+    kernel.ok("%remote_actors --kill repl")

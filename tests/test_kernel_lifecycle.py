@@ -35,7 +35,7 @@ def wait_gone(pids: list[int], timeout: float) -> float:
     while not gone(pids):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"still running after {timeout}s: {pids}")
-        psutil.wait_procs([p for p in _procs(pids)], timeout=0.05)
+        psutil.wait_procs(_procs(pids), timeout=0.05)
     return time.monotonic() - start
 
 
@@ -85,21 +85,22 @@ def test_sigkill_of_the_kernel_leaves_no_cluster_process(new_kernel: NewKernel) 
     wait_gone([kernel.pid, *pids], timeout=10.0)
 
 
-def test_kernel_attaches_to_an_existing_cluster(
-    new_kernel: NewKernel,  # noqa: F811
-    clusters: object,
-) -> None:
+def test_kernel_attaches_to_an_existing_cluster(new_kernel: NewKernel) -> None:  # noqa: F811
     import nbcluster as nc
 
-    clusters.start(num_cpus=2)  # type: ignore[attr-defined]
-    info = nc.init()
-    token = (Path(info["session_dir"]) / "token").read_text()
-    kernel = new_kernel(NBCLUSTER_ADDRESS=info["address"], NBCLUSTER_TOKEN=token)
-    cell = kernel.ok(
-        "import nbcluster as nc\n"
-        "(nc.init()['address'], nc.get(nc.remote(lambda: 'from the shared cluster').remote()))"
-    )
-    assert cell.result == repr((info["address"], "from the shared cluster"))
-    assert kernel.processes() == []  # attached: it started no head of its own
-    kernel.shutdown()
-    assert nc.get(nc.remote(lambda: "still up").remote(), timeout=30) == "still up"
+    started_here = not nc.is_initialized()
+    info = nc.init(num_cpus=2)
+    try:
+        token = (Path(info["session_dir"]) / "token").read_text()
+        kernel = new_kernel(NBCLUSTER_ADDRESS=info["address"], NBCLUSTER_TOKEN=token)
+        cell = kernel.ok(
+            "import nbcluster as nc\n"
+            "(nc.init()['address'], nc.get(nc.remote(lambda: 'from the shared cluster').remote()))"
+        )
+        assert cell.result == repr((info["address"], "from the shared cluster"))
+        assert kernel.processes() == []  # attached: it started no head of its own
+        kernel.shutdown()
+        assert nc.get(nc.remote(lambda: "still up").remote(), timeout=30) == "still up"
+    finally:
+        if started_here:
+            nc.shutdown()

@@ -15,11 +15,17 @@ def default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}.executed.ipynb")
 
 
-def run_notebook(path: str | Path, output: str | Path | None = None, timeout: int = 600) -> Path:
+def run_notebook(
+    path: str | Path,
+    output: str | Path | None = None,
+    timeout: int = 600,
+    env: dict[str, str] | None = None,
+) -> Path:
     """Run every cell of ``path`` in a fresh nbcluster kernel, in the notebook's directory.
 
     The executed notebook is written to ``output`` even when a cell fails (then the error is
-    re-raised), so what went wrong can be read in it.
+    re-raised), so what went wrong can be read in it. ``env`` is the kernel's environment
+    (default: this process's).
     """
     import nbformat
     from nbclient import NotebookClient
@@ -35,7 +41,10 @@ def run_notebook(path: str | Path, output: str | Path | None = None, timeout: in
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     try:
-        client.execute()
+        if env is None:
+            client.execute()
+        else:
+            client.execute(env=env)
     finally:
         nbformat.write(nb, out)
     return out
