@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime.reference_table import KIND_ERROR, KIND_INLINE
 
@@ -119,6 +120,8 @@ class ActorHost:
         assert conn is not None
         async with self._sem:
             ex.core.current_task = ctx
+            if ev.ENABLED:
+                ev.task_running(ctx.task_id, ctx.fn_name)
             try:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
@@ -130,6 +133,8 @@ class ActorHost:
                 ex._reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
                 return
             finally:
+                if ev.ENABLED:
+                    ev.task_ended(ctx.task_id)
                 sys.stdout.flush()
                 sys.stderr.flush()
             # Results may need the store (a blocking round trip): not on the actor's loop.

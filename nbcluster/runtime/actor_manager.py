@@ -17,6 +17,7 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime.transport import Connection, Endpoint, parse_address
 
@@ -111,6 +112,7 @@ class ActorManager:
             self.names[key] = actor_id
         info = ActorInfo(actor_id, spec, owner)
         self.actors[actor_id] = info
+        ev.actor_state(info)
         self._place(info)
         return [actor_id, True, owner]
 
@@ -244,6 +246,7 @@ class ActorManager:
             assert info.worker is not None
             info.state = ALIVE
             info.addr = info.worker.addr
+            ev.actor_state(info)
             self._wake(info)
             return
         cause = pickle.loads(results[0][1]) if results and results[0][1] else None
@@ -286,6 +289,7 @@ class ActorManager:
             info.restarts += 1
             info.state = RESTARTING
             info.addr = ""
+            ev.actor_state(info)
             log.info("restarting actor %s (restart %d)", info.class_name, info.restarts)
             self._place(info)
         else:
@@ -309,6 +313,7 @@ class ActorManager:
         info.state = DEAD
         info.death = _err(err)
         info.addr = ""
+        ev.actor_state(info)
         if info.name and self.names.get((info.namespace, info.name)) == info.actor_id:
             del self.names[(info.namespace, info.name)]
         self._wake(info)

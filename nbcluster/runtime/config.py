@@ -45,6 +45,19 @@ class Config:
     node_timeout_s: float = 10.0
     #: Warn once if a task stays unschedulable this long (seconds).
     infeasible_warning_s: float = 1.0
+    #: Record state-change events (tasks, actors, objects, nodes, workers) and send them to
+    #: the head's event log; ``NBCLUSTER_EVENTS=0`` turns them off (benchmarks compare both).
+    events: bool = True
+    #: How often each process ships its buffered events to the head (seconds).
+    event_flush_s: float = 0.1
+    #: Events the head keeps for subscribers that catch up (older ones are dropped).
+    event_history: int = 200_000
+    #: Tasks the head's state tables remember; the oldest finished ones are forgotten first.
+    event_max_tasks: int = 100_000
+    #: Objects the head's state tables remember (the oldest are forgotten first).
+    event_max_objects: int = 100_000
+    #: How often each node samples its CPU, memory, GPU and object store use (seconds).
+    resource_sample_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -54,6 +67,9 @@ class Config:
             if raw is None:
                 continue
             current = getattr(cfg, f.name)
+            if isinstance(current, bool):  # bool("0") is True: parse the usual spellings
+                setattr(cfg, f.name, raw.strip().lower() not in ("0", "false", "no", "off", ""))
+                continue
             setattr(cfg, f.name, type(current)(raw))
         return cfg
 

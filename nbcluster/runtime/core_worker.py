@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
@@ -161,6 +162,7 @@ class CoreWorker:
             self.head = await self.connect(info["head_address"])
         self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
+        ev.attach_core(self)  # ship this process's events to the head
 
     async def _local_node(self, head: Connection) -> str:
         """The agent address of a live node on this machine (the head's, if it is local)."""
@@ -188,6 +190,7 @@ class CoreWorker:
             object_ref_mod.set_core(None)
 
         def stop() -> None:
+            ev.flush_core(self)
             for c in list(self.conns.values()):
                 c.close()
             self.loop.call_later(0.05, self.loop.stop)
@@ -350,6 +353,8 @@ class CoreWorker:
         """The last reference to an object we own is gone: free every copy."""
         if self.closed:
             return
+        if ev.ENABLED:
+            ev.object_freed(e.oid)
         if e.state == READY and e.kind == KIND_STORE:
             self.send_to(e.data, (P.REQUEST, 0, "store_delete", [e.oid]))
         detached = self.owned_actors.pop(e.oid, None)
@@ -418,6 +423,8 @@ class CoreWorker:
         else:
             self.store_write(oid, s, self.address)
             e.state, e.kind, e.data, e.size = READY, KIND_STORE, self.agent_address, s.size
+        if ev.ENABLED:
+            ev.object_created(oid, s.size, e.data if e.kind == KIND_STORE else None)
         return ObjectRef(oid, self.address)
 
     def store_write(self, oid: bytes, s: ser.Serialized, owner: str) -> int:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.actor_host import ActorExit, ActorHost
@@ -173,10 +174,14 @@ class Executor:
         assert conn is not None
         core.current_task = ctx
         self.current_conn = conn
+        if ev.ENABLED:
+            ev.task_running(task_id, ctx.fn_name)
         try:
             try:
                 value = fn(*args, **kwargs)
             finally:
+                if ev.ENABLED:
+                    ev.task_ended(task_id)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 core.current_task = None

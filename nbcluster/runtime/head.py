@@ -22,7 +22,9 @@ import sys
 import threading
 from typing import Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.actor_manager import ActorManager
+from nbcluster.runtime.event_log import EventLog
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.node_agent import NodeAgent
@@ -108,8 +110,10 @@ def main() -> None:
         "store_capacity": store.capacity,
     }
     closers = [agent.on_close]
+    event_log: EventLog | None = None  # the head keeps the cluster's event log
     if head_address is None:
         directory = NodeDirectory(endpoint)
+        event_log = EventLog(endpoint, directory)
         ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
@@ -145,6 +149,7 @@ def main() -> None:
 
     if head_address is not None:
         loop.run_until_complete(_join(endpoint, agent, head_address, node_info, stop))
+    ev.attach_node(agent, event_log.ingest if event_log is not None else None)
     agent.start_pool()
     loop.run_until_complete(loop.create_server(lambda: Connection(endpoint, True), sock=sock))
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.memory_monitor import MemoryMonitor
@@ -204,6 +205,7 @@ class NodeAgent:
 
     def register(self, conn: Connection, kind: str, worker_id: bytes, pid: int, addr: str) -> Any:
         self.clients[conn] = {"kind": kind, "pid": pid, "addr": addr}
+        ev.emit(ev.WORKER_STARTED, worker_id, pid, addr, kind)
         if kind == "worker":
             w = WorkerInfo(worker_id, pid, addr, conn)
             self.workers[worker_id] = w
@@ -233,6 +235,8 @@ class NodeAgent:
 
     def on_close(self, conn: Connection) -> None:
         info = self.clients.pop(conn, None) or {}
+        if info:
+            ev.emit(ev.WORKER_EXITED, conn.info.get("worker_id"), info["pid"], info["kind"])
         w = self.by_conn.get(conn)
         if w is not None:
             self._worker_gone(w)

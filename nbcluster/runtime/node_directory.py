@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.transport import Connection, Endpoint
 
@@ -85,6 +86,7 @@ class NodeDirectory:
         if conn is not None:
             self.by_conn[conn] = rec
         log.info("node %s joined at %s with %s", node_id[:8], rec.address, rec.resources)
+        ev.emit(ev.NODE_JOINED, node_id, rec.address, rec.resources, rec.store_capacity)
         self._changed()
         return self.view()
 
@@ -140,6 +142,7 @@ class NodeDirectory:
         rec.alive = False
         rec.death = why
         rec.available = {}
+        ev.emit(ev.NODE_DEAD, rec.node_id, why)
         log.warning("node %s at %s is dead: %s", rec.node_id[:8], rec.address, why)
         for fn in self.on_node_dead:
             fn(rec)

@@ -35,6 +35,7 @@ import os
 import resource
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -197,6 +198,8 @@ class ObjectStore:
         self._made_spill_dir = False
         self._tmpfile_ok = True
         self._closed = False
+        #: Told ("spilled" | "restored", oid, size) as objects move to disk and back (events).
+        self.on_event: Callable[[str, bytes, int], None] | None = None
 
     # -- the API the agent calls ------------------------------------------------------------
 
@@ -518,6 +521,8 @@ class ObjectStore:
         entry.offset, entry.alloc, entry.spill, entry.spill_pos = -1, 0, batch, pos
         self._num_spilled += 1
         self._spilled_bytes += entry.size
+        if self.on_event is not None:
+            self.on_event("spilled", entry.oid, entry.size)
         return merged
 
     def _restore(self, entry: _Entry) -> None:
@@ -531,3 +536,5 @@ class ObjectStore:
             raise
         self._leave_spill_file(entry)
         entry.offset, entry.alloc = offset, alloc
+        if self.on_event is not None:
+            self.on_event("restored", entry.oid, entry.size)

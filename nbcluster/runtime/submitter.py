@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime import output
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime.config import CONFIG
@@ -150,6 +151,8 @@ class Submitter:
         return refs
 
     def submit(self, spec: TaskSpec) -> None:
+        if ev.ENABLED:
+            ev.task_submitted(spec)
         self._incoming.append(spec)
         if not self._wake:
             self._wake = True
@@ -326,6 +329,8 @@ class Submitter:
         lease.last_used = time.monotonic()
         conn = lease.conn
         assert conn is not None
+        if ev.ENABLED:
+            ev.task_scheduled(spec, conn)
         fn = spec.fn
         sent = conn.info.get("fns")
         if sent is None:
@@ -366,6 +371,8 @@ class Submitter:
             self._complete(spec, results, contained, conn)
         elif status == P.DONE_APP_ERROR and self._should_retry_error(spec, results[0][1]):
             spec.attempt += 1
+            if ev.ENABLED:
+                ev.task_retried(spec, ev.describe_error(results[0][1])[1])
             self._requeue(spec)
         elif status == P.DONE_CANCELLED:
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
@@ -394,6 +401,8 @@ class Submitter:
     def _complete(
         self, spec: TaskSpec, results: list[Any], contained: list[Any], conn: Connection
     ) -> None:
+        if ev.ENABLED:
+            ev.task_finished(spec, results)
         spec.done = True
         self.tasks.pop(spec.task_id, None)
         held = None
@@ -432,6 +441,8 @@ class Submitter:
         self._fail_raw(spec, error_bytes(err))
 
     def _fail_raw(self, spec: TaskSpec, data: bytes) -> None:
+        if ev.ENABLED:
+            ev.task_failed(spec, data)
         spec.done = True
         self.tasks.pop(spec.task_id, None)
         refs = self.core.refs
@@ -479,6 +490,8 @@ class Submitter:
                         )
                     elif spec.max_retries == -1 or spec.attempt < spec.max_retries:
                         spec.attempt += 1
+                        if ev.ENABLED:
+                            ev.task_retried(spec, "its worker process died")
                         self._requeue(spec)
                     elif lease.oom is not None:
                         self._fail(spec, exc.OutOfMemoryError(f"task {spec.fn.name}: {lease.oom}"))
@@ -654,6 +667,8 @@ class Submitter:
             spec.lease = None
             if not spec.cancelled and (spec.max_retries == -1 or spec.attempt < spec.max_retries):
                 spec.attempt += 1
+                if ev.ENABLED:
+                    ev.task_retried(spec, "the actor's process died")
                 retry.append(spec)
             else:
                 self._fail(

@@ -1,0 +1,382 @@
+"""The head's event log: recent history, live subscribers and the state tables behind them.
+
+Every process sends its events here in batches (``events``). Each batch gets the next range
+of a global sequence number and is kept, as received, in a bounded history; the same batch is
+pushed to every subscriber, so a subscriber sees every event once, in sequence order. A
+subscriber that cannot keep up (its connection's send buffer passes ``LAG_BYTES``) is paused
+rather than buffered without bound; when it drains it resumes from where it stopped, and if
+the history no longer reaches back that far it is told exactly which sequence numbers it lost
+(``events_lost``) — a gap is never silent.
+
+The same events update the state tables (``state_tables``) that answer snapshot queries.
+Memory is bounded by ``event_history`` events and ``event_max_tasks`` / ``event_max_objects``
+records; finished tasks are forgotten oldest first.
+
+RPCs (any authenticated connection): ``events``, ``subscribe_events``, ``unsubscribe_events``,
+``state_list``, ``state_get``, ``state_summary``, ``state_timeline``, ``state_memory``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nbcluster.runtime import events as E
+from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.state_queries import StateQueries
+from nbcluster.runtime.state_tables import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RANK,
+    RUNNING,
+    SCHEDULED,
+    NodeRecord,
+    ObjectRecord,
+    TaskRecord,
+    WorkerRecord,
+)
+
+if TYPE_CHECKING:
+    from nbcluster.runtime.node_directory import NodeDirectory
+    from nbcluster.runtime.transport import Connection, Endpoint
+
+log = logging.getLogger("nbcluster.events")
+
+#: A subscriber whose unsent bytes exceed this is paused until its connection drains.
+LAG_BYTES = 8 << 20
+
+
+class Source:
+    """Who sent a batch: the header every batch carries."""
+
+    __slots__ = ("address", "kind", "node_id", "pid", "worker_id")
+
+    def __init__(self, header: list[Any]) -> None:
+        self.kind, self.pid, self.node_id, self.worker_id, self.address = header
+
+
+class Subscriber:
+    __slots__ = ("conn", "next_seq", "paused")
+
+    def __init__(self, conn: Connection, next_seq: int) -> None:
+        self.conn = conn
+        self.next_seq = next_seq  # the first sequence number it has not been sent
+        self.paused = False
+
+
+class EventLog(StateQueries):
+    def __init__(self, endpoint: Endpoint, directory: NodeDirectory | None = None) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.loop = endpoint.loop
+        self.directory = directory
+        self.max_events = CONFIG.event_history
+        self.max_tasks = CONFIG.event_max_tasks
+        self.max_objects = CONFIG.event_max_objects
+        #: (first sequence number, header, events) per batch, oldest first
+        self.chunks: collections.deque[tuple[int, list[Any], list[Any]]] = collections.deque()
+        self.size = 0
+        self.next_seq = 1
+        self.subscribers: dict[Connection, Subscriber] = {}
+        self._sources: dict[tuple[Any, ...], Source] = {}
+        self._finished: collections.deque[bytes] = collections.deque()
+        self._retry_scheduled = False
+        self._handlers: dict[int, Callable[[Any, Source], None]] = {
+            E.TASK_SUBMITTED: self._submitted, E.TASK_SCHEDULED: self._scheduled,
+            E.TASK_RUNNING: self._running, E.TASK_ENDED: self._ended,
+            E.TASK_FINISHED: self._finished_ok, E.TASK_FAILED: self._failed,
+            E.TASK_CANCELLED: self._cancelled, E.TASK_RETRIED: self._retried,
+            E.ACTOR_STATE: self._actor, E.OBJECT_CREATED: self._object_created,
+            E.OBJECT_SPILLED: self._spilled, E.OBJECT_RESTORED: self._restored,
+            E.OBJECT_FREED: self._freed, E.NODE_JOINED: self._node_joined,
+            E.NODE_DEAD: self._node_dead, E.NODE_STATS: self._node_stats,
+            E.WORKER_STARTED: self._worker_started, E.WORKER_EXITED: self._worker_exited,
+        }  # fmt: skip
+        rpc = endpoint.rpc
+        rpc["events"] = lambda conn, header, batch: self.ingest(header, batch)
+        rpc["subscribe_events"] = self.subscribe
+        rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
+        self.install_queries(rpc)
+
+    # -- ingest ---------------------------------------------------------------------------------
+    def ingest(self, header: list[Any], batch: list[Any]) -> None:
+        if not batch:
+            return
+        key = tuple(header)
+        src = self._sources.get(key)
+        if src is None:
+            src = self._sources[key] = Source(header)
+        self.chunks.append((self.next_seq, header, batch))
+        self.next_seq += len(batch)
+        self.size += len(batch)
+        while self.size > self.max_events and len(self.chunks) > 1:
+            self.size -= len(self.chunks.popleft()[2])
+        handlers = self._handlers
+        for ev in batch:
+            fn = handlers.get(ev[0])
+            if fn is not None:
+                try:
+                    fn(ev, src)
+                except Exception as e:  # one malformed event must not stop the log
+                    log.warning("bad event %r from pid %s: %r", ev[:3], src.pid, e)
+        if len(self.tasks) > self.max_tasks:
+            self._evict_tasks()
+        while len(self.objects) > self.max_objects:
+            del self.objects[next(iter(self.objects))]
+        if self.subscribers:
+            self._push()
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def _task(self, tid: bytes) -> TaskRecord:
+        rec = self.tasks.get(tid)
+        if rec is None:
+            rec = self.tasks[tid] = TaskRecord(tid)
+        return rec
+
+    def _submitted(self, ev: Any, src: Source) -> None:
+        _, ts, tid, name, attempt, deps, nested, nret, tag, site, actor = ev
+        rec = self.tasks.get(tid)
+        if rec is None:
+            rec = self.tasks[tid] = TaskRecord(tid)
+        elif rec.creation_time is not None:
+            rec.resubmitted()
+        rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
+        rec.num_returns, rec.tag, rec.call_site, rec.creation_time = nret, tag, site, ts
+        rec.owner, rec.owner_pid = src.address, src.pid
+        if actor is not None:
+            rec.actor_id, rec.type = actor, "ACTOR_TASK"
+
+    def _scheduled(self, ev: Any, src: Source) -> None:
+        _, ts, tid, attempt, addr = ev
+        rec = self._task(tid)
+        if attempt < rec.attempt_number:
+            return
+        rec.attempt_number = attempt
+        rec.scheduled_time = ts
+        if RANK[rec.state] < 1:
+            rec.state = SCHEDULED
+        w = self.worker_by_addr.get(addr)
+        if w is not None:
+            rec.node_id, rec.worker_id, rec.worker_pid = w.node_id, w.worker_id, w.pid
+
+    def _running(self, ev: Any, src: Source) -> None:
+        _, ts, tid, name = ev
+        rec = self._task(tid)
+        if not rec.name:
+            rec.name = name
+            if name.endswith(".__init__"):
+                rec.type = "ACTOR_CREATION_TASK"
+        rec.start_time = ts
+        rec.end_time = None
+        rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
+        if RANK[rec.state] < 2:
+            rec.state = RUNNING
+
+    def _ended(self, ev: Any, src: Source) -> None:
+        rec = self.tasks.get(ev[2])
+        if rec is not None:
+            rec.end_time = ev[1]
+
+    def _terminal(self, rec: TaskRecord, state: str, ts: float, attempt: int) -> bool:
+        if attempt < rec.attempt_number:
+            return False
+        rec.attempt_number = attempt
+        rec.state = state
+        rec.finish_time = ts
+        self._finished.append(rec.task_id)
+        return True
+
+    def _finished_ok(self, ev: Any, src: Source) -> None:
+        _, ts, tid, attempt, results = ev
+        rec = self._task(tid)
+        if not self._terminal(rec, FINISHED, ts, attempt):
+            return
+        for i, (kind, size, location) in enumerate(results):
+            if kind == 2:  # an error value: no object
+                continue
+            oid = tid + (i + 1).to_bytes(4, "big")
+            node = self.node_by_addr.get(location) if location else src.node_id
+            state = "IN_MEMORY" if location else "INLINE"
+            self.objects[oid] = ObjectRecord(
+                oid, size, src.address, src.pid, node, state, tid, rec.call_site, ts
+            )
+
+    def _failed(self, ev: Any, src: Source) -> None:
+        _, ts, tid, attempt, etype, message = ev
+        rec = self._task(tid)
+        if self._terminal(rec, FAILED, ts, attempt):
+            rec.error_type, rec.error_message = etype, message
+
+    def _cancelled(self, ev: Any, src: Source) -> None:
+        _, ts, tid, attempt = ev
+        rec = self._task(tid)
+        if self._terminal(rec, CANCELLED, ts, attempt):
+            rec.error_type, rec.error_message = "TaskCancelledError", "the task was cancelled"
+
+    def _retried(self, ev: Any, src: Source) -> None:
+        _, _ts, tid, attempt, reason = ev
+        rec = self._task(tid)
+        if attempt >= rec.attempt_number:
+            rec.attempt_number = attempt
+            rec.state = PENDING
+            rec.error_message = f"attempt {attempt - 1} failed: {reason}"
+
+    def _evict_tasks(self) -> None:
+        """Forget the oldest finished tasks (or, when none finished, the oldest)."""
+        tasks, finished = self.tasks, self._finished
+        while len(tasks) > self.max_tasks:
+            if finished:
+                tid = finished.popleft()
+                rec = tasks.get(tid)
+                if rec is not None and RANK[rec.state] == 3:
+                    del tasks[tid]
+            else:
+                del tasks[next(iter(tasks))]
+
+    # -- objects --------------------------------------------------------------------------------
+    def _object_created(self, ev: Any, src: Source) -> None:
+        _, ts, oid, size, location, site = ev
+        node = self.node_by_addr.get(location) if location else src.node_id
+        state = "IN_MEMORY" if location else "INLINE"
+        self.objects[oid] = ObjectRecord(oid, size, src.address, src.pid, node, state, None,
+                                         site, ts)  # fmt: skip
+
+    def _spilled(self, ev: Any, src: Source) -> None:
+        rec = self.objects.get(ev[2])
+        if rec is not None:
+            rec.state = "SPILLED"
+
+    def _restored(self, ev: Any, src: Source) -> None:
+        rec = self.objects.get(ev[2])
+        if rec is not None:
+            rec.state = "IN_MEMORY"
+
+    def _freed(self, ev: Any, src: Source) -> None:
+        self.objects.pop(ev[2], None)
+
+    # -- actors, nodes, workers -------------------------------------------------------------------
+    def _actor(self, ev: Any, src: Source) -> None:
+        _, ts, aid, state, cls, name, ns, owner, node, pid, restarts, death = ev
+        rec = self.actors.get(aid)
+        if rec is None:
+            rec = self.actors[aid] = {"actor_id": aid.hex(), "start_time_ms": int(ts * 1000)}
+            while len(self.actors) > self.max_tasks:
+                del self.actors[next(iter(self.actors))]
+        rec.update(
+            state=state,
+            class_name=cls,
+            name=name,
+            namespace=ns,
+            owner=owner,
+            node_id=node,
+            pid=pid,
+            num_restarts=restarts,
+            death_cause=death or None,
+        )
+        if state == "DEAD":
+            rec["end_time_ms"] = int(ts * 1000)
+
+    def _node_joined(self, ev: Any, src: Source) -> None:
+        _, ts, node_id, address, resources, cap = ev
+        rec = self.nodes[node_id] = NodeRecord(node_id, address, resources, cap)
+        rec.start_time = ts
+        self.node_by_addr[address] = node_id
+
+    def _node_dead(self, ev: Any, src: Source) -> None:
+        rec = self.nodes.get(ev[2])
+        if rec is not None:
+            rec.state, rec.death_reason = "DEAD", ev[3]
+        for w in self.workers.values():
+            if w.node_id == ev[2] and w.state == "ALIVE":
+                w.state, w.end_time = "DEAD", ev[1]
+
+    def _node_stats(self, ev: Any, src: Source) -> None:
+        rec = self.nodes.get(ev[2])
+        if rec is not None:
+            rec.stats = ev[3]
+
+    def _worker_started(self, ev: Any, src: Source) -> None:
+        _, ts, wid, pid, addr, kind = ev
+        w = WorkerRecord(wid, pid, addr, kind, src.node_id)
+        w.start_time = ts
+        self.workers[wid] = w
+        self.worker_by_addr[addr] = w
+        if len(self.workers) > self.max_tasks:
+            dead = [k for k, v in self.workers.items() if v.state != "ALIVE"]
+            for k in dead[: len(dead) // 2 + 1]:
+                gone = self.workers.pop(k)
+                if self.worker_by_addr.get(gone.address) is gone:
+                    del self.worker_by_addr[gone.address]
+
+    def _worker_exited(self, ev: Any, src: Source) -> None:
+        w = self.workers.get(ev[2])
+        if w is not None:
+            w.state, w.end_time = "DEAD", ev[1]
+
+    # -- subscribers ------------------------------------------------------------------------------
+    def subscribe(self, conn: Connection, from_seq: int | None = None) -> Any:
+        """Start pushing events to ``conn``: those from ``from_seq`` on (None: only new ones).
+
+        Answers ``{"next_seq", "oldest_seq"}``; the pushes follow the answer on the same
+        connection, as ``event_batch(first_seq, header, events)`` notifications.
+        """
+        start = self.next_seq if from_seq is None else max(1, int(from_seq))
+        self.subscribers[conn] = Subscriber(conn, start)
+        self.loop.call_soon(self._push)  # after the reply, which is queued first
+        return {"next_seq": self.next_seq, "oldest_seq": self.oldest_seq()}
+
+    def oldest_seq(self) -> int:
+        return self.chunks[0][0] if self.chunks else self.next_seq
+
+    def _push(self) -> None:
+        for conn, sub in list(self.subscribers.items()):
+            if conn.closed:
+                del self.subscribers[conn]
+                continue
+            if sub.next_seq >= self.next_seq:
+                continue
+            transport = conn.transport
+            if transport is not None and transport.get_write_buffer_size() > LAG_BYTES:
+                sub.paused = True
+                continue
+            sub.paused = False
+            self._send_from(sub)
+        if any(s.paused for s in self.subscribers.values()) and not self._retry_scheduled:
+            self._retry_scheduled = True
+            self.loop.call_later(0.05, self._retry_paused)
+
+    def _retry_paused(self) -> None:
+        self._retry_scheduled = False
+        self._push()
+
+    def _send_from(self, sub: Subscriber) -> None:
+        oldest = self.oldest_seq()
+        if sub.next_seq < oldest:
+            sub.conn.notify("events_lost", sub.next_seq, oldest)
+            sub.next_seq = oldest
+        want = sub.next_seq
+        for first, header, batch in self._chunks_from(want):
+            part = batch if first >= want else batch[want - first :]
+            if part:
+                sub.conn.notify("event_batch", max(first, want), header, part)
+        sub.next_seq = self.next_seq
+
+    def _chunks_from(self, seq: int) -> list[tuple[int, list[Any], list[Any]]]:
+        """The chunks holding sequence numbers >= ``seq`` (usually just the newest one)."""
+        out = []
+        for chunk in reversed(self.chunks):
+            out.append(chunk)
+            if chunk[0] <= seq:
+                break
+        out.reverse()
+        return out
+
+    def available_of(self, node_id: str) -> dict[str, float] | None:
+        """Logical resources free on a node, from the head's own directory (freshest)."""
+        d = self.directory
+        rec = d.nodes.get(node_id) if d is not None else None
+        return dict(rec.available) if rec is not None else None

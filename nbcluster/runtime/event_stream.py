@@ -1,0 +1,232 @@
+"""The client end of the live event stream: ``nbcluster.util.state.subscribe``.
+
+A subscription is its own connection to the head, so a flood of events never queues behind
+(or ahead of) the process's task traffic. The head pushes batches; each batch starts at the
+sequence number the previous one ended at, which the subscription checks, so a gap can only
+ever appear as an explicit ``EVENTS_LOST`` event (the head says so when a slow subscriber
+fell behind its history).
+
+Flow control is end to end: when a consumer lets more than ``max_pending`` events pile up,
+the subscription stops reading its socket, the head sees its send buffer fill and pauses that
+subscriber, and both resume as the consumer catches up. A callback subscriber is called on
+the process's I/O thread, so it must be quick (a widget handing data to its own thread, say).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbcluster.runtime import events as E
+from nbcluster.runtime.transport import Connection, parse_address
+
+_SUBS: dict[Connection, EventSubscription] = {}
+_CLOSED = object()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change. ``data`` holds the kind's fields (``events.FIELDS``), ids in hex."""
+
+    seq: int
+    time: float
+    type: str  # TASK_SUBMITTED, ..., or EVENTS_LOST (data: from_seq, to_seq)
+    data: dict[str, Any] = field(default_factory=dict)
+    #: the process that reported it: kind (driver/worker/node), pid, node_id, address
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, list) and v and isinstance(v[0], bytes):
+        return [x.hex() for x in v]
+    return v
+
+
+def decode(first_seq: int, header: list[Any], batch: list[Any]) -> list[Event]:
+    kind, pid, node_id, _worker_id, address = header
+    source = {"kind": kind, "pid": pid, "node_id": node_id, "address": address}
+    out = []
+    for i, ev in enumerate(batch):
+        names = E.FIELDS.get(ev[0], ())
+        data = {name: _plain(v) for name, v in zip(names, ev[2:], strict=False)}
+        if ev[0] == E.TASK_FINISHED:
+            tid = ev[2]
+            data["results"] = [
+                {"object_id": (tid + (j + 1).to_bytes(4, "big")).hex(), "size": r[1],
+                 "location": r[2]}
+                for j, r in enumerate(ev[4])
+            ]  # fmt: skip
+        out.append(Event(first_seq + i, ev[1], E.NAMES.get(ev[0], str(ev[0])), data, source))
+    return out
+
+
+class EventSubscription:
+    """Events pushed by the head; iterate, ``get(timeout)``, or pass a callback."""
+
+    def __init__(self, core: Any, from_seq: int | None, callback: Callable[[Event], None] | None,
+                 max_pending: int) -> None:  # fmt: skip
+        self._core = core
+        self._callback = callback
+        self._max_pending = max_pending
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._paused = False
+        self._conn: Connection | None = None
+        self.closed = False
+        self.lost = 0  #: events the head could no longer deliver (also seen as EVENTS_LOST)
+        self.next_seq = 0  #: the sequence number the next event will carry
+        self.oldest_seq = 0  #: the oldest the head still had when we subscribed
+        reply = core.run_sync(lambda: self._open(from_seq), 30)
+        self.next_seq = reply["next_seq"] if from_seq is None else max(1, from_seq)
+        self.oldest_seq = reply["oldest_seq"]
+
+    async def _open(self, from_seq: int | None) -> Any:
+        core = self._core
+        host, port = parse_address(core.node_info["head_address"])
+        conn = await core.endpoint.connect(host, port)
+        self._conn = conn
+        rpc = core.endpoint.rpc
+        if "event_batch" not in rpc:
+            rpc["event_batch"] = lambda c, first, header, batch: _SUBS[c]._on_batch(
+                first, header, batch
+            )
+            rpc["events_lost"] = lambda c, first, upto: _SUBS[c]._on_lost(first, upto)
+        _SUBS[conn] = self
+        original = conn.connection_lost
+
+        def lost(exc: Exception | None) -> None:
+            original(exc)
+            _SUBS.pop(conn, None)
+            self._finish()
+
+        conn.connection_lost = lost  # type: ignore[method-assign,unused-ignore]
+        return await conn.call("subscribe_events", from_seq)
+
+    # -- loop thread ------------------------------------------------------------------------
+    def _deliver(self, events: list[Event]) -> None:
+        if self._callback is not None:
+            for ev in events:
+                self._callback(ev)
+            return
+        for ev in events:
+            self._queue.put(ev)
+        conn = self._conn
+        over = self._queue.qsize() > self._max_pending
+        if over and not self._paused and conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+            self._paused = True
+
+    def _on_batch(self, first: int, header: list[Any], batch: list[Any]) -> None:
+        if first > self.next_seq:  # never expected: the head reports losses itself
+            self._on_lost(self.next_seq, first)
+        elif first < self.next_seq:  # already seen (cannot happen on one connection)
+            batch = batch[self.next_seq - first :]
+            first = self.next_seq
+        if batch:
+            self.next_seq = first + len(batch)
+            self._deliver(decode(first, header, batch))
+
+    def _on_lost(self, first: int, upto: int) -> None:
+        self.lost += upto - first
+        self.next_seq = max(self.next_seq, upto)
+        self._deliver([Event(first, time.time(), "EVENTS_LOST",
+                             {"from_seq": first, "to_seq": upto})])  # fmt: skip
+
+    def _finish(self) -> None:
+        self.closed = True
+        self._queue.put(_CLOSED)
+
+    def _resume(self) -> None:
+        conn = self._conn
+        if self._paused and conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+        self._paused = False
+
+    # -- user threads -------------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> Event:
+        """The next event; raises ``queue.Empty`` after ``timeout`` seconds, ``EOFError`` once
+        the subscription is closed (or the head went away) and every event was taken."""
+        item = self._queue.get(timeout=timeout)
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)
+            raise EOFError("the event subscription is closed")
+        if self._paused and self._queue.qsize() < self._max_pending // 2:
+            self._core.call_soon(self._resume)
+        return item  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            try:
+                yield self.get()
+            except EOFError:
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        conn = self._conn
+
+        def stop() -> None:
+            if conn is not None:
+                _SUBS.pop(conn, None)
+                conn.close()
+            self._finish()
+
+        if self._core.closed:
+            self._finish()
+        else:
+            self._core.call_soon(stop)
+
+    def __enter__(self) -> EventSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def subscribe(
+    callback: Callable[[Event], None] | None = None,
+    *,
+    from_seq: int | None = None,
+    max_pending: int = 200_000,
+    address: str | None = None,
+) -> EventSubscription:
+    """Receive the cluster's events as they happen (pushed by the head, not polled).
+
+    ``from_seq``: start there (1: everything the head still keeps) instead of at the next
+    event. ``callback``: called on the I/O thread with each event, instead of queueing them
+    for ``get``/iteration. Close it (or use ``with``) when done.
+    """
+    return EventSubscription(connected_core(address), from_seq, callback, max_pending)
+
+
+def connected_core(address: str | None = None) -> Any:
+    """This process's core; attaches to the cluster at ``address`` (default: the local one)
+    first if this process is not connected yet, so the CLI and scripts need no ``init``."""
+    from nbcluster.runtime import api
+    from nbcluster.runtime.object_ref import get_core
+
+    core = get_core()
+    if core is None:
+        api.init(address=address or "auto")
+        core = get_core()
+    return core
+
+
+def ask_head(method: str, *args: Any, address: str | None = None, timeout: float = 30) -> Any:
+    """A state query to the head, after shipping this process's own buffered events on the
+    same connection (so the answer includes everything this process did: read your writes)."""
+    core = connected_core(address)
+
+    async def go() -> Any:
+        E.flush_core(core)
+        return await core.head.call(method, *args)
+
+    return core.run_sync(go, timeout)

@@ -1,0 +1,189 @@
+"""Snapshot queries over the head's state tables: the server side of ``nbcluster.util.state``.
+
+Kept apart from ``event_log`` (which keeps the tables current) because the two change for
+different reasons: the log for the wire and the hot path, the queries for what users ask.
+Answers are plain dicts with the public field names; filtering happens here, so a query for
+the few running tasks among 100,000 sends only those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nbcluster.runtime.state_tables import (
+    NodeRecord,
+    ObjectRecord,
+    TaskRecord,
+    WorkerRecord,
+    check_filters,
+    matches,
+)
+from nbcluster.runtime.transport import parse_address
+
+if TYPE_CHECKING:
+    from nbcluster.runtime.transport import Connection, Endpoint, RpcHandler
+
+log = logging.getLogger("nbcluster.events")
+
+KINDS = ("tasks", "actors", "objects", "nodes", "workers")
+#: How long ``state_memory`` waits for each process's reference table.
+REFS_TIMEOUT_S = 3.0
+
+
+class StateQueries:
+    endpoint: Endpoint
+
+    def __init__(self) -> None:
+        self.tasks: dict[bytes, TaskRecord] = {}
+        self.objects: dict[bytes, ObjectRecord] = {}
+        self.actors: dict[bytes, dict[str, Any]] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self.workers: dict[bytes, WorkerRecord] = {}
+        self.worker_by_addr: dict[str, WorkerRecord] = {}
+        self.node_by_addr: dict[str, str] = {}
+        self._ref_conns: dict[str, Connection] = {}
+
+    def available_of(self, node_id: str) -> dict[str, float] | None:
+        raise NotImplementedError
+
+    def install_queries(self, rpc: dict[str, RpcHandler]) -> None:
+        rpc["state_list"] = self.state_list
+        rpc["state_get"] = self.state_get
+        rpc["state_summary"] = self.state_summary
+        rpc["state_timeline"] = self.state_timeline
+        rpc["state_memory"] = self.state_memory
+
+    # -- lists ----------------------------------------------------------------------------------
+    def _rss(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for n in self.nodes.values():
+            for pid, rss in (n.stats.get("workers") or {}).items():
+                out[int(pid)] = rss
+        return out
+
+    def _records(self, kind: str) -> list[Any]:
+        if kind == "tasks":
+            return list(self.tasks.values())
+        if kind == "objects":
+            return list(self.objects.values())
+        if kind == "actors":
+            return list(self.actors.values())
+        if kind == "nodes":
+            return list(self.nodes.values())
+        if kind == "workers":
+            return list(self.workers.values())
+        raise ValueError(f"unknown state kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+    def _public(self, kind: str, rec: Any, rss: dict[int, int]) -> dict[str, Any]:
+        if kind == "actors":
+            return dict(rec)
+        if kind == "nodes":
+            return rec.public(self.available_of(rec.node_id) if rec.state == "ALIVE" else {})  # type: ignore[no-any-return]
+        if kind == "workers":
+            return rec.public(rss)  # type: ignore[no-any-return]
+        return rec.public()  # type: ignore[no-any-return]
+
+    def state_list(
+        self, conn: Connection | None, kind: str, filters: Any = None, limit: int | None = 100
+    ) -> dict[str, Any]:
+        """The newest ``limit`` records of ``kind`` matching every filter, oldest first, and
+        how many matched in all (so a client can say it shows 100 of 10,000)."""
+        flt = check_filters(filters)
+        records = self._records(kind)
+        rss = self._rss() if kind == "workers" else {}
+        quick = [(k, str(v).lower()) for k, op, v in flt if op == "=" and k in ("state", "name")]
+        out: list[dict[str, Any]] = []
+        total = 0
+        cap = len(records) if limit is None or limit < 0 else int(limit)
+        for rec in reversed(records):
+            if (
+                quick
+                and not isinstance(rec, dict)
+                and any(str(getattr(rec, k, "")).lower() != v for k, v in quick)
+            ):
+                continue
+            item = self._public(kind, rec, rss)
+            if flt and not matches(item, flt):
+                continue
+            total += 1
+            if len(out) < cap:
+                out.append(item)
+        out.reverse()
+        return {"items": out, "total": total}
+
+    def state_get(self, conn: Connection | None, kind: str, id_hex: str) -> Any:
+        key = id_hex if kind == "nodes" else bytes.fromhex(id_hex)
+        tables: dict[str, dict[Any, Any]] = {
+            "tasks": self.tasks, "actors": self.actors, "objects": self.objects,
+            "nodes": self.nodes, "workers": self.workers,
+        }  # fmt: skip
+        table = tables[kind]
+        rec = table.get(key)
+        return None if rec is None else self._public(kind, rec, self._rss())
+
+    def state_summary(self, conn: Connection | None) -> dict[str, Any]:
+        """Task counts by function name and state, as Ray's ``summarize_tasks``."""
+        summary: dict[str, dict[str, Any]] = {}
+        for rec in self.tasks.values():
+            entry = summary.get(rec.name)
+            if entry is None:
+                entry = summary[rec.name] = {
+                    "func_or_class_name": rec.name, "type": rec.type, "state_counts": {},
+                }  # fmt: skip
+            counts = entry["state_counts"]
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        return {"cluster": {"summary": summary, "total_tasks": len(self.tasks)}}
+
+    def state_timeline(self, conn: Connection | None) -> list[Any]:
+        """[name, task id, node id, worker pid, start, end, state, type] of every task that ran."""
+        out = []
+        for r in self.tasks.values():
+            if r.start_time is not None:
+                end = r.end_time or r.finish_time
+                out.append([r.name, r.task_id.hex(), r.node_id, r.worker_pid, r.start_time, end,
+                            r.state, r.type])  # fmt: skip
+        return out
+
+    # -- memory: ask every process why its objects live ------------------------------------
+    async def state_memory(self, conn: Connection | None) -> dict[str, Any]:
+        """Every object some process references, with who references it and how, plus each
+        node's store totals. Processes that do not answer in time are listed as such."""
+        live = [w for w in self.workers.values() if w.state == "ALIVE"]
+        answers = await asyncio.gather(*(self._refs_of(w) for w in live), return_exceptions=True)
+        objects: dict[bytes, dict[str, Any]] = {}
+        unreachable = []
+        for w, ans in zip(live, answers, strict=True):
+            if isinstance(ans, BaseException) or ans is None:
+                unreachable.append({"pid": w.pid, "address": w.address, "error": str(ans)})
+                continue
+            for oid, ref_kind, owned, owner, size, _local, borrowers in ans["refs"]:
+                item = objects.get(oid)
+                if item is None:
+                    rec = self.objects.get(oid)
+                    item = objects[oid] = (
+                        rec.public() if rec is not None else
+                        {"object_id": oid.hex(), "object_size": size, "owner": owner,
+                         "state": "UNKNOWN", "spilled": False, "call_site": "",
+                         "node_id": None, "task_id": oid[:16].hex()}
+                    )  # fmt: skip
+                    item["references"] = []
+                if owned and size:
+                    item["object_size"] = size
+                item["references"].append(
+                    {"pid": ans["pid"], "process": ans["kind"], "address": ans["address"],
+                     "reference_type": ref_kind, "owned": owned, "borrowers": borrowers}
+                )  # fmt: skip
+        nodes = [self._public("nodes", n, {}) for n in self.nodes.values()]
+        return {"objects": list(objects.values()), "nodes": nodes, "unreachable": unreachable}
+
+    async def _refs_of(self, w: WorkerRecord) -> Any:
+        conn = self._ref_conns.get(w.address)
+        if conn is None or conn.closed:
+            host, port = parse_address(w.address)
+            conn = await self.endpoint.connect(host, port, timeout=REFS_TIMEOUT_S)
+            self._ref_conns[w.address] = conn
+        for addr in [a for a, c in self._ref_conns.items() if c.closed]:
+            del self._ref_conns[addr]
+        return await asyncio.wait_for(conn.call("debug_refs"), REFS_TIMEOUT_S)
