@@ -24,6 +24,7 @@ from nbcluster.runtime.api import remote as remote
 from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
+from nbcluster.runtime.timeline import timeline as timeline
 
 __version__ = "0.1.0"
 
@@ -47,5 +48,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]
