@@ -187,8 +187,12 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
     )
     interrupted_at = time.monotonic()
     kernel.km.interrupt_kernel()
-    cell = kernel.finish(blocked)
+    kernel.wait_for(
+        lambda: any(m["msg_type"] == "error" for m in kernel.of(blocked)),
+        what="the interrupted cell's KeyboardInterrupt",
+    )
     assert time.monotonic() - interrupted_at < 1.0
+    cell = kernel.finish(blocked)
     assert cell.reply["status"] == "error" and cell.reply["ename"] == "KeyboardInterrupt"
     assert "cancelled 1 task" in cell.text("stderr")
 

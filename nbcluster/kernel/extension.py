@@ -26,7 +26,9 @@ def load_ipython_extension(ipython: Any) -> None:
     from nbcluster.kernel.magics import RemoteMagics
 
     ipython.register_magics(RemoteMagics)
-    ipython.set_custom_exc((TaskError,), tracebacks.make_handler(lambda: cell_sources(ipython)))
+    ipython.set_custom_exc(
+        (TaskError, KeyboardInterrupt), tracebacks.make_handler(lambda: cell_sources(ipython))
+    )
     kernel = getattr(ipython, "kernel", None)
     router = None
     if kernel is not None:

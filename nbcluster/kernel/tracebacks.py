@@ -29,6 +29,7 @@ _HIDDEN_FILES = {str(Path(__file__).with_name("cell_task.py"))}
 #: A local traceback through this file is a ``%%remote`` cell's: its local frame (the
 #: transformed ``run_cell_magic`` call) says nothing the remote frames do not.
 _MAGICS_FILE = str(Path(__file__).with_name("magics.py"))
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent) + "/"
 _RED, _GREEN, _CYAN, _RESET = "\x1b[31m", "\x1b[32m", "\x1b[36m", "\x1b[39m"
 _RULE = "-" * 75
 
@@ -161,8 +162,26 @@ def _walk(tb: types.TracebackType | None) -> Iterator[types.TracebackType]:
         tb = tb.tb_next
 
 
+def _until_last_cell_frame(
+    tb: types.TracebackType | None, cells: CellSources
+) -> types.TracebackType | None:
+    """A cell interrupted while nbcluster waits: the frames past the cell's own are the
+    runtime's waiting, which say nothing to the user and take IPython most of a second to
+    render, so the traceback ends at the cell's last frame. Any other traceback is kept."""
+    frames = list(_walk(tb))
+    if not any(f.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR) for f in frames):
+        return tb
+    last_cell = None
+    for frame_tb in frames:
+        if cells.label(frame_tb.tb_frame.f_code.co_filename) is not None:
+            last_cell = frame_tb
+    if last_cell is not None:
+        last_cell.tb_next = None
+    return tb
+
+
 def make_handler(cells: Callable[[], CellSources]) -> Callable[..., list[str]]:
-    """A handler for IPython's ``set_custom_exc((TaskError,), handler)``."""
+    """A handler for IPython's ``set_custom_exc((TaskError, KeyboardInterrupt), handler)``."""
 
     def handler(
         shell: Any,
@@ -171,9 +190,13 @@ def make_handler(cells: Callable[[], CellSources]) -> Callable[..., list[str]]:
         tb: types.TracebackType | None,
         tb_offset: int | None = None,
     ) -> list[str]:
-        if not isinstance(value, TaskError):  # pragma: no cover - registered for TaskError only
-            return list(shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset))
-        stb = structured_traceback(value, tb, cells())
+        sources = cells()
+        if isinstance(value, TaskError):
+            stb = structured_traceback(value, tb, sources)
+        else:
+            stb = shell.InteractiveTB.structured_traceback(
+                etype, value, _until_last_cell_frame(tb, sources), tb_offset
+            )
         # IPython's wrapper only returns the traceback; showing it is ours to do, and
         # _showtraceback is what ipykernel overrides to publish an "error" message.
         shell._showtraceback(etype, value, stb)
