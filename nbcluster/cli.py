@@ -147,9 +147,205 @@ def cmd_status(args: argparse.Namespace) -> int:
         for k in sorted(total):
             used = total[k] - avail.get(k, 0.0)
             print(f"  {used:g}/{total[k]:g} {k}")
+        _print_store_and_demand()
     finally:
         nc.shutdown()
     return 0
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _print_store_and_demand() -> None:
+    """The ``status`` lines from the event log: store use, physical use and pending demand."""
+    from nbcluster.util.state import list_nodes
+
+    nodes = [n for n in list_nodes(limit=None) if n.state == "ALIVE"]
+    print("Object store (used/capacity):")
+    for n in nodes:
+        spilled = f", spilled {n.spilled_objects} ({_bytes(n.spilled_bytes)})"
+        print(
+            f"  {n.node_id[:12]}  {_bytes(n.object_store_used)}/"
+            f"{_bytes(n.object_store_capacity)}, {n.object_store_objects} objects{spilled}"
+        )
+    print("Usage (physical):")
+    for n in nodes:
+        cpu = "-" if n.cpu_percent is None else f"{n.cpu_percent:.0f}%"
+        gpus = "".join(
+            f", GPU{g['index']} {g['utilization']:.0f}% "
+            f"{_bytes(g['mem_used'])}/{_bytes(g['mem_total'])}"
+            for g in n.gpus
+        )
+        print(
+            f"  {n.node_id[:12]}  CPU {cpu}, memory {_bytes(n.mem_used)}/"
+            f"{_bytes(n.mem_total)}{gpus}"
+        )
+    demand: dict[str, int] = {}
+    for n in nodes:
+        for shape, count in n.pending_demand.items():
+            demand[shape] = demand.get(shape, 0) + count
+    print("Pending demand:")
+    if not demand:
+        print("  (no resource demands)")
+    for shape, count in sorted(demand.items()):
+        print(f"  {shape}: {count}+ pending lease request(s)")
+
+
+def _parse_filters(texts: list[str] | None) -> list[tuple[str, str, str]]:
+    out = []
+    for text in texts or ():
+        key, op, value = text.partition("!=") if "!=" in text else text.partition("=")
+        if not op or not key:
+            raise SystemExit(f"--filter takes KEY=VALUE or KEY!=VALUE, got {text!r}")
+        out.append((key.strip(), op, value.strip()))
+    return out
+
+
+#: Columns ``nbcluster list`` prints per kind (all fields with --format json).
+_COLUMNS = {
+    "tasks": ("task_id", "name", "state", "attempt_number", "worker_pid", "call_site",
+              "error_type"),
+    "actors": ("actor_id", "class_name", "name", "state", "pid", "num_restarts"),
+    "objects": ("object_id", "object_size", "state", "owner", "task_id", "call_site"),
+    "nodes": ("node_id", "address", "state", "resources_available", "object_store_used"),
+    "workers": ("worker_id", "worker_type", "pid", "state", "node_id", "memory_rss"),
+}  # fmt: skip
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key.endswith("_id") and isinstance(value, str):
+        return value[:16]
+    if key in ("object_size", "object_store_used", "memory_rss"):
+        return _bytes(value)
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in sorted(value.items())
+        )
+    return str(value)
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    nc = _connect(args)
+    try:
+        from nbcluster.util import state
+
+        fn = getattr(state, f"list_{args.kind}")
+        items = [r.to_dict() for r in fn(_parse_filters(args.filter), args.limit)]
+        if args.format == "json":
+            print(json.dumps(items, indent=1, default=str))
+            return 0
+        cols = _COLUMNS[args.kind]
+        _table(
+            [[c.upper() for c in cols]] + [[_cell(c, item.get(c)) for c in cols] for item in items]
+        )
+        print(f"({len(items)} {args.kind})")
+    finally:
+        nc.shutdown()
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    nc = _connect(args)
+    try:
+        from nbcluster.util.state import summarize_tasks
+
+        got = summarize_tasks()["cluster"]
+        rows = [["FUNCTION", "TYPE", "STATES"]]
+        for name, entry in sorted(got["summary"].items()):
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(entry["state_counts"].items()))
+            rows.append([name or "-", entry["type"], counts])
+        _table(rows)
+        print(f"({got['total_tasks']} tasks)")
+    finally:
+        nc.shutdown()
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    """Per object: size, owner, who references it and how, call site; then the totals."""
+    nc = _connect(args)
+    try:
+        from nbcluster.util.state import memory_summary
+
+        got = memory_summary()
+        objects = sorted(got["objects"], key=lambda o: -o.object_size)
+        rows = [["OBJECT_ID", "SIZE", "WHERE", "OWNER", "REFERENCES", "CALL_SITE"]]
+        for o in objects[: args.limit]:
+            refs = "; ".join(f"{r['reference_type']} (pid {r['pid']})" for r in o.references)
+            rows.append([o.object_id[:16], _bytes(o.object_size), o.state,
+                         f"pid {o.owner_pid}" if o.owner_pid else o.owner, refs,
+                         o.call_site or "-"])  # fmt: skip
+        _table(rows)
+        inline = sum(o.object_size for o in objects if o.state == "INLINE")
+        stored = sum(o.object_size for o in objects if o.state != "INLINE")
+        print(
+            f"Total: {len(objects)} objects, {_bytes(inline + stored)} "
+            f"({_bytes(inline)} inline in their owners, {_bytes(stored)} in object stores)"
+        )
+        for n in got["nodes"]:
+            if n.state == "ALIVE":
+                print(
+                    f"Node {n.node_id[:12]}: store {_bytes(n.object_store_used)}/"
+                    f"{_bytes(n.object_store_capacity)}, spilled {n.spilled_objects} "
+                    f"objects ({_bytes(n.spilled_bytes)})"
+                )
+        for u in got["unreachable"]:
+            print(f"(process {u['pid']} at {u['address']} did not answer: {u['error']})")
+    finally:
+        nc.shutdown()
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    nc = _connect(args)
+    try:
+        path = args.output or f"nbcluster-timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        trace = nc.timeline(path)
+        tasks = sum(1 for e in trace if e.get("ph") == "X")
+        print(f"wrote {tasks} tasks to {path}; open it in https://ui.perfetto.dev")
+    finally:
+        nc.shutdown()
+    return 0
+
+
+def _add_state_parsers(sub: Any) -> None:
+    def connect_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
+        p.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+
+    ls = sub.add_parser("list", help="tasks, actors, objects, nodes or workers, from the head")
+    ls.add_argument("kind", choices=sorted(_COLUMNS))
+    ls.add_argument("--filter", action="append", help="KEY=VALUE or KEY!=VALUE (repeatable)")
+    ls.add_argument("--limit", type=int, default=100, help="show at most this many (newest)")
+    ls.add_argument("--format", choices=("table", "json"), default="table")
+    connect_args(ls)
+    ls.set_defaults(fn=cmd_list)
+    sm = sub.add_parser("summary", help="task counts by function and state")
+    connect_args(sm)
+    sm.set_defaults(fn=cmd_summary)
+    me = sub.add_parser("memory", help="objects: size, owner, references, call site; totals")
+    me.add_argument("--limit", type=int, default=100, help="show the largest N objects")
+    connect_args(me)
+    me.set_defaults(fn=cmd_memory)
+    tl = sub.add_parser("timeline", help="write a Chrome trace of task execution (Perfetto)")
+    tl.add_argument("--output", "-o", help="file to write (default: ./nbcluster-timeline-*.json)")
+    connect_args(tl)
+    tl.set_defaults(fn=cmd_timeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
     ss.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
     ss.set_defaults(fn=cmd_status)
+    _add_state_parsers(sub)
     return p
 
 

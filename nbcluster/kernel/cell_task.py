@@ -42,20 +42,6 @@ def execute(ns: dict[str, Any], source: str, filename: str, has_value: bool) -> 
     return None
 
 
-def collect(ns: dict[str, Any], names: list[str]) -> CellResult:
-    """The bound values among ``names`` that can travel back (names never bound are skipped)."""
-    values: dict[str, Any] = {}
-    dropped: list[str] = []
-    for name in names:
-        if name not in ns:
-            continue
-        if picklable(ns[name]):
-            values[name] = ns[name]
-        else:
-            dropped.append(name)
-    return CellResult(values, None, tuple(dropped))
-
-
 def picklable(value: Any) -> bool:
     """Whether ``value`` can be sent; large buffers are not copied to find out."""
     try:
@@ -65,29 +51,41 @@ def picklable(value: Any) -> bool:
     return True
 
 
-def run_cell(
-    source: str, filename: str, inputs: dict[str, Any], names: list[str], has_value: bool
+def run_in(
+    ns: dict[str, Any],
+    source: str,
+    filename: str,
+    inputs: dict[str, Any],
+    names: list[str],
+    has_value: bool,
 ) -> CellResult:
-    """The task ``%%remote`` submits: a fresh namespace seeded with the notebook's values."""
-    ns = new_namespace()
+    """Bind ``inputs`` in ``ns``, run the body, and collect the ``names`` it bound that can
+    travel back (names it never bound are skipped)."""
     ns.update(inputs)
     value = execute(ns, source, filename, has_value)
-    result = collect(ns, names)
-    return CellResult(result.values, value, result.dropped)
+    values: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name in names:
+        if name in ns:
+            if picklable(ns[name]):
+                values[name] = ns[name]
+            else:
+                dropped.append(name)
+    return CellResult(values, value, tuple(dropped))
 
 
-def run_cell_async(
-    source: str, filename: str, inputs: dict[str, Any], names: list[str], has_value: bool
+def returns_in(
+    ns: dict[str, Any],
+    source: str,
+    filename: str,
+    inputs: dict[str, Any],
+    names: list[str],
+    has_value: bool,
 ) -> Any:
-    """``%%remote --async``: one return value per name (then the expression's value), so each
-    name can be bound to its own ObjectRef before the cell has run."""
-    ns = new_namespace()
+    """``--async``: one return value per name (then the expression's value), so each name
+    can be bound to its own ObjectRef before the cell has run."""
     ns.update(inputs)
     value = execute(ns, source, filename, has_value)
-    return _as_returns(ns, names, value, has_value)
-
-
-def _as_returns(ns: dict[str, Any], names: list[str], value: Any, has_value: bool) -> Any:
     missing = [n for n in names if n not in ns]
     if missing:
         raise NameError(
@@ -97,6 +95,16 @@ def _as_returns(ns: dict[str, Any], names: list[str], value: Any, has_value: boo
     if len(returns) == 1:
         return returns[0]
     return tuple(returns) if returns else None
+
+
+def run_cell(*args: Any) -> CellResult:
+    """The task ``%%remote`` submits: the body in a fresh namespace (see ``run_in``)."""
+    return run_in(new_namespace(), *args)
+
+
+def run_cell_async(*args: Any) -> Any:
+    """The task ``%%remote --async`` submits (see ``returns_in``)."""
+    return returns_in(new_namespace(), *args)
 
 
 class CellNamespace:
@@ -109,17 +117,8 @@ class CellNamespace:
     def __init__(self) -> None:
         self._ns = new_namespace()
 
-    def run(
-        self, source: str, filename: str, inputs: dict[str, Any], names: list[str], has_value: bool
-    ) -> CellResult:
-        self._ns.update(inputs)
-        value = execute(self._ns, source, filename, has_value)
-        result = collect(self._ns, names)
-        return CellResult(result.values, value, result.dropped)
+    def run(self, *args: Any) -> CellResult:
+        return run_in(self._ns, *args)
 
-    def run_async(
-        self, source: str, filename: str, inputs: dict[str, Any], names: list[str], has_value: bool
-    ) -> Any:
-        self._ns.update(inputs)
-        value = execute(self._ns, source, filename, has_value)
-        return _as_returns(self._ns, names, value, has_value)
+    def run_async(self, *args: Any) -> Any:
+        return returns_in(self._ns, *args)

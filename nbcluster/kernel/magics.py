@@ -35,6 +35,12 @@ def _resources(text: str) -> dict[str, float]:
     return out
 
 
+def _resource_options(args: Any) -> dict[str, Any]:
+    """The ``--num-cpus``/``--num-gpus``/``--resources`` the user gave, as ``remote`` options."""
+    given = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "resources": args.resources}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _names(text: str) -> list[str]:
     names = [n for n in (part.strip() for part in text.replace(",", " ").split()) if n]
     bad = [n for n in names if not n.isidentifier()]
@@ -88,55 +94,35 @@ class RemoteMagics(Magics):
         if code is None:
             return None
         inputs = self._inputs(code)
+        resources = _resource_options(args)
         if args.actor:
             names = args.out or []
-            return self._run_in_actor(args, code, inputs, names)
-        names = args.out if args.out is not None else list(code.assigns)
-        opts: dict[str, Any] = {"name": args.name or f"In[{self._shell.execution_count}]"}
-        if args.num_cpus is not None:
-            opts["num_cpus"] = args.num_cpus
-        if args.num_gpus is not None:
-            opts["num_gpus"] = args.num_gpus
-        if args.resources:
-            opts["resources"] = args.resources
-        payload = (code.source, code.filename, inputs, names, code.has_value)
-        if args.is_async:
-            returns = max(1, len(names) + code.has_value)
-            fn = nc.remote(num_returns=returns, **opts)(cell_task.run_cell_async)
-            with plain_submissions():
-                refs = fn.remote(*payload)
-            return self._bind_refs(names, code.has_value, refs if returns > 1 else [refs])
-        fn = nc.remote(**opts)(cell_task.run_cell)
-        with plain_submissions():
-            ref = fn.remote(*payload)
-        return self._bring_back(nc.get(ref), code)
-
-    def _run_in_actor(
-        self, args: Any, code: CellCode, inputs: dict[str, Any], names: list[str]
-    ) -> Any:
-        actor = self._actor(args)
+            actor = self._actor(args.actor, resources)
+            run = actor.run_async if args.is_async else actor.run
+        else:
+            names = args.out if args.out is not None else list(code.assigns)
+            fn = cell_task.run_cell_async if args.is_async else cell_task.run_cell
+            name = args.name or f"In[{self._shell.execution_count}]"
+            run = nc.remote(name=name, **resources)(fn)
         payload = (code.source, code.filename, inputs, names, code.has_value)
         if args.is_async:
             returns = max(1, len(names) + code.has_value)
             with plain_submissions():
-                refs = actor.run_async.options(num_returns=returns).remote(*payload)
+                refs = run.options(num_returns=returns).remote(*payload)
             return self._bind_refs(names, code.has_value, refs if returns > 1 else [refs])
         with plain_submissions():
-            ref = actor.run.remote(*payload)
+            ref = run.remote(*payload)
         return self._bring_back(nc.get(ref), code)
 
-    def _actor(self, args: Any) -> Any:
-        name = args.actor
+    def _actor(self, name: str, resources: dict[str, Any]) -> Any:
+        """The named REPL actor, created on first use (or found, if it already exists)."""
         handle = self.actors.get(name)
         if handle is None:
-            opts: dict[str, Any] = {"name": name, "get_if_exists": True}
-            if args.num_cpus is not None:
-                opts["num_cpus"] = args.num_cpus
-            if args.num_gpus is not None:
-                opts["num_gpus"] = args.num_gpus
-            if args.resources:
-                opts["resources"] = args.resources
-            handle = nc.remote(cell_task.CellNamespace).options(**opts).remote()
+            handle = (
+                nc.remote(cell_task.CellNamespace)
+                .options(name=name, get_if_exists=True, **resources)
+                .remote()
+            )
             self.actors[name] = handle
         return handle
 
