@@ -56,6 +56,7 @@ class OutputRouter:
         # (msg_id, stream, where) of output that stopped mid-line: its next chunk continues
         # that line, so it must not get a second prefix.
         self._mid_line: set[tuple[str, str, str]] = set()
+        self._last_tag: CellTag | None = None
         self._lock = threading.Lock()
 
     def install(self) -> None:
@@ -76,7 +77,11 @@ class OutputRouter:
         header = parent.get("header") if parent else None
         if not header or "msg_id" not in header:
             return None
-        return CellTag(header["msg_id"], header, _plain_submission.get())
+        plain = _plain_submission.get()
+        last = self._last_tag  # a cell submitting many tasks shares one tag
+        if last is None or last.header is not header or last.plain != plain:
+            last = self._last_tag = CellTag(header["msg_id"], header, plain)
+        return last
 
     def publish(self, tag: object | None, stream: str, text: str, where: str) -> None:
         """The runtime's sink: runs on the runtime's thread for each chunk a task printed."""
