@@ -4,6 +4,7 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster import util as util
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.actor import ActorClass as ActorClass
 from nbcluster.runtime.actor import ActorHandle as ActorHandle
@@ -49,5 +50,6 @@ __all__ = [
     "remote",
     "shutdown",
     "timeline",
+    "util",
     "wait",
 ]

@@ -1,0 +1,11 @@
+"""Libraries built on the public API, as Ray's ``ray.util``: ``ActorPool`` and ``queue``.
+
+Nothing here reaches into the runtime beyond what a user could write; importing it is cheap
+and starts no cluster.
+"""
+
+from nbcluster.util import queue as queue
+from nbcluster.util import state as state
+from nbcluster.util.actor_pool import ActorPool as ActorPool
+
+__all__ = ["ActorPool", "queue", "state"]
