@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import linecache
 import re
-import sys
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,7 +203,3 @@ def make_handler(cells: Callable[[], CellSources]) -> Callable[..., list[str]]:
 
     return handler
 
-
-def print_error(error: TaskError, cells: CellSources) -> None:
-    """Plain-text rendering, for places without IPython's display (e.g. a log)."""
-    print("\n".join(structured_traceback(error, None, cells)), file=sys.stderr)
