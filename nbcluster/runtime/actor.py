@@ -74,6 +74,16 @@ class ActorClass:
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Actor classes travel inside tasks (to create actors from there); the lock does not."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"Actors cannot be instantiated directly. Use {self._cls.__name__}.remote() instead."
@@ -132,6 +142,7 @@ class ActorClass:
             "sched": sched,
             "hold": hold,
             "max_restarts": o.get("max_restarts", 0),
+            "max_task_retries": o.get("max_task_retries", 0),
             "class_name": desc.name,
             "create": create,
         }
@@ -254,10 +265,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     got = core.head_call("get_named_actor", name, namespace, timeout=30)
     if got is None:
         raise ValueError(f"Failed to look up actor with name {name!r}")
-    actor_id, owner, class_name, methods = got
-    return ActorHandle(
-        actor_id, class_name, methods, 0, ObjectRef(actor_id + _HANDLE_SUFFIX, owner)
-    )
+    actor_id, owner, class_name, methods, max_task_retries = got
+    ref = ObjectRef(actor_id + _HANDLE_SUFFIX, owner)
+    return ActorHandle(actor_id, class_name, methods, max_task_retries, ref)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:

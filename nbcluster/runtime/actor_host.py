@@ -43,6 +43,9 @@ class ActorHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._methods: dict[str, Any] = {}
+        self.resources: dict[str, float] = {}
+        self.gpus: list[int] = []
+        self.exiting = False
 
     def method(self, name: str) -> Any:
         m = self._methods.get(name)
@@ -80,21 +83,35 @@ class ActorHost:
             self.instance = cls(*a, **kw)
 
         ctx.fn_name = f"{getattr(cls, '__name__', 'Actor')}.__init__"
+        self.resources, self.gpus = ctx.resources, ctx.gpus  # held for the actor's life
         self.executor.run(construct, args, kwargs, ctx, num_returns)
 
     def call(
         self, fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: TaskContext, num_returns: int
     ) -> None:
+        ctx.resources, ctx.gpus = self.resources, self.gpus
         if self.mode == "sync":
             self.executor.run(fn, args, kwargs, ctx, num_returns)
         elif self.mode == "threaded":
             assert self._pool is not None
-            self._pool.submit(self.executor.run, fn, args, kwargs, ctx, num_returns)
+            self._pool.submit(self._run_threaded, fn, args, kwargs, ctx, num_returns)
         else:
             assert self._loop is not None
             asyncio.run_coroutine_threadsafe(
                 self._run_async(fn, args, kwargs, ctx, num_returns), self._loop
             )
+
+    def _run_threaded(
+        self, fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: TaskContext, num_returns: int
+    ) -> None:
+        if self.exiting:  # exit_actor() ran in another thread: no call starts after it
+            assert ctx.conn is not None
+            self.executor._reply_error(
+                ctx.conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name,
+                exc.ActorDiedError("the actor exited via exit_actor()"),
+            )  # fmt: skip
+            return
+        self.executor.run(fn, args, kwargs, ctx, num_returns)
 
     # -- async actors -------------------------------------------------------------------------
     def _start_loop(self, max_concurrency: int) -> None:
@@ -145,6 +162,7 @@ class ActorHost:
     # -- exit -----------------------------------------------------------------------------------
     def exit(self, ctx: TaskContext) -> None:
         """``exit_actor()``: tell the head not to restart us, answer the call, and go."""
+        self.exiting = True
         core = self.executor.core
         try:
             core.head_call("actor_exiting", self.actor_id, timeout=5)

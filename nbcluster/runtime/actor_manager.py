@@ -49,7 +49,7 @@ class ActorWorker:
 class ActorInfo:
     __slots__ = (
         "actor_id", "addr", "class_name", "create", "death", "detached", "hold", "max_restarts",
-        "name", "namespace", "owner", "restarts", "sched", "state", "waiters", "worker",
+        "max_task_retries", "name", "namespace", "owner", "restarts", "sched", "state", "waiters", "worker",
     )  # fmt: skip
 
     def __init__(self, actor_id: bytes, spec: dict[str, Any], owner: str) -> None:
@@ -60,6 +60,7 @@ class ActorInfo:
         self.sched: dict[str, float] = spec["sched"]
         self.hold: dict[str, float] = spec["hold"]
         self.max_restarts = int(spec.get("max_restarts") or 0)
+        self.max_task_retries = int(spec.get("max_task_retries") or 0)
         self.create: list[Any] = spec["create"]  # the PUSH_TASK message, replayed on restart
         self.class_name: str = spec.get("class_name", "Actor")
         self.owner = owner
@@ -136,7 +137,8 @@ class ActorManager:
         info = self.actors[actor_id]
         if info.state == DEAD:
             return None
-        return [actor_id, info.owner, info.class_name, info.create[-1].get("methods", {})]
+        methods = info.create[-1].get("methods", {})
+        return [actor_id, info.owner, info.class_name, methods, info.max_task_retries]
 
     def kill_actor(self, conn: Connection, actor_id: bytes, no_restart: bool) -> None:
         info = self.actors.get(actor_id)

@@ -106,7 +106,7 @@ def init(
             if _head is not None:
                 _head.stop()
                 _head = None
-            if isinstance(e, ClusterConnectionError) or isinstance(e, ConnectionError):
+            if isinstance(e, (ClusterConnectionError, ConnectionError)):
                 raise
             raise ClusterConnectionError(f"cannot connect to the cluster: {e}") from e
         core.on_agent_lost = _on_head_lost

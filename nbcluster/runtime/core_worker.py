@@ -429,12 +429,7 @@ class CoreWorker:
 
     def store_write(self, oid: bytes, s: ser.Serialized, owner: str) -> int:
         _, total = s.store_layout()
-        try:
-            offset = self.agent_call("store_create", oid, total, owner)
-        except Exception as e:
-            if "ObjectStoreFullError" in str(e):
-                raise exc.ObjectStoreFullError(str(e).split(": ", 1)[-1]) from None
-            raise
+        offset = self.agent_call("store_create", oid, total, owner)
         assert self.store is not None
         s.write_to(self.store, offset)
         self.agent.notify("store_seal", oid)
@@ -628,6 +623,10 @@ class CoreWorker:
                 fut.set_result(self.value_of(e))
             except BaseException as err:
                 fut.set_exception(err)
+            finally:
+                del holder[:]  # the ref lived until the value was taken
+
+        holder = [ref]  # keep the object alive while only this future refers to it
 
         def in_thread(e2: Entry) -> None:
             threading.Thread(target=done, args=(e2,), daemon=True).start()

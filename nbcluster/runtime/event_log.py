@@ -145,7 +145,8 @@ class EventLog(StateQueries):
         elif rec.creation_time is not None:
             rec.resubmitted()
         rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
-        rec.num_returns, rec.tag, rec.call_site, rec.creation_time = nret, tag, site, ts
+        rec.num_returns, rec.tag, rec.creation_time = nret, tag, ts
+        rec.call_site = rec.call_site or site  # a rebuild is submitted from the event loop
         rec.owner, rec.owner_pid = src.address, src.pid
         if actor is not None:
             rec.actor_id, rec.type = actor, "ACTOR_TASK"
@@ -260,7 +261,7 @@ class EventLog(StateQueries):
 
     # -- actors, nodes, workers -------------------------------------------------------------------
     def _actor(self, ev: Any, src: Source) -> None:
-        _, ts, aid, state, cls, name, ns, owner, node, pid, restarts, death = ev
+        _, ts, aid, state, cls, name, ns, owner, node, pid, restarts, death, create_id = ev
         rec = self.actors.get(aid)
         if rec is None:
             rec = self.actors[aid] = {"actor_id": aid.hex(), "start_time_ms": int(ts * 1000)}
@@ -279,6 +280,17 @@ class EventLog(StateQueries):
         )
         if state == "DEAD":
             rec["end_time_ms"] = int(ts * 1000)
+        # The creation task's owner is the head, which reports it through the actor's state.
+        task = self._task(create_id)
+        if not task.name:
+            task.name, task.type, task.actor_id = f"{cls}.__init__", "ACTOR_CREATION_TASK", aid
+            task.owner, task.creation_time = owner, ts
+        if RANK[task.state] < 3:
+            if state == "ALIVE":
+                self._terminal(task, FINISHED, ts, task.attempt_number)
+            elif state == "DEAD":
+                self._terminal(task, FAILED, ts, task.attempt_number)
+                task.error_type, task.error_message = "ActorDiedError", death
 
     def _node_joined(self, ev: Any, src: Source) -> None:
         _, ts, node_id, address, resources, cap = ev

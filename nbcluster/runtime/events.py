@@ -39,7 +39,8 @@ TASK_FINISHED = 5  # task_id, attempt, [[kind, size, location], ...] one per ret
 TASK_FAILED = 6  # task_id, attempt, error type, error message
 TASK_RETRIED = 7  # task_id, new attempt, reason
 TASK_CANCELLED = 8  # task_id, attempt
-ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node_id, pid, restarts, death
+ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node, pid, restarts, death,
+#                   creation task id
 OBJECT_CREATED = 20  # oid, size, location (agent address; None: inline in its owner), site
 OBJECT_SPILLED = 21  # oid, size
 OBJECT_RESTORED = 22  # oid, size
@@ -72,7 +73,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     TASK_RETRIED: ("task_id", "attempt", "reason"),
     TASK_CANCELLED: ("task_id", "attempt"),
     ACTOR_STATE: ("actor_id", "state", "class_name", "name", "namespace", "owner", "node_id",
-                  "pid", "num_restarts", "death_cause"),
+                  "pid", "num_restarts", "death_cause", "creation_task_id"),
     OBJECT_CREATED: ("object_id", "size", "location", "call_site"),
     OBJECT_SPILLED: ("object_id", "size"),
     OBJECT_RESTORED: ("object_id", "size"),
@@ -199,7 +200,7 @@ def actor_state(info: Any) -> None:
     BUF.append(
         (ACTOR_STATE, _now(), info.actor_id, info.state, info.class_name, info.name or "",
          info.namespace, info.owner, w.node_id if w else None, w.pid if w else None,
-         info.restarts, death)
+         info.restarts, death, info.create[1])
     )  # fmt: skip
 
 

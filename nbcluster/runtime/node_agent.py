@@ -420,7 +420,7 @@ class NodeAgent:
 
     def _send_report(self) -> None:
         self._report_scheduled = False
-        self.report({k: v for k, v in self.available.items()})
+        self.report(dict(self.available.items()))
 
     def _heartbeat(self) -> None:
         if self.closing:

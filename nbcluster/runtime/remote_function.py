@@ -56,6 +56,16 @@ class RemoteFunction:
         self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
         self._strategy = encode_strategy(o.get("scheduling_strategy"))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Remote functions travel inside other functions and tasks; the lock does not."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"Remote functions cannot be called directly. Use {self._name}.remote() instead."

@@ -165,7 +165,8 @@ class StateQueries:
                     item = objects[oid] = (
                         rec.public() if rec is not None else
                         {"object_id": oid.hex(), "object_size": size, "owner": owner,
-                         "state": "UNKNOWN", "spilled": False, "call_site": "",
+                         "state": "ACTOR" if ref_kind == "ACTOR_HANDLE" else "UNKNOWN",
+                         "spilled": False, "call_site": "",
                          "node_id": None, "task_id": oid[:16].hex()}
                     )  # fmt: skip
                     item["references"] = []

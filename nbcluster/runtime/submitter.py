@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbcluster.submitter")
 
 MAX_LEASE_REQUESTS = 4
+#: Lease requests unanswered this long mean the cluster is full: then tasks are pipelined.
+PIPELINE_AFTER_S = 0.005
 #: Arguments at least this large pull their task to the node that holds them.
 LOCALITY_MIN_BYTES = 1 << 20
 
@@ -69,7 +71,10 @@ class Lease:
 class SchedClass:
     """Tasks of one shape: same resources, scheduling strategy and preferred node."""
 
-    __slots__ = ("key", "leases", "prefer", "queue", "requests", "resources", "strategy")
+    __slots__ = (
+        "key", "leases", "prefer", "queue", "recheck", "requests", "resources", "strategy",
+        "waiting_since",
+    )  # fmt: skip
 
     def __init__(
         self, key: tuple[Any, ...], resources: dict[str, float], strategy: Any, prefer: str | None
@@ -78,6 +83,8 @@ class SchedClass:
         self.resources = resources
         self.strategy = strategy
         self.prefer = prefer  # the agent of the node holding the task's largest argument
+        self.waiting_since = 0.0  # when the outstanding lease requests started waiting
+        self.recheck = False
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.leases: list[Lease] = []
         self.requests = 0
@@ -245,8 +252,32 @@ class Submitter:
             self._dispatch(cls)
 
     def _dispatch(self, cls: SchedClass) -> None:
-        # SPREAD places each task on its own lease, so tasks spread rather than pipeline.
-        depth = 1 if cls.strategy == SPREAD else CONFIG.max_tasks_in_flight_per_worker
+        """Idle leases first; more leases while the cluster grants them; and only once it
+        stops granting (requests waiting longer than PIPELINE_AFTER_S), several tasks in
+        flight per worker — so two long tasks on two CPUs run side by side, while a burst of
+        short ones is not throttled by a round trip per task."""
+        queue = cls.queue
+        self._push_to(cls, 1)
+        want = min(len(queue), MAX_LEASE_REQUESTS)
+        while cls.requests < want:
+            if cls.requests == 0:
+                cls.waiting_since = time.monotonic()
+            cls.requests += 1
+            self._request_lease(cls)
+        if not queue or cls.strategy == SPREAD:  # SPREAD: one task per lease, never stacked
+            return
+        waited = time.monotonic() - cls.waiting_since
+        if cls.requests == 0 or waited >= PIPELINE_AFTER_S:
+            self._push_to(cls, CONFIG.max_tasks_in_flight_per_worker)
+        if queue and cls.requests and not cls.recheck:
+            cls.recheck = True
+            self.core.loop.call_later(PIPELINE_AFTER_S, self._recheck, cls)
+
+    def _recheck(self, cls: SchedClass) -> None:
+        cls.recheck = False
+        self._mark_dirty(cls)
+
+    def _push_to(self, cls: SchedClass, depth: int) -> None:
         queue = cls.queue
         while queue:
             best = None
@@ -255,12 +286,8 @@ class Submitter:
                 if n < depth and not lease.blocked and (best is None or n < len(best.inflight)):
                     best = lease
             if best is None:
-                break
+                return
             self._push(queue.popleft(), best)
-        want = min(len(queue), MAX_LEASE_REQUESTS)
-        while cls.requests < want:
-            cls.requests += 1
-            self._request_lease(cls)
 
     def _request_lease(self, cls: SchedClass) -> None:
         task = self.core.loop.create_task(self._lease(cls))
@@ -296,6 +323,7 @@ class Submitter:
             self._mark_dirty(cls)
             return
         cls.leases.append(Lease(conn, worker_id, gpus, agent))
+        cls.waiting_since = time.monotonic()  # the cluster is still granting: wait before stacking
         self._mark_dirty(cls)
 
     def _fail_class(self, cls: SchedClass, err: BaseException) -> None:

@@ -132,13 +132,25 @@ def encode_args(
         if type(v) is ObjectRef:
             kw[k] = Dep(len(deps))
             deps.append(v)
-    s = ser.serialize((a, kw), f"an argument of {fn_name}()")
+    try:
+        s = ser.serialize((a, kw), f"the arguments of {fn_name}()")
+    except ser.SerializationError:
+        _name_unpicklable(a, kw, fn_name)
+        raise
     if s.size >= CONFIG.inline_threshold:
         deps.append(put(s))
         return ARGS_IN_STORE, deps, s.contained
     # Small args travel in the message: out-of-band buffers go back in band.
     blob = ser.pickle_inband(s) if s.buffers else s.meta
     return blob, deps, s.contained
+
+
+def _name_unpicklable(args: list[Any], kwargs: dict[str, Any], fn_name: str) -> None:
+    """Raise the error for the first argument that cannot be pickled, naming it."""
+    named = [(f"argument {i}", v) for i, v in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, value in named:
+        ser.serialize(value, f"{what} of {fn_name}()")
 
 
 def decode_args(blob: bytes, dep_values: list[Any]) -> tuple[list[Any], dict[str, Any]]:

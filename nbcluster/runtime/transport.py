@@ -284,7 +284,7 @@ class Connection(asyncio.Protocol):
         except Exception as e:
             log.debug("request %s from %s failed", method, self.peer, exc_info=True)
             if req_id:
-                self.send((REPLY, req_id, False, f"{type(e).__name__}: {e}"))
+                self.send((REPLY, req_id, False, _error_wire(e)))
             return
         if isinstance(result, (asyncio.Future, Awaitable)):
             fut = asyncio.ensure_future(result)
@@ -298,10 +298,9 @@ class Connection(asyncio.Protocol):
                 log.warning("notification from %s failed: %r", self.peer, fut.exception())
             return
         if fut.cancelled():
-            self.send((REPLY, req_id, False, "cancelled"))
-        elif fut.exception() is not None:
-            e = fut.exception()
-            self.send((REPLY, req_id, False, f"{type(e).__name__}: {e}"))
+            self.send((REPLY, req_id, False, ["CancelledError", "cancelled"]))
+        elif (e := fut.exception()) is not None:
+            self.send((REPLY, req_id, False, _error_wire(e)))
         else:
             self.send((REPLY, req_id, True, fut.result()))
 
@@ -313,7 +312,7 @@ class Connection(asyncio.Protocol):
         if ok:
             fut.set_result(result)
         else:
-            fut.set_exception(RemoteCallError(result))
+            fut.set_exception(_error_from_wire(result))
 
     def _handshake_done(self) -> bool:
         return self._authed
@@ -321,6 +320,37 @@ class Connection(asyncio.Protocol):
 
 class RemoteCallError(Exception):
     """A control-plane request failed on the other side; the message says why."""
+
+
+def _error_wire(e: BaseException) -> list[str]:
+    return [type(e).__name__, str(e)]
+
+
+def _error_from_wire(wire: Any) -> Exception:
+    """Re-raise a remote request's error as its own type when it is one callers catch."""
+    from nbcluster import exceptions
+
+    if not isinstance(wire, list) or len(wire) != 2:
+        return RemoteCallError(str(wire))
+    name, message = wire
+    cls = _REMOTE_ERRORS.get(name) or getattr(exceptions, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ in (
+        "builtins", "nbcluster.exceptions"
+    ):  # fmt: skip
+        try:
+            return cls(message)
+        except TypeError:
+            pass
+    return RemoteCallError(f"{name}: {message}")
+
+
+_REMOTE_ERRORS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "KeyError": KeyError,
+    "LookupError": LookupError,
+    "RuntimeError": RuntimeError,
+}
 
 
 def install_rpc(endpoint: Endpoint) -> None:
