@@ -49,7 +49,8 @@ class ActorWorker:
 class ActorInfo:
     __slots__ = (
         "actor_id", "addr", "class_name", "create", "death", "detached", "hold", "max_restarts",
-        "max_task_retries", "name", "namespace", "owner", "restarts", "sched", "state", "waiters", "worker",
+        "max_task_retries", "name", "namespace", "owner", "restarts", "sched", "state",
+        "waiters", "worker",
     )  # fmt: skip
 
     def __init__(self, actor_id: bytes, spec: dict[str, Any], owner: str) -> None:

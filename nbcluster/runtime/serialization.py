@@ -24,7 +24,7 @@ from typing import Any
 
 import cloudpickle
 
-from nbcluster.exceptions import SerializationError as SerializationError
+from nbcluster.exceptions import SerializationError
 from nbcluster.runtime.store_client import StoreMapping, layout, write_buffers
 
 _HDR = struct.Struct("<II")  # number of buffers, header size

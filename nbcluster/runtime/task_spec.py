@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.exceptions import SerializationError
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.object_ref import ObjectRef
@@ -134,7 +135,7 @@ def encode_args(
             deps.append(v)
     try:
         s = ser.serialize((a, kw), f"the arguments of {fn_name}()")
-    except ser.SerializationError:
+    except SerializationError:
         _name_unpicklable(a, kw, fn_name)
         raise
     if s.size >= CONFIG.inline_threshold:
