@@ -89,7 +89,7 @@ def test_task_output_appears_under_its_cell_even_after_it_finished(
 
 def test_stderr_of_a_task_goes_home_as_stderr(kernel: KernelSession) -> None:
     cell = kernel.ok(
-        "import sys\n"
+        "import sys\nimport nbcluster as nc\n"
         "@nc.remote\n"
         "def warn():\n"
         "    print('careful', file=sys.stderr)\n"
@@ -100,7 +100,7 @@ def test_stderr_of_a_task_goes_home_as_stderr(kernel: KernelSession) -> None:
 
 
 def test_remote_cell_round_trips_names(kernel: KernelSession) -> None:
-    kernel.ok("a = 20\ndata = [1, 2, 3]\nimport os\nhere = os.getpid()")
+    kernel.ok("import nbcluster as nc\na = 20\ndata = [1, 2, 3]\nimport os\nhere = os.getpid()")
     cell = kernel.ok(
         "%%remote\n"
         "import math\n"
@@ -117,6 +117,7 @@ def test_remote_cell_round_trips_names(kernel: KernelSession) -> None:
 
 
 def test_remote_cell_options_and_out(kernel: KernelSession) -> None:
+    kernel.ok("import nbcluster as nc")
     cell = kernel.ok(
         "%%remote --num-cpus 2 --name wide --out kept\n"
         "kept = nc.get_runtime_context().get_assigned_resources()['CPU']\n"
@@ -128,6 +129,7 @@ def test_remote_cell_options_and_out(kernel: KernelSession) -> None:
 
 
 def test_remote_async_binds_object_refs(kernel: KernelSession) -> None:
+    kernel.ok("import nbcluster as nc")
     cell = kernel.ok("%%remote --async\nx = 6\ny = x * 7\nx + y")
     assert cell.result is not None and cell.result.startswith("ObjectRef(")
     check = kernel.ok("(type(x).__name__, nc.get([x, y]), nc.get(_))")
@@ -143,12 +145,15 @@ def test_remote_cell_syntax_error_is_reported_locally(kernel: KernelSession) -> 
 
 
 def test_remote_errors_show_remote_frames_with_cell_source(kernel: KernelSession) -> None:
-    defining = kernel.ok("def inner(x):\n    scaled = x * 2\n    return 1 / (scaled - scaled)\n")
+    defining = kernel.ok(
+        "import nbcluster as nc\n\n"
+        "def inner(x):\n    scaled = x * 2\n    return 1 / (scaled - scaled)\n"
+    )
     number = defining.reply["execution_count"]
     cell = kernel.run("nc.get(nc.remote(inner).remote(3))")
     assert cell.reply["status"] == "error"
     text = cell.traceback_text
-    assert f"Cell In[{number}], line 3, in inner" in text
+    assert f"Cell In[{number}], line 5, in inner" in text
     assert "return 1 / (scaled - scaled)" in text
     assert text.rstrip().endswith("ZeroDivisionError: division by zero")
     assert "TaskError" in cell.reply["ename"] and "ZeroDivisionError" in cell.reply["ename"]
@@ -218,7 +223,7 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
 
 
 def test_actor_cells_keep_their_state_on_the_remote_side(kernel: KernelSession) -> None:
-    kernel.ok("import os\nstart = 5")
+    kernel.ok("import nbcluster as nc\nimport os\nstart = 5")
     first = kernel.ok(
         "%%remote --actor repl\nimport os\ncount = start\nworker = os.getpid()\ncount"
     )
