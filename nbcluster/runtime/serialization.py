@@ -16,10 +16,12 @@ borrower of them (reference counting across processes).
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import struct
 import threading
+import types
 from typing import Any
 
 import cloudpickle
@@ -33,8 +35,25 @@ _LEN = struct.Struct("<QQ")  # (offset, length) per part
 _local = threading.local()
 
 
+def _code_reduce(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, keeping its real file name.
+
+    cloudpickle (>= 3.1) renames every pickled code object ``<dynamic-code>`` so payloads are
+    deterministic; that also strips remote tracebacks of their file names and source lines,
+    which users rely on to find the failing line. Function identity here is the hash of the
+    payload, which stays stable for an unchanged function.
+    """
+    fn, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return fn, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    pass
+    dispatch_table = collections.ChainMap(
+        {types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table
+    )
 
 
 class Serialized:
@@ -122,8 +141,10 @@ def deserialize_store(view: memoryview) -> tuple[Any, bool]:
 
 
 def dumps_function(fn: Any) -> bytes:
+    f = io.BytesIO()
     try:
-        return bytes(cloudpickle.dumps(fn, protocol=5))
+        _Pickler(f, protocol=5).dump(fn)
+        return f.getvalue()
     except Exception as e:
         raise SerializationError(
             f"Could not serialize function {getattr(fn, '__name__', fn)!r}: {e}"
