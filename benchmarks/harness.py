@@ -29,6 +29,7 @@ from benchmarks.runner import ROOT, Limits, Result, run_child
 
 NUM_CPUS = 2
 STARTED = time.perf_counter()
+LOAD_AT_START = os.getloadavg()[0]
 
 
 @dataclass
@@ -176,7 +177,7 @@ def document(runs: list[FrameworkRun], results: report.Results, opts: Options) -
             "workers": opts.num_cpus,
         },
         "quick": opts.quick,
-        "load_average_at_end": os.getloadavg()[0],
+        "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
         "nbcluster_revision": nbcluster_revision(),
         "frameworks": {r.name: {"status": r.status, "version": r.version} for r in runs},
         "results": results,
@@ -186,7 +187,7 @@ def document(runs: list[FrameworkRun], results: report.Results, opts: Options) -
 
 def warn_if_busy() -> None:
     """Other load on a 2-core machine skews every figure; say so up front."""
-    load = os.getloadavg()[0]
+    load = LOAD_AT_START
     if load > 0.5:
         print(f"warning: load average is {load:.2f}; figures may be disturbed", file=sys.stderr)
 

@@ -81,11 +81,11 @@ class Plan:
         self, count: int, warmup: Callable[[int], object], warmup_count: int, budget_s: float
     ) -> int:
         """Run ``warmup(warmup_count)``; return ``count``, or fewer if one repeat of ``count``
-        would take longer than ``budget_s`` (doubled for full runs). Only slow frameworks are
+        would take longer than ``budget_s`` (1.5 times that in full runs). Only slow frameworks are
         trimmed, never below a tenth of ``count``; the figures are rates, so still comparable.
         """
         per_item = seconds(lambda: warmup(warmup_count)) / warmup_count
-        budget_s = budget_s if self.quick else 2 * budget_s
+        budget_s = budget_s if self.quick else 1.5 * budget_s
         return max(count // 10, min(count, int(budget_s / per_item)))
 
 
