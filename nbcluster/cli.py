@@ -51,6 +51,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     node = start_head(
         res, int(store), host=args.host, port=args.port, token=token,
         head_address=args.address, lifeline=args.block, log_path=None if args.block else log_path,
+        inherit_output=args.block,
     )  # fmt: skip
     record = os.path.join(_nodes_dir(), f"{node.proc.pid}.json")
     with open(record, "w") as f:
@@ -222,8 +223,8 @@ _COLUMNS = {
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
-    if key.endswith("_id") and isinstance(value, str):
-        return value[:16]
+    if key in ("node_id", "worker_id") and isinstance(value, str):
+        return value[:12]  # random ids: a prefix is unique enough (task/object ids are not)
     if key in ("object_size", "object_store_used", "memory_rss"):
         return _bytes(value)
     if isinstance(value, dict):
@@ -287,7 +288,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
         rows = [["OBJECT_ID", "SIZE", "WHERE", "OWNER", "REFERENCES", "CALL_SITE"]]
         for o in objects[: args.limit]:
             refs = "; ".join(f"{r['reference_type']} (pid {r['pid']})" for r in o.references)
-            rows.append([o.object_id[:16], _bytes(o.object_size), o.state,
+            rows.append([o.object_id, _bytes(o.object_size), o.state,
                          f"pid {o.owner_pid}" if o.owner_pid else o.owner, refs,
                          o.call_site or "-"])  # fmt: skip
         _table(rows)

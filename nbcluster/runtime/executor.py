@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,9 @@ class Executor:
         self.blocked = False
         self._block_depth = 0
         self.current_conn: Connection | None = None
+        #: the task running on the main thread (what a cancel can interrupt); read by the
+        #: loop thread, so a plain attribute, not the per-thread current_task
+        self.main_task: bytes | None = None
         self.actor_host = ActorHost(self)
         core.endpoint.handlers[P.PUSH_TASK] = self.on_push
         core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
@@ -84,16 +88,15 @@ class Executor:
 
     def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
         task_id = msg[1]
-        cur = self.core.current_task
-        if cur is not None and cur.task_id == task_id:
+        self.core.submitter.cancel_children(task_id)
+        if self.main_task == task_id:  # running: interrupt it with a real SIGINT
             self.cancel_target = task_id
             os.kill(os.getpid(), signal.SIGINT)
         else:
             self.cancelled.add(task_id)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        cur = self.core.current_task
-        if cur is not None and self.cancel_target == cur.task_id:
+        if self.main_task is not None and self.cancel_target == self.main_task:
             raise KeyboardInterrupt
 
     # -- blocking in get (main thread) ------------------------------------------------------
@@ -174,6 +177,9 @@ class Executor:
         assert conn is not None
         core.current_task = ctx
         self.current_conn = conn
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            self.main_task = task_id
         if ev.ENABLED:
             ev.task_running(task_id, ctx.fn_name)
         try:
@@ -186,6 +192,8 @@ class Executor:
                 sys.stderr.flush()
                 core.current_task = None
                 self.current_conn = None
+                if on_main:
+                    self.main_task = None
         except KeyboardInterrupt:
             if self.cancel_target == task_id:
                 self.cancel_target = None

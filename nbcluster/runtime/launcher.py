@@ -70,6 +70,7 @@ def start_head(
     head_address: str | None = None,
     lifeline: bool = True,
     log_path: str | None = None,
+    inherit_output: bool = False,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
@@ -93,6 +94,10 @@ def start_head(
         "head_address": head_address,
         "lifeline": lifeline,
     }
+    # The node's own output (and that of its workers outside any task) goes to a log in the
+    # session, not into the driver's streams: inside a kernel those are a cell's output.
+    if log_path is None and not inherit_output:
+        log_path = os.path.join(session_dir, "node.log")
     log_file = open(log_path, "ab") if log_path else None  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbcluster.runtime.head"],
@@ -109,7 +114,7 @@ def start_head(
     proc.stdin.write(json.dumps(cfg).encode() + b"\n")
     proc.stdin.flush()
     try:
-        address = _read_ready(ready_r, proc)
+        address = _read_ready(ready_r, proc, log_path)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -120,7 +125,7 @@ def start_head(
     return HeadProcess(proc, address, token, session_dir)
 
 
-def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str:
+def _read_ready(fd: int, proc: subprocess.Popen[bytes], log_path: str | None) -> str:
     deadline = time.monotonic() + CONFIG.startup_timeout_s
     buf = b""
     while b"\n" not in buf:
@@ -132,14 +137,24 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes]) -> str:
             chunk = os.read(fd, 4096)
             if not chunk:
                 raise ClusterConnectionError(
-                    f"the head process exited during startup (code {proc.poll()}); "
-                    "see its output above"
+                    f"the node process exited during startup (code {proc.poll()}): "
+                    f"{_tail(log_path)}"
                 )
             buf += chunk
     line = buf.split(b"\n", 1)[0].decode()
     if not line.startswith("READY "):
         raise ClusterConnectionError(f"unexpected head startup message: {line!r}")
     return line.split()[1]
+
+
+def _tail(log_path: str | None, lines: int = 20) -> str:
+    if not log_path:
+        return "see its output above"
+    try:
+        with open(log_path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip() or f"(empty log {log_path})"
+    except OSError:
+        return f"(no log at {log_path})"
 
 
 def _remove_tree(path: str) -> None:

@@ -151,6 +151,8 @@ class Submitter:
         )  # fmt: skip
         spec.tag = output.current_tag()
         spec.strategy = strategy
+        parent = core.current_task
+        spec.parent = parent.task_id if parent is not None else None
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
@@ -727,6 +729,11 @@ class Submitter:
             lease.agent.notify("kill_worker", lease.worker_id)
         else:
             lease.conn.send((P.CANCEL_TASK, task_id, False))
+
+    def cancel_children(self, parent: bytes) -> None:
+        """Cancelling a task cancels what it submitted (``recursive=True``, Ray's default)."""
+        for spec in [s for s in self.tasks.values() if s.parent == parent and not s.done]:
+            self.cancel(spec.task_id, False)
 
     def cancel_tagged(self, tag: Any) -> int:
         specs = [s for s in self.tasks.values() if not s.done and s.tag == tag]

@@ -47,6 +47,7 @@ class TaskSpec:
         "lineage_evicted",
         "max_retries",
         "num_returns",
+        "parent",
         "pending_deps",
         "resources",
         "retry_exceptions",
@@ -92,6 +93,7 @@ class TaskSpec:
         self.strategy: Any = None  # wire form of scheduling_strategy (placement)
         self.cls: Any = None  # the submitter's scheduling class once queued
         self.lineage_evicted = False
+        self.parent: bytes | None = None  # the task that submitted this one, if any
 
 
 class FunctionDescriptor:
