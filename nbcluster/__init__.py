@@ -4,7 +4,6 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
-from nbcluster import util as util
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.actor import ActorClass as ActorClass
 from nbcluster.runtime.actor import ActorHandle as ActorHandle
@@ -28,6 +27,15 @@ from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``nbcluster.util`` loads on first use: node and worker processes never need it."""
+    if name == "util":
+        import nbcluster.util
+
+        return nbcluster.util
+    raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
     "ActorClass",

@@ -106,6 +106,9 @@ class ForkServer:
 
 def _serve(cmd_r: int, ev_w: int, worker_main: Callable[[], Any]) -> None:
     die_with_parent()
+    # Load what a worker runs once, here, so every worker forked from us starts warm (and
+    # this happens while the node process goes on with its own start-up).
+    import nbcluster.runtime.worker_main  # noqa: F401
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     children: set[int] = set()
