@@ -84,6 +84,10 @@ class EventLog(StateQueries):
         self.subscribers: dict[Connection, Subscriber] = {}
         self._sources: dict[tuple[Any, ...], Source] = {}
         self._finished: collections.deque[bytes] = collections.deque()
+        #: tasks forgotten to bound memory (recent ones): late reports about them are ignored
+        self._evicted: dict[bytes, None] = {}
+        #: spills reported (by the store's node) before the owner reported the object
+        self._early: dict[bytes, str] = {}
         self._retry_scheduled = False
         self._handlers: dict[int, Callable[[Any, Source], None]] = {
             E.TASK_SUBMITTED: self._submitted, E.TASK_SCHEDULED: self._scheduled,
@@ -142,6 +146,8 @@ class EventLog(StateQueries):
         rec = self.tasks.get(tid)
         if rec is None:
             rec = self.tasks[tid] = TaskRecord(tid)
+            if self._evicted:
+                self._evicted.pop(tid, None)  # forgotten, now rebuilt from lineage
         elif rec.creation_time is not None:
             rec.resubmitted()
         rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
@@ -153,7 +159,9 @@ class EventLog(StateQueries):
 
     def _scheduled(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt, addr = ev
-        rec = self._task(tid)
+        rec = self.tasks.get(tid)
+        if rec is None:  # forgotten (evicted): its owner reported it first
+            return
         if attempt < rec.attempt_number:
             return
         rec.attempt_number = attempt
@@ -166,6 +174,8 @@ class EventLog(StateQueries):
 
     def _running(self, ev: Any, src: Source) -> None:
         _, ts, tid, name = ev
+        if tid in self._evicted:  # a late report about a task already forgotten
+            return
         rec = self._task(tid)
         if not rec.name:
             rec.name = name
@@ -193,7 +203,9 @@ class EventLog(StateQueries):
 
     def _finished_ok(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt, results = ev
-        rec = self._task(tid)
+        rec = self.tasks.get(tid)
+        if rec is None:  # forgotten (evicted): its owner reported it first
+            return
         if not self._terminal(rec, FINISHED, ts, attempt):
             return
         for i, (kind, size, location) in enumerate(results):
@@ -201,26 +213,33 @@ class EventLog(StateQueries):
                 continue
             oid = tid + (i + 1).to_bytes(4, "big")
             node = self.node_by_addr.get(location) if location else src.node_id
-            state = "IN_MEMORY" if location else "INLINE"
+            state = (self._early.pop(oid, "IN_MEMORY") if self._early else "IN_MEMORY"
+                     ) if location else "INLINE"  # fmt: skip
             self.objects[oid] = ObjectRecord(
                 oid, size, src.address, src.pid, node, state, tid, rec.call_site, ts
             )
 
     def _failed(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt, etype, message = ev
-        rec = self._task(tid)
+        rec = self.tasks.get(tid)
+        if rec is None:  # forgotten (evicted): its owner reported it first
+            return
         if self._terminal(rec, FAILED, ts, attempt):
             rec.error_type, rec.error_message = etype, message
 
     def _cancelled(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt = ev
-        rec = self._task(tid)
+        rec = self.tasks.get(tid)
+        if rec is None:  # forgotten (evicted): its owner reported it first
+            return
         if self._terminal(rec, CANCELLED, ts, attempt):
             rec.error_type, rec.error_message = "TaskCancelledError", "the task was cancelled"
 
     def _retried(self, ev: Any, src: Source) -> None:
         _, _ts, tid, attempt, reason = ev
-        rec = self._task(tid)
+        rec = self.tasks.get(tid)
+        if rec is None:  # forgotten (evicted): its owner reported it first
+            return
         if attempt >= rec.attempt_number:
             rec.attempt_number = attempt
             rec.state = PENDING
@@ -228,36 +247,50 @@ class EventLog(StateQueries):
 
     def _evict_tasks(self) -> None:
         """Forget the oldest finished tasks (or, when none finished, the oldest)."""
-        tasks, finished = self.tasks, self._finished
+        tasks, finished, evicted = self.tasks, self._finished, self._evicted
         while len(tasks) > self.max_tasks:
             if finished:
                 tid = finished.popleft()
                 rec = tasks.get(tid)
-                if rec is not None and RANK[rec.state] == 3:
-                    del tasks[tid]
+                if rec is None or RANK[rec.state] != 3:
+                    continue
+                del tasks[tid]
             else:
-                del tasks[next(iter(tasks))]
+                tid = next(iter(tasks))
+                del tasks[tid]
+            evicted[tid] = None
+            if len(evicted) > max(self.max_tasks, 10_000):
+                del evicted[next(iter(evicted))]
 
     # -- objects --------------------------------------------------------------------------------
     def _object_created(self, ev: Any, src: Source) -> None:
         _, ts, oid, size, location, site = ev
         node = self.node_by_addr.get(location) if location else src.node_id
-        state = "IN_MEMORY" if location else "INLINE"
+        state = self._early.pop(oid, "IN_MEMORY") if location else "INLINE"
         self.objects[oid] = ObjectRecord(oid, size, src.address, src.pid, node, state, None,
                                          site, ts)  # fmt: skip
 
     def _spilled(self, ev: Any, src: Source) -> None:
-        rec = self.objects.get(ev[2])
-        if rec is not None:
-            rec.state = "SPILLED"
+        self._store_moved(ev[2], "SPILLED")
 
     def _restored(self, ev: Any, src: Source) -> None:
-        rec = self.objects.get(ev[2])
+        self._store_moved(ev[2], "IN_MEMORY")
+
+    def _store_moved(self, oid: bytes, state: str) -> None:
+        """The store's node and the object's owner report independently: a spill may arrive
+        before the owner's report of the object, so it is kept until then."""
+        rec = self.objects.get(oid)
         if rec is not None:
-            rec.state = "IN_MEMORY"
+            rec.state = state
+            return
+        self._early[oid] = state
+        if len(self._early) > self.max_objects:
+            del self._early[next(iter(self._early))]
 
     def _freed(self, ev: Any, src: Source) -> None:
         self.objects.pop(ev[2], None)
+        if self._early:
+            self._early.pop(ev[2], None)
 
     # -- actors, nodes, workers -------------------------------------------------------------------
     def _actor(self, ev: Any, src: Source) -> None:
