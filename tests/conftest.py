@@ -1,0 +1,310 @@
+"""Shared fixtures and helpers for the integration tests: real clusters, real processes.
+
+Every test that needs a cluster asks for ``cluster`` (the default two-CPU cluster, shared by
+the tests of a module and restarted only when needed) or ``make_cluster`` (a cluster with
+special ``init`` arguments, shut down after the test). Nothing here mocks the runtime.
+
+Helpers that tasks call (``file_barrier``, ``wait_for_file``) live here too, so that tasks in
+every test module share one copy; workers import this module like any other helper module
+beside the driver's code.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import nbcluster as nc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CPUS = 2
+#: How long a cluster's processes and shared memory may take to disappear once it is told to.
+CLEANUP_TIMEOUT_S = 10.0
+
+
+# --------------------------------------------------------------------------- polling helpers
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "",
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    For things that become true eventually (a process exiting, a resource being released),
+    never as a way to order two events.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"not true within {timeout}s: {text or predicate}")
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------ process helpers
+
+
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Every live (non-zombie) descendant process of ``pid`` (default: this process)."""
+    try:
+        procs = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in procs if not is_gone(p.pid)]
+
+
+def is_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def still_alive(pids: Iterable[int]) -> list[int]:
+    return [pid for pid in pids if not is_gone(pid)]
+
+
+def describe(pids: Iterable[int]) -> str:
+    out = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            out.append(f"{pid} {p.status()} {' '.join(p.cmdline())[:200]}")
+        except psutil.Error:
+            out.append(f"{pid} (gone)")
+    return "; ".join(out) or "(none)"
+
+
+def kill_quietly(pids: Iterable[int]) -> None:
+    """Last-resort cleanup of processes a failed test leaked (only ones the test recorded)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def shm_entries() -> set[str]:
+    """Names in /dev/shm that belong to some nbcluster cluster."""
+    try:
+        return {name for name in os.listdir("/dev/shm") if "nbcluster" in name}
+    except FileNotFoundError:
+        return set()
+
+
+# ---------------------------------------------------------------- helpers called in tasks
+
+
+def file_barrier(directory: str, parties: int, timeout: float = 20.0) -> bool:
+    """Meet ``parties`` tasks at a directory; True if all arrived within ``timeout``.
+
+    Proves tasks run at the same time: no task can pass until every one of them has started.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{os.getpid()}-{uuid.uuid4().hex}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(d.iterdir())) < parties:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def wait_for_file(path: str, timeout: float = 60.0) -> bool:
+    """Block until ``path`` exists (the test's gate opens); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def write_pid(path: str) -> int:
+    """Record this process's pid in ``path`` atomically, so a reader never sees half of it."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    Path(tmp).write_text(str(os.getpid()))
+    os.replace(tmp, path)
+    return os.getpid()
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------ separate driver scripts
+
+
+def start_driver(script: str, *args: str) -> subprocess.Popen[bytes]:
+    """Run ``python -c script`` as a separate driver process (its stdout merged with stderr)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=str(REPO_ROOT),
+        env=env,
+    )
+
+
+def read_report(proc: subprocess.Popen[bytes], tag: str, timeout: float = 60.0) -> Any:
+    """Read the driver's output until a line ``<tag> <json>``; return the decoded JSON."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    prefix = f"{tag} ".encode()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in buf.splitlines():
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix) :])
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"driver did not print {tag!r} in {timeout}s; output:\n{buf.decode()}"
+            )
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if readable:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = proc.wait(timeout=5)
+                raise AssertionError(
+                    f"driver exited with {code} before printing {tag!r}; output:\n{buf.decode()}"
+                )
+            buf += chunk
+
+
+# -------------------------------------------------------------------------------- clusters
+
+
+class Clusters:
+    """Keeps at most one cluster running in this process, restarting it only when the
+    arguments a test needs differ from those of the running one."""
+
+    def __init__(self) -> None:
+        self.args: dict[str, Any] | None = None
+
+    def start(self, **init_args: Any) -> None:
+        if nc.is_initialized() and self.args == init_args and self._healthy():
+            return
+        self.stop()
+        nc.init(**init_args)
+        self.args = init_args
+
+    def stop(self) -> None:
+        gc.collect()  # drop ObjectRefs from finished tests before their cluster goes away
+        if nc.is_initialized():
+            nc.shutdown()
+        self.args = None
+
+    @staticmethod
+    def _healthy() -> bool:
+        """A previous test may have left the shared cluster broken; start afresh if so."""
+        try:
+            return nc.get(nc.remote(_ping).remote(), timeout=10) == "pong"
+        except Exception:
+            return False
+
+
+def _ping() -> str:
+    return "pong"
+
+
+_CLUSTERS = Clusters()
+
+
+@pytest.fixture
+def clusters() -> Clusters:
+    """The process's cluster manager, for tests that drive ``init``/``shutdown`` themselves."""
+    return _CLUSTERS
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """The default cluster: ``nc.init(num_cpus=2)``, shared with the module's other tests."""
+    _CLUSTERS.start(num_cpus=DEFAULT_CPUS)
+    yield nc
+
+
+@pytest.fixture
+def make_cluster() -> Iterator[Callable[..., Any]]:
+    """Start a cluster with special ``init`` arguments; it is shut down after the test."""
+
+    def start(**init_args: Any) -> Any:
+        _CLUSTERS.start(**init_args)
+        return nc
+
+    yield start
+    _CLUSTERS.stop()
+
+
+@pytest.fixture
+def no_cluster() -> Iterator[None]:
+    """No cluster is running when the test starts; none is left running after it."""
+    _CLUSTERS.stop()
+    yield
+    _CLUSTERS.stop()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    """A file tasks wait for (``wait_for_file``); the test opens it by creating it, and it is
+    opened after the test in any case, so no blocked task outlives a failed test."""
+    path = tmp_path / "gate"
+    yield path
+    path.touch()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster_per_module() -> Iterator[None]:
+    """Each module starts without a cluster and shuts down whatever it started."""
+    yield
+    _CLUSTERS.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """After the whole run, no process of ours and no cluster shared memory may remain."""
+    shm_before = shm_entries()
+    yield
+    _CLUSTERS.stop()
+    try:
+        wait_until(
+            lambda: not descendants(),
+            timeout=CLEANUP_TIMEOUT_S,
+            message=lambda: "child processes left: " + describe(p.pid for p in descendants()),
+        )
+        wait_until(
+            lambda: not (shm_entries() - shm_before),
+            timeout=CLEANUP_TIMEOUT_S,
+            message=lambda: f"/dev/shm entries left: {sorted(shm_entries() - shm_before)}",
+        )
+    finally:
+        kill_quietly(p.pid for p in descendants())
