@@ -23,7 +23,7 @@ from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.ids import new_task_id, object_id, random_id
 from nbcluster.runtime.object_ref import ObjectRef, get_core
 from nbcluster.runtime.reference_table import KIND_INLINE, PENDING, READY
-from nbcluster.runtime.remote_function import validate_options
+from nbcluster.runtime.remote_function import Exportable, validate_options
 from nbcluster.runtime.resources import task_resources
 from nbcluster.runtime.task_spec import FunctionDescriptor, TaskSpec, encode_args
 
@@ -60,7 +60,7 @@ def _method_table(cls: type) -> dict[str, int]:
     return table
 
 
-class ActorClass:
+class ActorClass(Exportable):
     """What ``@remote`` makes of a class: ``.remote(...)`` creates an actor."""
 
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
@@ -73,16 +73,6 @@ class ActorClass:
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Actor classes travel inside tasks (to create actors from there); the lock does not."""
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

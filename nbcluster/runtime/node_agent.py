@@ -427,12 +427,6 @@ class NodeAgent:
             return
         self._send_report()
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
-        if CONFIG.memory_monitor_interval_s > 0:
-            self.memory_monitor = MemoryMonitor(
-                self.loop,
-                lambda: [w for w in self.workers.values() if w.lease and w.actor is None],
-                self._kill_for_memory,
-            )
 
     # -- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -34,7 +34,23 @@ def validate_options(opts: dict[str, Any], allowed: frozenset[str]) -> None:
             raise ValueError(f"{k} must be a non-negative number, got {v!r}")
 
 
-class RemoteFunction:
+class Exportable:
+    """Remote functions and actor classes travel inside tasks (a task may call or create
+    them); the lock guarding their one-time export does not travel."""
+
+    _lock: threading.Lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class RemoteFunction(Exportable):
     """A function that runs as a task on the cluster: ``f.remote(...)`` returns ObjectRefs."""
 
     def __init__(self, fn: Any, options: dict[str, Any]) -> None:
@@ -55,16 +71,6 @@ class RemoteFunction:
         self._retry_exceptions = o.get("retry_exceptions", False)
         self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
         self._strategy = encode_strategy(o.get("scheduling_strategy"))
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Remote functions travel inside other functions and tasks; the lock does not."""
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
