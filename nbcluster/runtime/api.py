@@ -103,6 +103,7 @@ def init(
         try:
             core.start()
         except BaseException as e:
+            core.shutdown()  # its server and loop must not outlive a failed start
             if _head is not None:
                 _head.stop()
                 _head = None

@@ -65,6 +65,7 @@ class CoreWorker:
         worker_id: bytes | None = None,
         host: str = "127.0.0.1",
         attach: bool = False,
+        advertise: str | None = None,
     ) -> None:
         self._attach = attach  # agent_address is a head: find this machine's node through it
         self.kind = kind
@@ -87,7 +88,8 @@ class CoreWorker:
         self.executor: Any = None  # set in worker processes (executor.Executor)
         self.handoffs: dict[bytes, list[Any]] = {}
         self.owned_actors: dict[bytes, bool] = {}  # handle object id -> detached
-        self._host = host
+        self._host = host  # where our server listens
+        self._advertise = advertise or host  # how other processes reach it
         self._thread = threading.Thread(target=self._run_loop, name="nbcluster-io", daemon=True)
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -105,6 +107,7 @@ class CoreWorker:
         h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
+        self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()
         self.endpoint.rpc["worker_oom"] = lambda conn, wid, why: self.submitter.on_worker_oom(
             wid, why
         )
@@ -142,15 +145,17 @@ class CoreWorker:
         self.loop.run_forever()
 
     async def _startup(self) -> None:
+        target = self.agent_address
+        if self._attach:  # our node is the one on this machine; serve where it does
+            target = await self._local_node()
+            self._host = self._advertise = parse_address(target)[0]
         server = await self.endpoint.serve(self._host, 0)
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.address = f"{self._host}:{port}"
+        self.address = f"{self._advertise}:{port}"
         self.refs = ReferenceTable(
             self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
         )
-        self.agent = await self.connect(self.agent_address)
-        if self._attach:
-            self.agent = await self.connect(await self._local_node(self.agent))
+        self.agent = await self.connect(target)
         info = await self.agent.call(
             "register", self.kind, self.worker_id, os.getpid(), self.address
         )
@@ -164,12 +169,16 @@ class CoreWorker:
         self.submitter.start()
         ev.attach_core(self)  # ship this process's events to the head
 
-    async def _local_node(self, head: Connection) -> str:
+    async def _local_node(self) -> str:
         """The agent address of a live node on this machine (the head's, if it is local)."""
         import psutil
 
         local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
-        nodes = [n for n in await head.call("get_nodes") if n["Alive"]]
+        head = await self.endpoint.connect(*parse_address(self.agent_address))
+        try:
+            nodes = [n for n in await head.call("get_nodes") if n["Alive"]]
+        finally:
+            head.close()
         mine = [n for n in nodes if n["NodeManagerAddress"] in local]
         for n in mine:
             if n["Address"] == self.agent_address:
@@ -354,7 +363,7 @@ class CoreWorker:
         if self.closed:
             return
         if ev.ENABLED:
-            ev.object_freed(e.oid)
+            ev.object_freed(e.oid, e.kind)
         if e.state == READY and e.kind == KIND_STORE:
             self.send_to(e.data, (P.REQUEST, 0, "store_delete", [e.oid]))
         detached = self.owned_actors.pop(e.oid, None)

@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from nbcluster.runtime import events as E
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.state_queries import StateQueries
@@ -77,8 +79,8 @@ class EventLog(StateQueries):
         self.max_events = CONFIG.event_history
         self.max_tasks = CONFIG.event_max_tasks
         self.max_objects = CONFIG.event_max_objects
-        #: (first sequence number, header, events) per batch, oldest first
-        self.chunks: collections.deque[tuple[int, list[Any], list[Any]]] = collections.deque()
+        #: (first sequence number, header, events, state changes) per batch, oldest first
+        self.chunks: collections.deque[tuple[int, list[Any], bytes, int]] = collections.deque()
         self.size = 0
         self.next_seq = 1
         self.subscribers: dict[Connection, Subscriber] = {}
@@ -94,39 +96,56 @@ class EventLog(StateQueries):
             E.TASK_RUNNING: self._running, E.TASK_ENDED: self._ended,
             E.TASK_FINISHED: self._finished_ok, E.TASK_FAILED: self._failed,
             E.TASK_CANCELLED: self._cancelled, E.TASK_RETRIED: self._retried,
+            E.TASK_DONE: self._done, E.TASK_RAN: self._ran,
             E.ACTOR_STATE: self._actor, E.OBJECT_CREATED: self._object_created,
             E.OBJECT_SPILLED: self._spilled, E.OBJECT_RESTORED: self._restored,
             E.OBJECT_FREED: self._freed, E.NODE_JOINED: self._node_joined,
             E.NODE_DEAD: self._node_dead, E.NODE_STATS: self._node_stats,
             E.WORKER_STARTED: self._worker_started, E.WORKER_EXITED: self._worker_exited,
         }  # fmt: skip
+        # Dispatch by list index (kinds are small ints): the hottest lookup of the head.
+        self._by_kind: list[Callable[[Any, Source], None] | None] = [None] * 64
+        self._weight = [1] * 64  # state changes per event (see events.LOGICAL)
+        for kind, fn in self._handlers.items():
+            self._by_kind[kind] = fn
+        for kind, w in E.LOGICAL.items():
+            self._weight[kind] = w
         rpc = endpoint.rpc
-        rpc["events"] = lambda conn, header, batch: self.ingest(header, batch)
+        rpc["events"] = lambda conn, header, blob: self.ingest(header, blob)
         rpc["subscribe_events"] = self.subscribe
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
 
     # -- ingest ---------------------------------------------------------------------------------
-    def ingest(self, header: list[Any], batch: list[Any]) -> None:
+    def ingest(self, header: list[Any], blob: bytes) -> None:
+        """One process's batch of events (packed, see ``events.take``)."""
+        try:  # tuples, not lists: tuples of plain values are not tracked by the collector
+            batch = msgpack.unpackb(blob, use_list=False, raw=False, strict_map_key=False)
+        except Exception as e:
+            log.warning("undecodable event batch from pid %s: %r", header[1:2], e)
+            return
         if not batch:
             return
         key = tuple(header)
         src = self._sources.get(key)
         if src is None:
             src = self._sources[key] = Source(header)
-        self.chunks.append((self.next_seq, header, batch))
-        self.next_seq += len(batch)
-        self.size += len(batch)
-        while self.size > self.max_events and len(self.chunks) > 1:
-            self.size -= len(self.chunks.popleft()[2])
-        handlers = self._handlers
+        handlers, weight = self._by_kind, self._weight
+        n = 0
         for ev in batch:
-            fn = handlers.get(ev[0])
-            if fn is not None:
-                try:
+            try:
+                kind = ev[0]
+                n += weight[kind]
+                fn = handlers[kind]
+                if fn is not None:
                     fn(ev, src)
-                except Exception as e:  # one malformed event must not stop the log
-                    log.warning("bad event %r from pid %s: %r", ev[:3], src.pid, e)
+            except Exception as e:  # one malformed event must not stop the log
+                log.warning("bad event %.200r from pid %s: %r", ev, src.pid, e)
+        self.chunks.append((self.next_seq, header, blob, n))
+        self.next_seq += n
+        self.size += n
+        while self.size > self.max_events and len(self.chunks) > 1:
+            self.size -= self.chunks.popleft()[3]
         if len(self.tasks) > self.max_tasks:
             self._evict_tasks()
         while len(self.objects) > self.max_objects:
@@ -182,9 +201,25 @@ class EventLog(StateQueries):
             if name.endswith(".__init__"):
                 rec.type = "ACTOR_CREATION_TASK"
         rec.start_time = ts
-        rec.end_time = None
+        if rec.end_time is not None and rec.end_time < ts:  # a new run (a retry)
+            rec.end_time = None
         rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
         if RANK[rec.state] < 2:
+            rec.state = RUNNING
+
+    def _ran(self, ev: Any, src: Source) -> None:
+        """RUNNING + ENDED in one (``events.TASK_RAN``): the common case, kept lean."""
+        _, ts, tid, name, started = ev
+        rec = self.tasks.get(tid)
+        if rec is None:
+            if tid in self._evicted:
+                return
+            self._running((0, started, tid, name), src)
+            self.tasks[tid].end_time = ts
+            return
+        rec.start_time, rec.end_time = started, ts
+        rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
+        if rec.state is PENDING or rec.state is SCHEDULED:
             rec.state = RUNNING
 
     def _ended(self, ev: Any, src: Source) -> None:
@@ -206,18 +241,45 @@ class EventLog(StateQueries):
         rec = self.tasks.get(tid)
         if rec is None:  # forgotten (evicted): its owner reported it first
             return
-        if not self._terminal(rec, FINISHED, ts, attempt):
-            return
+        if self._terminal(rec, FINISHED, ts, attempt):
+            self._store_results(rec, results, src, ts)
+
+    def _store_results(self, rec: TaskRecord, results: Any, src: Source, ts: float) -> None:
+        tid = rec.task_id
         for i, (kind, size, location) in enumerate(results):
-            if kind == 2:  # an error value: no object
+            if kind != 1:  # inline (or an error): lives in its owner, not tracked here
                 continue
             oid = tid + (i + 1).to_bytes(4, "big")
-            node = self.node_by_addr.get(location) if location else src.node_id
-            state = (self._early.pop(oid, "IN_MEMORY") if self._early else "IN_MEMORY"
-                     ) if location else "INLINE"  # fmt: skip
-            self.objects[oid] = ObjectRecord(
-                oid, size, src.address, src.pid, node, state, tid, rec.call_site, ts
-            )
+            state = self._early.pop(oid, "IN_MEMORY") if self._early else "IN_MEMORY"
+            self.objects[oid] = ObjectRecord(oid, size, src.address, src.pid,
+                                             self.node_by_addr.get(location), state, tid,
+                                             rec.call_site, ts)  # fmt: skip
+
+    def _done(self, ev: Any, src: Source) -> None:
+        """A task reported whole (``events.TASK_DONE``): submitted, scheduled and finished.
+        The common case, so it is one function rather than three."""
+        _, ts, tid, attempt, results, sub, name, deps, nested, nret, tag, site, actor, sched, w = ev
+        rec = self.tasks.get(tid)
+        if rec is None:
+            rec = self.tasks[tid] = TaskRecord(tid)
+            if self._evicted:
+                self._evicted.pop(tid, None)
+        elif rec.creation_time is not None or RANK[rec.state] == 3:
+            rec.resubmitted()
+        rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
+        rec.num_returns, rec.tag, rec.creation_time, rec.scheduled_time = nret, tag, sub, sched
+        rec.call_site = rec.call_site or site
+        rec.owner, rec.owner_pid = src.address, src.pid
+        if actor is not None:
+            rec.actor_id, rec.type = actor, "ACTOR_TASK"
+        if rec.worker_pid is None:
+            wr = self.worker_by_addr.get(w)
+            if wr is not None:
+                rec.node_id, rec.worker_id, rec.worker_pid = wr.node_id, wr.worker_id, wr.pid
+        rec.state, rec.finish_time = FINISHED, ts
+        self._finished.append(tid)
+        if len(results) > 1 or results[0][0] == 1:
+            self._store_results(rec, results, src, ts)
 
     def _failed(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt, etype, message = ev
@@ -367,7 +429,7 @@ class EventLog(StateQueries):
         """Start pushing events to ``conn``: those from ``from_seq`` on (None: only new ones).
 
         Answers ``{"next_seq", "oldest_seq"}``; the pushes follow the answer on the same
-        connection, as ``event_batch(first_seq, header, events)`` notifications.
+        connection, as ``event_batch(first_seq, header, packed events)`` notifications.
         """
         start = self.next_seq if from_seq is None else max(1, int(from_seq))
         self.subscribers[conn] = Subscriber(conn, start)
@@ -403,17 +465,18 @@ class EventLog(StateQueries):
         if sub.next_seq < oldest:
             sub.conn.notify("events_lost", sub.next_seq, oldest)
             sub.next_seq = oldest
-        want = sub.next_seq
-        for first, header, batch in self._chunks_from(want):
-            part = batch if first >= want else batch[want - first :]
-            if part:
-                sub.conn.notify("event_batch", max(first, want), header, part)
+        # A batch reaching back before ``next_seq`` is sent whole; the subscriber skips what
+        # it already has (a combined event cannot be cut in the middle).
+        for first, header, blob, _n in self._chunks_from(sub.next_seq):
+            sub.conn.notify("event_batch", first, header, blob)
         sub.next_seq = self.next_seq
 
-    def _chunks_from(self, seq: int) -> list[tuple[int, list[Any], list[Any]]]:
+    def _chunks_from(self, seq: int) -> list[tuple[int, list[Any], bytes, int]]:
         """The chunks holding sequence numbers >= ``seq`` (usually just the newest one)."""
         out = []
         for chunk in reversed(self.chunks):
+            if chunk[0] + chunk[3] <= seq:
+                break
             out.append(chunk)
             if chunk[0] <= seq:
                 break

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from nbcluster.runtime.transport import Connection
 
 _HANDLE_SUFFIX = b"\xff\xff\xff\xff"  # actor handle objects (see runtime.actor)
+#: (reference table state, kind) -> where the value is, as ``list_objects`` says it
+_STATES = {(0, 0): "PENDING", (0, 1): "PENDING", (0, 2): "PENDING", (1, 0): "INLINE",
+           (1, 1): "IN_MEMORY", (2, 2): "ERROR", (2, 0): "ERROR", (2, 1): "ERROR"}  # fmt: skip
 
 
 def install(core: CoreWorker) -> None:
@@ -54,5 +57,6 @@ def snapshot(core: CoreWorker, conn: Connection | None = None) -> dict[str, Any]
             kind = "LOCAL_REFERENCE"
         else:
             kind = "BORROWED_BY_OTHERS"  # only other processes' refs keep it
-        refs.append([oid, kind, e.owned, e.owner, e.size, e.local, len(e.borrowers)])
+        refs.append([oid, kind, e.owned, e.owner, e.size, e.local, len(e.borrowers),
+                     _STATES.get((e.state, e.kind), "UNKNOWN")])  # fmt: skip
     return {"pid": os.getpid(), "kind": core.kind, "address": core.address, "refs": refs}

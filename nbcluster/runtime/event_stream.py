@@ -20,8 +20,40 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from nbcluster.runtime import events as E
 from nbcluster.runtime.transport import Connection, parse_address
+
+_KINDS = ("TASK_", "ACTOR_", "OBJECT_", "NODE_", "WORKER_")
+#: Event kind -> its name, as subscribers see it (``Event.type``).
+NAMES: dict[int, str] = {
+    v: k for k, v in vars(E).items() if k.startswith(_KINDS) and isinstance(v, int)
+}
+
+#: The names of each kind's fields after (kind, time).
+FIELDS: dict[int, tuple[str, ...]] = {
+    E.TASK_SUBMITTED: ("task_id", "name", "attempt", "args", "nested_args", "num_returns", "tag",
+                     "call_site", "actor_id"),
+    E.TASK_SCHEDULED: ("task_id", "attempt", "worker_address"),
+    E.TASK_RUNNING: ("task_id", "name"),
+    E.TASK_ENDED: ("task_id",),
+    E.TASK_FINISHED: ("task_id", "attempt", "results"),
+    E.TASK_FAILED: ("task_id", "attempt", "error_type", "error_message"),
+    E.TASK_RETRIED: ("task_id", "attempt", "reason"),
+    E.TASK_CANCELLED: ("task_id", "attempt"),
+    E.ACTOR_STATE: ("actor_id", "state", "class_name", "name", "namespace", "owner", "node_id",
+                  "pid", "num_restarts", "death_cause", "creation_task_id"),
+    E.OBJECT_CREATED: ("object_id", "size", "location", "call_site"),
+    E.OBJECT_SPILLED: ("object_id", "size"),
+    E.OBJECT_RESTORED: ("object_id", "size"),
+    E.OBJECT_FREED: ("object_id",),
+    E.NODE_JOINED: ("node_id", "address", "resources", "store_capacity"),
+    E.NODE_DEAD: ("node_id", "reason"),
+    E.NODE_STATS: ("node_id", "stats"),
+    E.WORKER_STARTED: ("worker_id", "pid", "address", "kind"),
+    E.WORKER_EXITED: ("worker_id", "pid", "kind"),
+}  # fmt: skip
 
 _SUBS: dict[Connection, EventSubscription] = {}
 _CLOSED = object()
@@ -45,26 +77,62 @@ class Event:
 def _plain(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.hex()
-    if isinstance(v, list) and v and isinstance(v[0], bytes):
-        return [x.hex() for x in v]
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
     return v
 
 
-def decode(first_seq: int, header: list[Any], batch: list[Any]) -> list[Event]:
+def _results(tid: bytes, results: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"object_id": (tid + (j + 1).to_bytes(4, "big")).hex(), "size": r[1], "location": r[2]}
+        for j, r in enumerate(results)
+    ]
+
+
+def _expand(ev: list[Any]) -> list[tuple[int, float, dict[str, Any]]]:
+    """(kind, time, fields) of each state change a wire event stands for (``events``)."""
+    try:
+        return _expand_one(ev)
+    except Exception:  # malformed: keep the numbering (the head counted it too)
+        n = E.LOGICAL.get(ev[0], 1) if ev and isinstance(ev[0], int) else 1
+        return [(-1, 0.0, {"raw": repr(ev)[:200]})] * n
+
+
+def _expand_one(ev: list[Any]) -> list[tuple[int, float, dict[str, Any]]]:
+    kind = ev[0]
+    if kind == E.TASK_DONE:
+        _, ts, tid, attempt, results, sub, name, deps, nested, nret, tag, site, actor, sched, w = ev
+        t = tid.hex()
+        return [
+            (E.TASK_SUBMITTED, sub, {
+                "task_id": t, "name": name, "attempt": attempt, "args": _plain(deps or []),
+                "nested_args": _plain(nested or []), "num_returns": nret, "tag": tag,
+                "call_site": site, "actor_id": _plain(actor)}),
+            (E.TASK_SCHEDULED, sched, {"task_id": t, "attempt": attempt, "worker_address": w}),
+            (E.TASK_FINISHED, ts, {"task_id": t, "attempt": attempt,
+                                   "results": _results(tid, results)}),
+        ]  # fmt: skip
+    if kind == E.TASK_RAN:
+        _, ts, tid, name, started = ev
+        return [(E.TASK_RUNNING, started, {"task_id": tid.hex(), "name": name}),
+                (E.TASK_ENDED, ts, {"task_id": tid.hex()})]  # fmt: skip
+    data = {name: _plain(v) for name, v in zip(FIELDS.get(kind, ()), ev[2:], strict=False)}
+    if kind == E.TASK_FINISHED:
+        data["results"] = _results(ev[2], ev[4])
+    return [(kind, ev[1], data)]
+
+
+def decode(first_seq: int, header: list[Any], blob: bytes) -> list[Event]:
+    """The events of one pushed batch (packed), numbered from ``first_seq``."""
+    batch = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     kind, pid, node_id, _worker_id, address = header
     source = {"kind": kind, "pid": pid, "node_id": node_id, "address": address}
     out = []
-    for i, ev in enumerate(batch):
-        names = E.FIELDS.get(ev[0], ())
-        data = {name: _plain(v) for name, v in zip(names, ev[2:], strict=False)}
-        if ev[0] == E.TASK_FINISHED:
-            tid = ev[2]
-            data["results"] = [
-                {"object_id": (tid + (j + 1).to_bytes(4, "big")).hex(), "size": r[1],
-                 "location": r[2]}
-                for j, r in enumerate(ev[4])
-            ]  # fmt: skip
-        out.append(Event(first_seq + i, ev[1], E.NAMES.get(ev[0], str(ev[0])), data, source))
+    seq = first_seq
+    for ev in batch:
+        for k, ts, data in _expand(ev):
+            out.append(Event(seq, ts, NAMES.get(k, str(k)), data, source))
+            seq += 1
     return out
 
 
@@ -123,15 +191,15 @@ class EventSubscription:
             conn.transport.pause_reading()
             self._paused = True
 
-    def _on_batch(self, first: int, header: list[Any], batch: list[Any]) -> None:
+    def _on_batch(self, first: int, header: list[Any], blob: bytes) -> None:
+        events = decode(first, header, blob)
         if first > self.next_seq:  # never expected: the head reports losses itself
             self._on_lost(self.next_seq, first)
-        elif first < self.next_seq:  # already seen (cannot happen on one connection)
-            batch = batch[self.next_seq - first :]
-            first = self.next_seq
-        if batch:
-            self.next_seq = first + len(batch)
-            self._deliver(decode(first, header, batch))
+        elif first < self.next_seq:  # a catch-up batch reaching back before where we are
+            events = [e for e in events if e.seq >= self.next_seq]
+        if events:
+            self.next_seq = events[-1].seq + 1
+            self._deliver(events)
 
     def _on_lost(self, first: int, upto: int) -> None:
         self.lost += upto - first

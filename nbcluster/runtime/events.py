@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from nbcluster.runtime.config import CONFIG
 
 if TYPE_CHECKING:
@@ -39,6 +41,12 @@ TASK_FINISHED = 5  # task_id, attempt, [[kind, size, location], ...] one per ret
 TASK_FAILED = 6  # task_id, attempt, error type, error message
 TASK_RETRIED = 7  # task_id, new attempt, reason
 TASK_CANCELLED = 8  # task_id, attempt
+#: SUBMITTED + SCHEDULED + FINISHED of a task that finished before it was reported:
+#: task_id, attempt, results, submitted, name, deps, nested, num_returns, tag, site, actor,
+#: scheduled, worker address
+TASK_DONE = 9
+#: RUNNING + ENDED of a task that ran between two flushes: task_id, name, started
+TASK_RAN = 11
 ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node, pid, restarts, death,
 #                   creation task id
 OBJECT_CREATED = 20  # oid, size, location (agent address; None: inline in its owner), site
@@ -51,39 +59,9 @@ NODE_STATS = 32  # node_id, {cpu_percent, mem_*, gpus, store_*, total, available
 WORKER_STARTED = 40  # worker_id, pid, address, kind ("worker" | "driver")
 WORKER_EXITED = 41  # worker_id, pid, kind
 
-NAMES = {
-    TASK_SUBMITTED: "TASK_SUBMITTED", TASK_SCHEDULED: "TASK_SCHEDULED",
-    TASK_RUNNING: "TASK_RUNNING", TASK_ENDED: "TASK_ENDED", TASK_FINISHED: "TASK_FINISHED",
-    TASK_FAILED: "TASK_FAILED", TASK_RETRIED: "TASK_RETRIED", TASK_CANCELLED: "TASK_CANCELLED",
-    ACTOR_STATE: "ACTOR_STATE", OBJECT_CREATED: "OBJECT_CREATED",
-    OBJECT_SPILLED: "OBJECT_SPILLED", OBJECT_RESTORED: "OBJECT_RESTORED",
-    OBJECT_FREED: "OBJECT_FREED", NODE_JOINED: "NODE_JOINED", NODE_DEAD: "NODE_DEAD",
-    NODE_STATS: "NODE_STATS", WORKER_STARTED: "WORKER_STARTED", WORKER_EXITED: "WORKER_EXITED",
-}  # fmt: skip
-
-#: The names of each kind's fields after (kind, time), for decoding (``nbcluster.util.state``).
-FIELDS: dict[int, tuple[str, ...]] = {
-    TASK_SUBMITTED: ("task_id", "name", "attempt", "args", "nested_args", "num_returns", "tag",
-                     "call_site", "actor_id"),
-    TASK_SCHEDULED: ("task_id", "attempt", "worker_address"),
-    TASK_RUNNING: ("task_id", "name"),
-    TASK_ENDED: ("task_id",),
-    TASK_FINISHED: ("task_id", "attempt", "results"),
-    TASK_FAILED: ("task_id", "attempt", "error_type", "error_message"),
-    TASK_RETRIED: ("task_id", "attempt", "reason"),
-    TASK_CANCELLED: ("task_id", "attempt"),
-    ACTOR_STATE: ("actor_id", "state", "class_name", "name", "namespace", "owner", "node_id",
-                  "pid", "num_restarts", "death_cause", "creation_task_id"),
-    OBJECT_CREATED: ("object_id", "size", "location", "call_site"),
-    OBJECT_SPILLED: ("object_id", "size"),
-    OBJECT_RESTORED: ("object_id", "size"),
-    OBJECT_FREED: ("object_id",),
-    NODE_JOINED: ("node_id", "address", "resources", "store_capacity"),
-    NODE_DEAD: ("node_id", "reason"),
-    NODE_STATS: ("node_id", "stats"),
-    WORKER_STARTED: ("worker_id", "pid", "address", "kind"),
-    WORKER_EXITED: ("worker_id", "pid", "kind"),
-}  # fmt: skip
+#: How many state changes a combined event stands for (every other event: one). The head
+#: numbers state changes, not tuples, so subscribers see one sequence number per change.
+LOGICAL = {TASK_DONE: 3, TASK_RAN: 2}
 
 #: Read by every hook before it builds an event; false turns the whole machinery off.
 ENABLED: bool = CONFIG.events
@@ -129,34 +107,61 @@ def _plain(tag: Any) -> Any:
 
 
 # -- hooks called from the runtime (each one line at its call site) ------------------------------
+#
+# Most tasks finish within a second of being submitted, so the owner reports a task once, as
+# TASK_DONE (its submission, placement and completion in one tuple), and reports it as
+# submitted separately only if it is still pending ``event_coalesce_s`` after submission (or
+# fails, is retried or cancelled, or a state query asks). Likewise a worker reports TASK_RAN
+# (start and end) for a task that ended between two flushes and TASK_RUNNING/TASK_ENDED for
+# one running at a flush. That halves the events per task (and the head's work), while
+# subscribers still see one event per state change: ``event_stream`` expands each combined
+# event into the ones it stands for, and the head numbers them as such.
+
+#: Owner: task id -> [submitted, task_id, name, attempt, deps, nested, num_returns, tag, site,
+#: actor, scheduled, worker address, reported] for every unfinished task it submitted.
+PENDING: dict[bytes, list[Any]] = {}
+#: Owner: the subset of PENDING not reported yet, in submission order.
+FRESH: dict[bytes, list[Any]] = {}
+#: Worker: task id -> [started, name, reported] of the tasks running in this process.
+RUNNING_NOW: dict[bytes, list[Any]] = {}
+
+
 def task_submitted(spec: Any) -> None:
+    tid = spec.task_id
     deps = [r._id for r in spec.deps] if spec.deps else None
     nested = [r._id for r in spec.held if hasattr(r, "_id")] if spec.held else None
-    BUF.append(
-        (TASK_SUBMITTED, _now(), spec.task_id, spec.fn.name, spec.attempt, deps, nested,
-         spec.num_returns, _plain(spec.tag), call_site(3), spec.actor)
-    )  # fmt: skip
+    r = [_now(), tid, spec.fn.name, spec.attempt, deps, nested, spec.num_returns,
+         _plain(spec.tag), call_site(3), spec.actor, None, None, False]  # fmt: skip
+    PENDING[tid] = r
+    FRESH[tid] = r
 
 
 def task_scheduled(spec: Any, conn: Connection) -> None:
-    BUF.append((TASK_SCHEDULED, _now(), spec.task_id, spec.attempt, conn.info.get("addr")))
-
-
-def task_running(task_id: bytes, name: str) -> None:
-    BUF.append((TASK_RUNNING, _now(), task_id, name))
-
-
-def task_ended(task_id: bytes) -> None:
-    BUF.append((TASK_ENDED, _now(), task_id))
+    r = PENDING.get(spec.task_id)
+    if r is None:
+        return
+    if r[12]:
+        BUF.append((TASK_SCHEDULED, _now(), spec.task_id, spec.attempt, conn.info.get("addr")))
+    else:
+        r[10], r[11] = _now(), conn.info.get("addr")
 
 
 def task_finished(spec: Any, results: list[Any]) -> None:
-    out = [[r[0], r[2], r[1] if r[0] == 1 else None] for r in results]  # 1: KIND_STORE
-    BUF.append((TASK_FINISHED, _now(), spec.task_id, spec.attempt, out))
+    tid = spec.task_id
+    out = [[x[0], x[2], x[1] if x[0] == 1 else None] for x in results]  # 1: KIND_STORE
+    r = PENDING.pop(tid, None)
+    now = _now()
+    if r is None or r[12]:
+        BUF.append((TASK_FINISHED, now, tid, spec.attempt, out))
+        return
+    FRESH.pop(tid, None)
+    BUF.append((TASK_DONE, now, tid, spec.attempt, out, r[0], r[2], r[4], r[5], r[6], r[7],
+                r[8], r[9], r[10] or now, r[11]))  # fmt: skip
 
 
 def task_failed(spec: Any, err_bytes: bytes | None) -> None:
     """A task's final failure; cancellation is reported as such, with the error's text."""
+    _report(PENDING.pop(spec.task_id, None))
     kind, message = describe_error(err_bytes)
     if spec.cancelled or kind == "TaskCancelledError":
         BUF.append((TASK_CANCELLED, _now(), spec.task_id, spec.attempt))
@@ -165,7 +170,51 @@ def task_failed(spec: Any, err_bytes: bytes | None) -> None:
 
 
 def task_retried(spec: Any, reason: str) -> None:
+    _report(PENDING.get(spec.task_id))
     BUF.append((TASK_RETRIED, _now(), spec.task_id, spec.attempt, reason))
+
+
+def _report(r: list[Any] | None) -> None:
+    """Report a task's submission (and placement) now, if not yet (event loop thread)."""
+    if r is None or r[12]:
+        return
+    r[12] = True
+    FRESH.pop(r[1], None)
+    BUF.append((TASK_SUBMITTED, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))
+    if r[10] is not None:
+        BUF.append((TASK_SCHEDULED, r[10], r[1], r[3], r[11]))
+
+
+def report_pending(older_than: float) -> None:
+    """Report the submissions waiting longer than ``older_than`` seconds, and the tasks
+    running in this process (called before each flush, on the event loop thread)."""
+    if FRESH:
+        cutoff = _now() - older_than
+        for tid in list(FRESH):
+            r = FRESH.get(tid)
+            if r is not None:
+                if r[0] > cutoff:
+                    break
+                _report(r)
+    if RUNNING_NOW:
+        for tid, r in list(RUNNING_NOW.items()):
+            if not r[2]:
+                r[2] = True
+                BUF.append((TASK_RUNNING, r[0], tid, r[1]))
+
+
+def task_running(task_id: bytes, name: str) -> None:
+    RUNNING_NOW[task_id] = [_now(), name, False]
+
+
+def task_ended(task_id: bytes) -> None:
+    r = RUNNING_NOW.pop(task_id, None)
+    if r is None:
+        return
+    if r[2]:
+        BUF.append((TASK_ENDED, _now(), task_id))
+    else:
+        BUF.append((TASK_RAN, _now(), task_id, r[1], r[0]))
 
 
 def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
@@ -183,8 +232,11 @@ def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
     return name, str(err)
 
 
-def object_freed(oid: bytes) -> None:
-    BUF.append((OBJECT_FREED, _now(), oid))
+def object_freed(oid: bytes, kind: int) -> None:
+    """Freed objects the head tracks: those in a store and ``put`` ones (small task results
+    live and die in their owner's memory; ``memory_summary`` asks owners about those)."""
+    if kind == 1 or oid.endswith(b"\x00\x00\x00\x00"):  # 1: KIND_STORE; index 0: put
+        BUF.append((OBJECT_FREED, _now(), oid))
 
 
 def object_created(oid: bytes, size: int, location: str | None) -> None:
@@ -205,15 +257,18 @@ def actor_state(info: Any) -> None:
 
 
 # -- shipping --------------------------------------------------------------------------------
-def take() -> list[tuple[Any, ...]]:
-    """Everything buffered so far, oldest first (appends racing with this stay for later)."""
+def take() -> bytes:
+    """Everything buffered so far, oldest first, packed (appends racing with this stay for
+    later). Batches travel and are kept as bytes: the head stores and forwards them as they
+    are, and a blob holds no Python objects for the garbage collector to walk."""
     popleft = BUF.popleft
-    return [popleft() for _ in range(len(BUF))]
+    return msgpack.packb([popleft() for _ in range(len(BUF))])  # type: ignore[no-any-return]
 
 
-def flush_core(core: CoreWorker) -> None:
-    """Ship this process's events now (loop thread); the state API calls it before a query,
-    so a process sees its own events in the answer."""
+def flush_core(core: CoreWorker, older_than: float = 0.0) -> None:
+    """Ship this process's events now (loop thread). The state API calls it before a query
+    (reporting every pending submission), so a process sees its own doings in the answer."""
+    report_pending(older_than)
     if BUF:
         head = getattr(core, "head", None)
         if head is not None and not head.closed:
@@ -231,18 +286,22 @@ def attach_core(core: CoreWorker) -> None:
     event_refs.install(core)
     if not ENABLED:
         return
+    for table in (PENDING, FRESH, RUNNING_NOW):  # left by an earlier session of this process
+        table.clear()
     interval = CONFIG.event_flush_s
+
+    coalesce = CONFIG.event_coalesce_s
 
     def tick() -> None:
         if core.closed:
             return
-        flush_core(core)
+        flush_core(core, coalesce)
         core.loop.call_later(interval, tick)
 
     core.loop.call_later(interval, tick)
 
 
-def attach_node(agent: NodeAgent, send: Callable[[list[Any], list[Any]], None] | None) -> None:
+def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes], None] | None) -> None:
     """Ship a node process's events with ``send(header, batch)`` (None: to the head over the
     agent's connection to it) and sample its resources."""
     if not ENABLED:
@@ -278,6 +337,6 @@ def _store_event(what: str, oid: bytes, size: int) -> None:
     BUF.append((OBJECT_SPILLED if what == "spilled" else OBJECT_RESTORED, _now(), oid, size))
 
 
-def send_via(conn: Connection) -> Callable[[list[Any], list[Any]], None]:
+def send_via(conn: Connection) -> Callable[[list[Any], bytes], None]:
     """A node's sender when the event log is in another process (the head)."""
     return lambda header, batch: conn.notify("events", header, batch)

@@ -46,10 +46,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(token: str, address: str) -> None:
+def _worker_main(token: str, address: str, host: str, advertise: str) -> None:
     from nbcluster.runtime.worker_main import run_worker
 
-    run_worker(address, token)
+    run_worker(address, token, host, advertise)
 
 
 def _advertised_host(host: str, head_address: str | None) -> str:
@@ -90,7 +90,8 @@ def main() -> None:
     ready_fd = int(cfg["ready_fd"])
     local_address = f"127.0.0.1:{sock.getsockname()[1]}" if host in ("0.0.0.0", "") else address
     fork_server = ForkServer.start(
-        lambda: _worker_main(token, local_address), close_fds=[sock.fileno(), ready_fd]
+        lambda: _worker_main(token, local_address, host, parse_address(address)[0]),
+        close_fds=[sock.fileno(), ready_fd],
     )
 
     loop = asyncio.new_event_loop()

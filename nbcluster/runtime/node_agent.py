@@ -37,6 +37,7 @@ from nbcluster.runtime.transport import Connection, Endpoint
 log = logging.getLogger("nbcluster.agent")
 
 EXTRA_WORKER_IDLE_S = 5.0
+LEASE_ASK_INTERVAL_S = 0.1
 
 
 class WorkerInfo:
@@ -102,6 +103,7 @@ class NodeAgent:
         #: node id -> {"address", "transfer", "total", "available"} of every live node
         self.view: dict[str, dict[str, Any]] = {}
         self._report_scheduled = False
+        self._asked_at = 0.0
         self.total = dict(resources)
         self.available = dict(resources)
         self.gpu_free = list(range(int(resources.get("GPU", 0))))
@@ -292,11 +294,13 @@ class NodeAgent:
         if self.closing:
             return
         need_spawn = 0
+        starved = False
         for req in list(self.requests):
             if req.fut.done() or (req.conn is not None and req.conn.closed):
                 self.requests.remove(req)
                 continue
             if not fits(self.available, req.resources):
+                starved = starved or fits(self.total, req.resources)
                 continue
             if not self.idle:
                 need_spawn += 1
@@ -308,7 +312,21 @@ class NodeAgent:
         while need_spawn > self.starting and spare < self.max_workers:
             self._spawn()
             spare += 1
+        if starved:
+            self._ask_for_leases()
 
+    def _ask_for_leases(self) -> None:
+        """Someone waits for resources that leases hold: ask their owners to give back the
+        ones they are not using right away, instead of keeping them for their idle timeout,
+        so one busy driver cannot starve another."""
+        now = time.monotonic()
+        if now - self._asked_at < LEASE_ASK_INTERVAL_S:
+            return
+        self._asked_at = now
+        owners = {w.lease[0] for w in self.workers.values() if w.lease and w.actor is None}
+        for conn in owners:
+            if conn is not None and not conn.closed:
+                conn.notify("leases_wanted")
     def _grant(self, w: WorkerInfo, req: LeaseRequest) -> None:
         res = req.hold
         for k, v in res.items():

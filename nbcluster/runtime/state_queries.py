@@ -158,26 +158,37 @@ class StateQueries:
             if isinstance(ans, BaseException) or ans is None:
                 unreachable.append({"pid": w.pid, "address": w.address, "error": str(ans)})
                 continue
-            for oid, ref_kind, owned, owner, size, _local, borrowers in ans["refs"]:
+            for oid, ref_kind, owned, owner, size, _local, borrowers, where in ans["refs"]:
                 item = objects.get(oid)
                 if item is None:
-                    rec = self.objects.get(oid)
-                    item = objects[oid] = (
-                        rec.public() if rec is not None else
-                        {"object_id": oid.hex(), "object_size": size, "owner": owner,
-                         "state": "ACTOR" if ref_kind == "ACTOR_HANDLE" else "UNKNOWN",
-                         "spilled": False, "call_site": "",
-                         "node_id": None, "task_id": oid[:16].hex()}
-                    )  # fmt: skip
+                    item = objects[oid] = self._object_item(oid, ref_kind, owner, size, where)
                     item["references"] = []
-                if owned and size:
-                    item["object_size"] = size
+                if owned:  # the owner knows best what and where the value is
+                    item["object_size"] = size or item["object_size"]
+                    if oid not in self.objects and ref_kind != "ACTOR_HANDLE":
+                        item["state"] = where
                 item["references"].append(
                     {"pid": ans["pid"], "process": ans["kind"], "address": ans["address"],
                      "reference_type": ref_kind, "owned": owned, "borrowers": borrowers}
                 )  # fmt: skip
         nodes = [self._public("nodes", n, {}) for n in self.nodes.values()]
         return {"objects": list(objects.values()), "nodes": nodes, "unreachable": unreachable}
+
+    def _object_item(self, oid: bytes, ref_kind: str, owner: str, size: int, where: str
+                     ) -> dict[str, Any]:  # fmt: skip
+        """What the tables know of an object a process references (small task results are
+        not tracked as objects: their task says where they came from)."""
+        rec = self.objects.get(oid)
+        if rec is not None:
+            return rec.public()
+        task = self.tasks.get(oid[:16]) if not oid.endswith(b"\0\0\0\0") else None
+        return {
+            "object_id": oid.hex(), "object_size": size, "owner": owner,
+            "owner_pid": task.owner_pid if task else None,
+            "state": "ACTOR" if ref_kind == "ACTOR_HANDLE" else where,
+            "spilled": False, "call_site": task.call_site if task else "",
+            "node_id": None, "task_id": task.task_id.hex() if task else None,
+        }  # fmt: skip
 
     async def _refs_of(self, w: WorkerRecord) -> Any:
         conn = self._ref_conns.get(w.address)

@@ -141,13 +141,24 @@ class StoreService:
 
     def _open_for_transfer(self, oid: bytes) -> Any:
         reader = ("transfer", next(self._xfer_ids))
-        got = self._on_loop(self.store.open, oid, reader)
+        got = asyncio.run_coroutine_threadsafe(self._open_sealed(oid, reader), self.loop).result()
         if got is None:
             return None
         offset, size = got
         return self.arena.readonly(offset, size), lambda: self.loop.call_soon_threadsafe(
             self.store.release, oid, reader
         )
+
+    async def _open_sealed(self, oid: bytes, reader: object) -> Any:
+        """Open for a transfer; an object still being written is served once sealed (a ref
+        can reach another node before its writer's seal reaches us)."""
+        got = self.store.open(oid, reader)
+        if got is None and self.store.contains(oid):
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            self._seal_waiters.setdefault(oid, []).append(fut)
+            await fut
+            got = self.store.open(oid, reader)
+        return got
 
     def _pull(self, oid: bytes, location: str, source: str) -> None:
         created = []

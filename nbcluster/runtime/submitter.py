@@ -46,6 +46,8 @@ log = logging.getLogger("nbcluster.submitter")
 MAX_LEASE_REQUESTS = 4
 #: Lease requests unanswered this long mean the cluster is full: then tasks are pipelined.
 PIPELINE_AFTER_S = 0.005
+#: How long to give idle leases back at once after the node asked for them.
+EAGER_RETURN_S = 1.0
 #: Arguments at least this large pull their task to the node that holds them.
 LOCALITY_MIN_BYTES = 1 << 20
 
@@ -124,6 +126,7 @@ class Submitter:
         self._warned: set[tuple[Any, ...]] = set()
         self.actor_queues: dict[bytes, ActorQueue] = {}
         self.lineage = Lineage()
+        self._eager_until = 0.0
         self.dead_agents: set[str] = set()
 
     def start(self) -> None:
@@ -410,6 +413,8 @@ class Submitter:
             self._fail_raw(spec, results[0][1])
         if spec.actor is None and spec.cls is not None:
             self._mark_dirty(spec.cls)
+            if lease is not None and not lease.inflight and time.monotonic() < self._eager_until:
+                self.core.loop.call_soon(self._reap_idle, False)
 
     def _should_retry_error(self, spec: TaskSpec, err_bytes: bytes) -> bool:
         retry = spec.retry_exceptions
@@ -747,19 +752,26 @@ class Submitter:
         output.deliver(spec.tag if spec is not None else None, stream, text, where)
 
     # -- idle leases ------------------------------------------------------------------------
-    def _reap_idle(self) -> None:
+    def on_leases_wanted(self) -> None:
+        """Others wait for our node's resources: for a while, give leases back as soon as
+        they fall idle rather than after the idle timeout."""
+        self._eager_until = time.monotonic() + EAGER_RETURN_S
+        self._reap_idle(reschedule=False)
+
+    def _reap_idle(self, reschedule: bool = True) -> None:
         if self.core.closed:
             return
         now = time.monotonic()
-        timeout = CONFIG.idle_lease_timeout_s
+        timeout = 0.0 if now < self._eager_until else CONFIG.idle_lease_timeout_s
         for cls in self.classes.values():
             if cls.queue:
                 continue
             for lease in list(cls.leases):
-                if not lease.inflight and now - lease.last_used > timeout:
+                if not lease.inflight and now - lease.last_used >= timeout:
                     cls.leases.remove(lease)
                     lease.agent.notify("return_lease", lease.worker_id, False)
-        self.core.loop.call_later(0.1, self._reap_idle)
+        if reschedule:
+            self.core.loop.call_later(0.1, self._reap_idle)
 
     def return_all_leases(self) -> None:
         for cls in self.classes.values():

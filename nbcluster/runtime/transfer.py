@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,17 @@ CHUNK = 8 << 20
 OpenFn = Callable[[bytes], "tuple[memoryview, Callable[[], None]] | None"]
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Read exactly ``n`` bytes; with ``deadline`` (monotonic), all of them by then."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("handshake not finished in time")
+            sock.settimeout(left)
         k = sock.recv_into(view[got:])
         if k == 0:
             raise ConnectionError("peer closed the transfer connection")
@@ -63,9 +70,12 @@ def client_handshake(sock: socket.socket, token: str) -> None:
 
 
 def server_handshake(sock: socket.socket, token: str) -> bool:
+    """The server's side; the whole handshake must finish within the handshake timeout, so a
+    peer trickling bytes cannot hold a thread."""
+    deadline = time.monotonic() + CONFIG.handshake_timeout_s
     nonce, hello = auth.server_hello()
     sock.sendall(hello)
-    reply = _recv_exact(sock, auth.CLIENT_REPLY_LEN)
+    reply = _recv_exact(sock, auth.CLIENT_REPLY_LEN, deadline)
     finish = auth.server_check(token, nonce, reply)
     if finish is None:
         sock.sendall(auth.DENY)
@@ -120,7 +130,7 @@ class TransferServer:
                     finally:
                         view.release()
                         release()
-            except (OSError, ConnectionError) as e:
+            except (OSError, ConnectionError, TimeoutError) as e:
                 log.warning("transfer connection from %s failed: %s", peer, e)
 
     def close(self) -> None:

@@ -114,9 +114,9 @@ class Connection(asyncio.Protocol):
         if not self._authed:
             self._handshake(data)
             return
-        self._unpacker.feed(data)
         handlers = self.endpoint.handlers
         try:
+            self._unpacker.feed(data)
             for msg in self._unpacker:
                 handlers[msg[0]](self, msg)
         except Exception as e:  # malformed input from an authenticated peer: drop the link

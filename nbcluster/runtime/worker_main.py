@@ -8,8 +8,9 @@ from nbcluster.runtime.core_worker import CoreWorker
 from nbcluster.runtime.executor import Executor
 
 
-def run_worker(agent_address: str, token: str) -> None:
-    core = CoreWorker("worker", agent_address, token)
+def run_worker(agent_address: str, token: str, host: str, advertise: str) -> None:
+    """``host``/``advertise``: where the worker listens and how other nodes reach it."""
+    core = CoreWorker("worker", agent_address, token, host=host, advertise=advertise)
     # The agent is our lifeline: if it goes, so do we (nothing could use our results).
     core.on_agent_lost = lambda: os._exit(0)
     executor = Executor(core)  # before start: a task may arrive as soon as we register
