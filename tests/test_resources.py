@@ -9,7 +9,14 @@ import time
 import warnings
 
 import pytest
-from conftest import DEFAULT_CPUS, file_barrier, wait_for_file, wait_until, write_pid
+from conftest import (
+    DEFAULT_CPUS,
+    SERIAL_DISPATCH,
+    file_barrier,
+    wait_for_file,
+    wait_until,
+    write_pid,
+)
 
 import nbcluster as nc
 from nbcluster.exceptions import TaskCancelledError
@@ -128,23 +135,25 @@ def test_custom_resource_limits_concurrency(make_cluster):
     assert_never_overlap(nc.get([special.remote() for _ in range(4)], timeout=30))
 
 
-@pytest.mark.xfail(
-    reason="runtime: on a fresh cluster the 2nd of 2 tasks is stacked behind the 1st on one worker",
-    strict=True,
-)
-def test_gpus_are_assigned_through_cuda_visible_devices(make_cluster, tmp_path):
+def test_gpus_are_assigned_through_cuda_visible_devices(make_cluster):
     make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=2)
     assert nc.cluster_resources()["GPU"] == 2.0
 
+    device, assigned, _ = nc.get(gpu_view.remote(), timeout=30)
+    assert device in {"0", "1"}
+    assert assigned["GPU"] == 1.0
+
+    both, both_assigned, _ = nc.get(gpu_view.options(num_gpus=2).remote(), timeout=30)
+    assert sorted(both.split(",")) == ["0", "1"]
+    assert both_assigned["GPU"] == 2.0
+
+
+@SERIAL_DISPATCH
+def test_gpu_tasks_at_the_same_time_get_different_devices(make_cluster, tmp_path):
+    make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=2)
     barrier = str(tmp_path / "barrier")
-    (first, first_res, met1), (second, second_res, met2) = nc.get(
+    (first, _, met1), (second, _, met2) = nc.get(
         [gpu_view.remote(barrier), gpu_view.remote(barrier)], timeout=30
     )
     assert (met1, met2) == (True, True), "two one-GPU tasks should run at once on two GPUs"
-    assert {first, second} == {"0", "1"}, "two GPU tasks at once get different devices"
-    assert first_res["GPU"] == 1.0
-    assert second_res["GPU"] == 1.0
-
-    both, both_res, _ = nc.get(gpu_view.options(num_gpus=2).remote(), timeout=30)
-    assert sorted(both.split(",")) == ["0", "1"]
-    assert both_res["GPU"] == 2.0
+    assert {first, second} == {"0", "1"}
