@@ -416,14 +416,6 @@ class Starved(AssertionError):
     """The second driver's task did not run while the first kept the CPU busy."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Starved,
-    reason="an owner keeps a worker lease while it has tasks of that shape, and for "
-    "idle_lease_timeout_s (0.5 s) after; a driver that submits again within 0.5 s never "
-    "gives the lease back, and the agent has no way to reclaim it for another owner's "
-    "queued request (Ray returns a lease when the owner's queue for it is empty)",
-)
 def test_a_second_driver_is_not_starved_by_a_busy_one(tmp_path: Path) -> None:
     with CliCluster(tmp_path) as cluster:
         head = cluster.start_head("--num-cpus", "1")

@@ -136,10 +136,6 @@ def test_users_own_exception_class_can_be_caught(cluster):
     assert "over quota" in str(info.value)
 
 
-@pytest.mark.xfail(
-    reason="runtime: an error re-raised by a nested get is a TaskError but not a ValueError",
-    strict=True,
-)
 def test_error_flows_through_dependent_and_nested_tasks(cluster):
     with pytest.raises(ValueError, match="bad value 1"):
         nc.get(add.remote(fail_with_value_error.remote(1), 1))

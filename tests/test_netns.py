@@ -194,15 +194,6 @@ class UnreachableWorker(AssertionError):
     """The known failure below, told apart from any other."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnreachableWorker,
-    reason="workers listen on and advertise 127.0.0.1 whatever the node's --host "
-    "(worker_main.run_worker builds CoreWorker without a host), so an owner in another "
-    "network namespace or machine is granted a lease on '127.0.0.1:PORT' and cannot reach "
-    "the worker ('cannot reach leased worker 127.0.0.1:...'); it then retries without pause, "
-    "and each try kills the granted worker",
-)
 def test_a_driver_in_ns2_runs_tasks_on_both_nodes_and_moves_50mb_across(
     netns_cluster: NetnsCluster,
 ) -> None:

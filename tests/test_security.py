@@ -377,18 +377,7 @@ class UnclearRefusal(AssertionError):
     "payload",
     [
         pytest.param(b"\xdd\xff\xff\xff\xff" + b"\x00" * 100, id="array32-of-4G-entries"),
-        pytest.param(
-            b"\xdb\xff\xff\xff\xff" + b"x" * (10 << 20),
-            id="str32-of-4GiB-then-10MB",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=UnclearRefusal,
-                reason="transport.Connection.data_received calls Unpacker.feed() outside its "
-                "try block: msgpack's BufferFull (frame > max_frame_bytes) escapes to asyncio, "
-                "which drops the link but logs 'Fatal error: protocol.data_received() call "
-                "failed' with a traceback, not a warning naming the peer",
-            ),
-        ),
+        pytest.param(b"\xdb\xff\xff\xff\xff" + b"x" * (10 << 20), id="str32-of-4GiB-then-10MB"),
     ],
 )
 def test_an_authenticated_peer_sending_an_oversized_frame_is_dropped(
@@ -444,16 +433,7 @@ class HeldOpen(AssertionError):
     "kind",
     [
         "loop",
-        pytest.param(
-            "transfer",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=HeldOpen,
-                reason="transfer.TransferServer applies handshake_timeout_s to each recv() "
-                "(socket.settimeout), not to the whole handshake: a peer sending one byte "
-                "per second holds a thread and a socket for 68 s",
-            ),
-        ),
+        "transfer",
     ],
 )
 def test_a_slow_loris_dripping_bytes_is_closed_within_the_handshake_timeout(

@@ -284,6 +284,10 @@ def _format_tb(e: BaseException) -> str:
 
 
 def _picklable(e: BaseException) -> BaseException | None:
+    """The cause to ship: a nested task's error ships its own cause, so the caller's error
+    is still an instance of the class first raised."""
+    if isinstance(e, exc.TaskError) and e.cause is not None:
+        e = e.cause
     try:
         cloudpickle.dumps(e)
         return e
