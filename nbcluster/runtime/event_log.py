@@ -1,16 +1,12 @@
-"""The head's event log: recent history, live subscribers and the state tables behind them.
+"""The head's event log: numbered history, live subscribers and the state tables behind them.
 
 Every process sends its events here in batches (``events``). Each batch gets the next range
-of a global sequence number and is kept, as received, in a bounded history; the same batch is
-pushed to every subscriber, so a subscriber sees every event once, in sequence order. A
-subscriber that cannot keep up (its connection's send buffer passes ``LAG_BYTES``) is paused
-rather than buffered without bound; when it drains it resumes from where it stopped, and if
-the history no longer reaches back that far it is told exactly which sequence numbers it lost
-(``events_lost``) — a gap is never silent.
-
-The same events update the state tables (``state_tables``) that answer snapshot queries.
-Memory is bounded by ``event_history`` events and ``event_max_tasks`` / ``event_max_objects``
-records; finished tasks are forgotten oldest first.
+of a global sequence number (one per state change), is kept as received in a bounded history
+and pushed to every subscriber (``event_subscribers``). The same events update the state
+tables (``state_tables``) that answer snapshot queries (``state_queries``): most batches at
+once, the bulk (TASK_DONE / TASK_RAN batches) when a query needs them, so a busy cluster
+nobody is looking at costs the head little. Memory is bounded by ``event_history`` events
+and ``event_max_tasks`` / ``event_max_objects`` records; finished tasks go oldest first.
 
 RPCs (any authenticated connection): ``events``, ``subscribe_events``, ``unsubscribe_events``,
 ``state_list``, ``state_get``, ``state_summary``, ``state_timeline``, ``state_memory``.
@@ -27,6 +23,7 @@ import msgpack
 
 from nbcluster.runtime import events as E
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.event_subscribers import Subscribers, array_len
 from nbcluster.runtime.state_queries import StateQueries
 from nbcluster.runtime.state_tables import (
     CANCELLED,
@@ -36,20 +33,16 @@ from nbcluster.runtime.state_tables import (
     RANK,
     RUNNING,
     SCHEDULED,
-    NodeRecord,
+    EntityEvents,
     ObjectRecord,
     TaskRecord,
-    WorkerRecord,
 )
 
 if TYPE_CHECKING:
     from nbcluster.runtime.node_directory import NodeDirectory
-    from nbcluster.runtime.transport import Connection, Endpoint
+    from nbcluster.runtime.transport import Endpoint
 
 log = logging.getLogger("nbcluster.events")
-
-#: A subscriber whose unsent bytes exceed this is paused until its connection drains.
-LAG_BYTES = 8 << 20
 
 
 class Source:
@@ -61,18 +54,10 @@ class Source:
         self.kind, self.pid, self.node_id, self.worker_id, self.address = header
 
 
-class Subscriber:
-    __slots__ = ("conn", "next_seq", "paused")
-
-    def __init__(self, conn: Connection, next_seq: int) -> None:
-        self.conn = conn
-        self.next_seq = next_seq  # the first sequence number it has not been sent
-        self.paused = False
-
-
-class EventLog(StateQueries):
+class EventLog(EntityEvents, StateQueries, Subscribers):
     def __init__(self, endpoint: Endpoint, directory: NodeDirectory | None = None) -> None:
-        super().__init__()
+        StateQueries.__init__(self)
+        Subscribers.__init__(self)
         self.endpoint = endpoint
         self.loop = endpoint.loop
         self.directory = directory
@@ -83,14 +68,16 @@ class EventLog(StateQueries):
         self.chunks: collections.deque[tuple[int, list[Any], bytes, int]] = collections.deque()
         self.size = 0
         self.next_seq = 1
-        self.subscribers: dict[Connection, Subscriber] = {}
         self._sources: dict[tuple[Any, ...], Source] = {}
         self._finished: collections.deque[bytes] = collections.deque()
         #: tasks forgotten to bound memory (recent ones): late reports about them are ignored
         self._evicted: dict[bytes, None] = {}
-        #: spills reported (by the store's node) before the owner reported the object
+        #: spills (reported by the store's node) and frees of objects whose creation is not
+        #: applied yet: the owner's report may arrive, or be applied, later
         self._early: dict[bytes, str] = {}
-        self._retry_scheduled = False
+        #: (source, packed TASK_DONE or TASK_RAN batch, state changes) not applied yet
+        self._unapplied: collections.deque[tuple[Source, bytes, int]] = collections.deque()
+        self._unapplied_size = 0
         self._handlers: dict[int, Callable[[Any, Source], None]] = {
             E.TASK_SUBMITTED: self._submitted, E.TASK_SCHEDULED: self._scheduled,
             E.TASK_RUNNING: self._running, E.TASK_ENDED: self._ended,
@@ -111,25 +98,48 @@ class EventLog(StateQueries):
         for kind, w in E.LOGICAL.items():
             self._weight[kind] = w
         rpc = endpoint.rpc
-        rpc["events"] = lambda conn, header, blob: self.ingest(header, blob)
+        rpc["events"] = lambda conn, header, *blobs: self.ingest(header, *blobs)
         rpc["subscribe_events"] = self.subscribe
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
 
     # -- ingest ---------------------------------------------------------------------------------
-    def ingest(self, header: list[Any], blob: bytes) -> None:
-        """One process's batch of events (packed, see ``events.take``)."""
-        try:  # tuples, not lists: tuples of plain values are not tracked by the collector
-            batch = msgpack.unpackb(blob, use_list=False, raw=False, strict_map_key=False)
-        except Exception as e:
-            log.warning("undecodable event batch from pid %s: %r", header[1:2], e)
-            return
-        if not batch:
-            return
+    def ingest(
+        self, header: list[Any], blob: bytes | None, done: bytes | None = None,
+        ran: bytes | None = None,
+    ) -> None:  # fmt: skip
+        """One process's events, packed (``events.take``): ``blob`` is applied now; ``done``
+        and ``ran`` (only TASK_DONE / TASK_RAN, most of the traffic) are numbered and kept
+        as they are, and applied when a query needs the tables (``catch_up``)."""
         key = tuple(header)
         src = self._sources.get(key)
         if src is None:
             src = self._sources[key] = Source(header)
+        if blob:
+            self._append(header, blob, self._apply(src, blob))
+        for kind, lazy in ((E.TASK_DONE, done), (E.TASK_RAN, ran)):
+            if lazy:
+                try:
+                    n = array_len(lazy) * E.LOGICAL[kind]
+                except ValueError:
+                    log.warning("undecodable event batch from pid %s", src.pid)
+                    continue
+                self._append(header, lazy, n)
+                self._unapplied.append((src, lazy, n))
+                self._unapplied_size += n
+                while self._unapplied_size > self.max_events:  # as old as history keeps
+                    self._unapplied_size -= self._unapplied.popleft()[2]
+        self._bound()
+        if self.subscribers:
+            self._push()
+
+    def _apply(self, src: Source, blob: bytes) -> int:
+        """Update the tables with a packed batch; return how many state changes it holds."""
+        try:  # tuples, not lists: tuples of plain values are not tracked by the collector
+            batch = msgpack.unpackb(blob, use_list=False, raw=False, strict_map_key=False)
+        except Exception as e:
+            log.warning("undecodable event batch from pid %s: %r", src.pid, e)
+            return 0
         handlers, weight = self._by_kind, self._weight
         n = 0
         for ev in batch:
@@ -141,17 +151,28 @@ class EventLog(StateQueries):
                     fn(ev, src)
             except Exception as e:  # one malformed event must not stop the log
                 log.warning("bad event %.200r from pid %s: %r", ev, src.pid, e)
+        return n
+
+    def _append(self, header: list[Any], blob: bytes, n: int) -> None:
         self.chunks.append((self.next_seq, header, blob, n))
         self.next_seq += n
         self.size += n
         while self.size > self.max_events and len(self.chunks) > 1:
             self.size -= self.chunks.popleft()[3]
+
+    def catch_up(self) -> None:
+        """Apply the kept TASK_DONE / TASK_RAN batches (before answering a query)."""
+        while self._unapplied:
+            src, blob, n = self._unapplied.popleft()
+            self._unapplied_size -= n
+            self._apply(src, blob)
+        self._bound()
+
+    def _bound(self) -> None:
         if len(self.tasks) > self.max_tasks:
             self._evict_tasks()
         while len(self.objects) > self.max_objects:
             del self.objects[next(iter(self.objects))]
-        if self.subscribers:
-            self._push()
 
     # -- tasks ----------------------------------------------------------------------------------
     def _task(self, tid: bytes) -> TaskRecord:
@@ -251,6 +272,8 @@ class EventLog(StateQueries):
                 continue
             oid = tid + (i + 1).to_bytes(4, "big")
             state = self._early.pop(oid, "IN_MEMORY") if self._early else "IN_MEMORY"
+            if state == "FREED":
+                continue
             self.objects[oid] = ObjectRecord(oid, size, src.address, src.pid,
                                              self.node_by_addr.get(location), state, tid,
                                              rec.call_site, ts)  # fmt: skip
@@ -345,143 +368,19 @@ class EventLog(StateQueries):
         if rec is not None:
             rec.state = state
             return
+        self._remember(oid, state)
+
+    def _remember(self, oid: bytes, state: str) -> None:
         self._early[oid] = state
         if len(self._early) > self.max_objects:
             del self._early[next(iter(self._early))]
 
     def _freed(self, ev: Any, src: Source) -> None:
-        self.objects.pop(ev[2], None)
-        if self._early:
-            self._early.pop(ev[2], None)
-
-    # -- actors, nodes, workers -------------------------------------------------------------------
-    def _actor(self, ev: Any, src: Source) -> None:
-        _, ts, aid, state, cls, name, ns, owner, node, pid, restarts, death, create_id = ev
-        rec = self.actors.get(aid)
-        if rec is None:
-            rec = self.actors[aid] = {"actor_id": aid.hex(), "start_time_ms": int(ts * 1000)}
-            while len(self.actors) > self.max_tasks:
-                del self.actors[next(iter(self.actors))]
-        rec.update(
-            state=state,
-            class_name=cls,
-            name=name,
-            namespace=ns,
-            owner=owner,
-            node_id=node,
-            pid=pid,
-            num_restarts=restarts,
-            death_cause=death or None,
-        )
-        if state == "DEAD":
-            rec["end_time_ms"] = int(ts * 1000)
-        # The creation task's owner is the head, which reports it through the actor's state.
-        task = self._task(create_id)
-        if not task.name:
-            task.name, task.type, task.actor_id = f"{cls}.__init__", "ACTOR_CREATION_TASK", aid
-            task.owner, task.creation_time = owner, ts
-        if RANK[task.state] < 3:
-            if state == "ALIVE":
-                self._terminal(task, FINISHED, ts, task.attempt_number)
-            elif state == "DEAD":
-                self._terminal(task, FAILED, ts, task.attempt_number)
-                task.error_type, task.error_message = "ActorDiedError", death
-
-    def _node_joined(self, ev: Any, src: Source) -> None:
-        _, ts, node_id, address, resources, cap = ev
-        rec = self.nodes[node_id] = NodeRecord(node_id, address, resources, cap)
-        rec.start_time = ts
-        self.node_by_addr[address] = node_id
-
-    def _node_dead(self, ev: Any, src: Source) -> None:
-        rec = self.nodes.get(ev[2])
-        if rec is not None:
-            rec.state, rec.death_reason = "DEAD", ev[3]
-        for w in self.workers.values():
-            if w.node_id == ev[2] and w.state == "ALIVE":
-                w.state, w.end_time = "DEAD", ev[1]
-
-    def _node_stats(self, ev: Any, src: Source) -> None:
-        rec = self.nodes.get(ev[2])
-        if rec is not None:
-            rec.stats = ev[3]
-
-    def _worker_started(self, ev: Any, src: Source) -> None:
-        _, ts, wid, pid, addr, kind = ev
-        w = WorkerRecord(wid, pid, addr, kind, src.node_id)
-        w.start_time = ts
-        self.workers[wid] = w
-        self.worker_by_addr[addr] = w
-        if len(self.workers) > self.max_tasks:
-            dead = [k for k, v in self.workers.items() if v.state != "ALIVE"]
-            for k in dead[: len(dead) // 2 + 1]:
-                gone = self.workers.pop(k)
-                if self.worker_by_addr.get(gone.address) is gone:
-                    del self.worker_by_addr[gone.address]
-
-    def _worker_exited(self, ev: Any, src: Source) -> None:
-        w = self.workers.get(ev[2])
-        if w is not None:
-            w.state, w.end_time = "DEAD", ev[1]
-
-    # -- subscribers ------------------------------------------------------------------------------
-    def subscribe(self, conn: Connection, from_seq: int | None = None) -> Any:
-        """Start pushing events to ``conn``: those from ``from_seq`` on (None: only new ones).
-
-        Answers ``{"next_seq", "oldest_seq"}``; the pushes follow the answer on the same
-        connection, as ``event_batch(first_seq, header, packed events)`` notifications.
-        """
-        start = self.next_seq if from_seq is None else max(1, int(from_seq))
-        self.subscribers[conn] = Subscriber(conn, start)
-        self.loop.call_soon(self._push)  # after the reply, which is queued first
-        return {"next_seq": self.next_seq, "oldest_seq": self.oldest_seq()}
-
-    def oldest_seq(self) -> int:
-        return self.chunks[0][0] if self.chunks else self.next_seq
-
-    def _push(self) -> None:
-        for conn, sub in list(self.subscribers.items()):
-            if conn.closed:
-                del self.subscribers[conn]
-                continue
-            if sub.next_seq >= self.next_seq:
-                continue
-            transport = conn.transport
-            if transport is not None and transport.get_write_buffer_size() > LAG_BYTES:
-                sub.paused = True
-                continue
-            sub.paused = False
-            self._send_from(sub)
-        if any(s.paused for s in self.subscribers.values()) and not self._retry_scheduled:
-            self._retry_scheduled = True
-            self.loop.call_later(0.05, self._retry_paused)
-
-    def _retry_paused(self) -> None:
-        self._retry_scheduled = False
-        self._push()
-
-    def _send_from(self, sub: Subscriber) -> None:
-        oldest = self.oldest_seq()
-        if sub.next_seq < oldest:
-            sub.conn.notify("events_lost", sub.next_seq, oldest)
-            sub.next_seq = oldest
-        # A batch reaching back before ``next_seq`` is sent whole; the subscriber skips what
-        # it already has (a combined event cannot be cut in the middle).
-        for first, header, blob, _n in self._chunks_from(sub.next_seq):
-            sub.conn.notify("event_batch", first, header, blob)
-        sub.next_seq = self.next_seq
-
-    def _chunks_from(self, seq: int) -> list[tuple[int, list[Any], bytes, int]]:
-        """The chunks holding sequence numbers >= ``seq`` (usually just the newest one)."""
-        out = []
-        for chunk in reversed(self.chunks):
-            if chunk[0] + chunk[3] <= seq:
-                break
-            out.append(chunk)
-            if chunk[0] <= seq:
-                break
-        out.reverse()
-        return out
+        oid = ev[2]
+        if self.objects.pop(oid, None) is not None:
+            self._early.pop(oid, None)
+        elif self._unapplied and not oid.endswith(b"\0\0\0\0"):
+            self._remember(oid, "FREED")  # a task result whose TASK_DONE is not applied yet
 
     def available_of(self, node_id: str) -> dict[str, float] | None:
         """Logical resources free on a node, from the head's own directory (freshest)."""

@@ -66,10 +66,15 @@ LOGICAL = {TASK_DONE: 3, TASK_RAN: 2}
 #: Read by every hook before it builds an event; false turns the whole machinery off.
 ENABLED: bool = CONFIG.events
 BUF: collections.deque[tuple[Any, ...]] = collections.deque()
+#: The two commonest events, TASK_DONE and TASK_RAN, travel in batches of their own: the
+#: head keeps those as they are and reads them only when a query needs its tables current.
+DONE_BUF: collections.deque[tuple[Any, ...]] = collections.deque()
+RAN_BUF: collections.deque[tuple[Any, ...]] = collections.deque()
 _now = time.time
 
 # A forked child starts with an empty buffer: its parent's events are the parent's to send.
-os.register_at_fork(after_in_child=BUF.clear)
+for _buf in (BUF, DONE_BUF, RAN_BUF):
+    os.register_at_fork(after_in_child=_buf.clear)
 
 
 def emit(kind: int, *fields: Any) -> None:
@@ -161,8 +166,8 @@ def task_finished(spec: Any, results: list[Any]) -> None:
         return
     del FRESH[tid]
     name, deps, nested, nret, tag, actor = _submission(spec)
-    BUF.append((TASK_DONE, now, tid, spec.attempt, out, r[0], name, deps, nested, nret, tag,
-                r[1], actor, r[3] or now, r[4]))  # fmt: skip
+    DONE_BUF.append((TASK_DONE, now, tid, spec.attempt, out, r[0], name, deps, nested, nret,
+                     tag, r[1], actor, r[3] or now, r[4]))  # fmt: skip
 
 
 def task_failed(spec: Any, err_bytes: bytes | None) -> None:
@@ -224,7 +229,7 @@ def task_ended(task_id: bytes) -> None:
     if r[2]:
         BUF.append((TASK_ENDED, _now(), task_id))
     else:
-        BUF.append((TASK_RAN, _now(), task_id, r[1], r[0]))
+        RAN_BUF.append((TASK_RAN, _now(), task_id, r[1], r[0]))
 
 
 def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
@@ -267,22 +272,24 @@ def actor_state(info: Any) -> None:
 
 
 # -- shipping --------------------------------------------------------------------------------
-def take() -> bytes:
-    """Everything buffered so far, oldest first, packed (appends racing with this stay for
-    later). Batches travel and are kept as bytes: the head stores and forwards them as they
-    are, and a blob holds no Python objects for the garbage collector to walk."""
-    popleft = BUF.popleft
-    return msgpack.packb([popleft() for _ in range(len(BUF))])  # type: ignore[no-any-return]
+def take(buf: collections.deque[tuple[Any, ...]] = BUF) -> bytes | None:
+    """Everything ``buf`` holds, oldest first, packed; None if empty (appends racing with
+    this stay for later). Batches travel and are kept as bytes: the head stores and forwards
+    them as they are, and a blob holds no Python objects for the garbage collector to walk."""
+    if not buf:
+        return None
+    popleft = buf.popleft
+    return msgpack.packb([popleft() for _ in range(len(buf))])  # type: ignore[no-any-return]
 
 
 def flush_core(core: CoreWorker, older_than: float = 0.0) -> None:
     """Ship this process's events now (loop thread). The state API calls it before a query
     (reporting every pending submission), so a process sees its own doings in the answer."""
     report_pending(older_than)
-    if BUF:
+    if BUF or DONE_BUF or RAN_BUF:
         head = getattr(core, "head", None)
         if head is not None and not head.closed:
-            head.notify("events", _header(core), take())
+            head.notify("events", _header(core), take(), take(DONE_BUF), take(RAN_BUF))
 
 
 def _header(core: CoreWorker) -> list[Any]:
@@ -298,6 +305,8 @@ def attach_core(core: CoreWorker) -> None:
         return
     for table in (PENDING, FRESH, RUNNING_NOW):  # left by an earlier session of this process
         table.clear()
+    for buf in (BUF, DONE_BUF, RAN_BUF):
+        buf.clear()
     interval = CONFIG.event_flush_s
 
     coalesce = CONFIG.event_coalesce_s
@@ -311,7 +320,7 @@ def attach_core(core: CoreWorker) -> None:
     core.loop.call_later(interval, tick)
 
 
-def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes], None] | None) -> None:
+def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes | None], None] | None) -> None:
     """Ship a node process's events with ``send(header, batch)`` (None: to the head over the
     agent's connection to it) and sample its resources."""
     if not ENABLED:
@@ -329,7 +338,7 @@ def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes], None] | Non
         if agent.closing:
             return
         if BUF:
-            send(header, take())
+            send(header, take())  # (node processes run no tasks: no DONE or RAN)
         agent.loop.call_later(interval, tick)
 
     def sample() -> None:
@@ -347,6 +356,6 @@ def _store_event(what: str, oid: bytes, size: int) -> None:
     BUF.append((OBJECT_SPILLED if what == "spilled" else OBJECT_RESTORED, _now(), oid, size))
 
 
-def send_via(conn: Connection) -> Callable[[list[Any], bytes], None]:
+def send_via(conn: Connection) -> Callable[[list[Any], bytes | None], None]:
     """A node's sender when the event log is in another process (the head)."""
     return lambda header, batch: conn.notify("events", header, batch)

@@ -48,6 +48,9 @@ class StateQueries:
     def available_of(self, node_id: str) -> dict[str, float] | None:
         raise NotImplementedError
 
+    def catch_up(self) -> None:
+        """Bring the tables up to date (the log applies some events only when asked)."""
+
     def install_queries(self, rpc: dict[str, RpcHandler]) -> None:
         rpc["state_list"] = self.state_list
         rpc["state_get"] = self.state_get
@@ -90,6 +93,7 @@ class StateQueries:
     ) -> dict[str, Any]:
         """The newest ``limit`` records of ``kind`` matching every filter, oldest first, and
         how many matched in all (so a client can say it shows 100 of 10,000)."""
+        self.catch_up()
         flt = check_filters(filters)
         records = self._records(kind)
         rss = self._rss() if kind == "workers" else {}
@@ -114,6 +118,7 @@ class StateQueries:
         return {"items": out, "total": total}
 
     def state_get(self, conn: Connection | None, kind: str, id_hex: str) -> Any:
+        self.catch_up()
         key = id_hex if kind == "nodes" else bytes.fromhex(id_hex)
         tables: dict[str, dict[Any, Any]] = {
             "tasks": self.tasks, "actors": self.actors, "objects": self.objects,
@@ -125,6 +130,7 @@ class StateQueries:
 
     def state_summary(self, conn: Connection | None) -> dict[str, Any]:
         """Task counts by function name and state, as Ray's ``summarize_tasks``."""
+        self.catch_up()
         summary: dict[str, dict[str, Any]] = {}
         for rec in self.tasks.values():
             entry = summary.get(rec.name)
@@ -138,6 +144,7 @@ class StateQueries:
 
     def state_timeline(self, conn: Connection | None) -> list[Any]:
         """[name, task id, node id, worker pid, start, end, state, type] of every task that ran."""
+        self.catch_up()
         out = []
         for r in self.tasks.values():
             if r.start_time is not None:
@@ -150,6 +157,7 @@ class StateQueries:
     async def state_memory(self, conn: Connection | None) -> dict[str, Any]:
         """Every object some process references, with who references it and how, plus each
         node's store totals. Processes that do not answer in time are listed as such."""
+        self.catch_up()
         live = [w for w in self.workers.values() if w.state == "ALIVE"]
         answers = await asyncio.gather(*(self._refs_of(w) for w in live), return_exceptions=True)
         objects: dict[bytes, dict[str, Any]] = {}

@@ -204,6 +204,92 @@ class NodeRecord:
         }  # fmt: skip
 
 
+class EntityEvents:
+    """How actor, node and worker events update their tables (a part of ``EventLog``)."""
+
+    actors: dict[bytes, dict[str, Any]]
+    nodes: dict[str, NodeRecord]
+    workers: dict[bytes, WorkerRecord]
+    worker_by_addr: dict[str, WorkerRecord]
+    node_by_addr: dict[str, str]
+    max_tasks: int
+
+    def _task(self, tid: bytes) -> TaskRecord:
+        raise NotImplementedError
+
+    def _terminal(self, rec: TaskRecord, state: str, ts: float, attempt: int) -> bool:
+        raise NotImplementedError
+
+    def _actor(self, ev: Any, src: Any) -> None:
+        _, ts, aid, state, cls, name, ns, owner, node, pid, restarts, death, create_id = ev
+        rec = self.actors.get(aid)
+        if rec is None:
+            rec = self.actors[aid] = {"actor_id": aid.hex(), "start_time_ms": int(ts * 1000)}
+            while len(self.actors) > self.max_tasks:
+                del self.actors[next(iter(self.actors))]
+        rec.update(
+            state=state,
+            class_name=cls,
+            name=name,
+            namespace=ns,
+            owner=owner,
+            node_id=node,
+            pid=pid,
+            num_restarts=restarts,
+            death_cause=death or None,
+        )
+        if state == "DEAD":
+            rec["end_time_ms"] = int(ts * 1000)
+        # The creation task's owner is the head, which reports it through the actor's state.
+        task = self._task(create_id)
+        if not task.name:
+            task.name, task.type, task.actor_id = f"{cls}.__init__", "ACTOR_CREATION_TASK", aid
+            task.owner, task.creation_time = owner, ts
+        if RANK[task.state] < 3:
+            if state == "ALIVE":
+                self._terminal(task, FINISHED, ts, task.attempt_number)
+            elif state == "DEAD":
+                self._terminal(task, FAILED, ts, task.attempt_number)
+                task.error_type, task.error_message = "ActorDiedError", death
+
+    def _node_joined(self, ev: Any, src: Any) -> None:
+        _, ts, node_id, address, resources, cap = ev
+        rec = self.nodes[node_id] = NodeRecord(node_id, address, resources, cap)
+        rec.start_time = ts
+        self.node_by_addr[address] = node_id
+
+    def _node_dead(self, ev: Any, src: Any) -> None:
+        rec = self.nodes.get(ev[2])
+        if rec is not None:
+            rec.state, rec.death_reason = "DEAD", ev[3]
+        for w in self.workers.values():
+            if w.node_id == ev[2] and w.state == "ALIVE":
+                w.state, w.end_time = "DEAD", ev[1]
+
+    def _node_stats(self, ev: Any, src: Any) -> None:
+        rec = self.nodes.get(ev[2])
+        if rec is not None:
+            rec.stats = ev[3]
+
+    def _worker_started(self, ev: Any, src: Any) -> None:
+        _, ts, wid, pid, addr, kind = ev
+        w = WorkerRecord(wid, pid, addr, kind, src.node_id)
+        w.start_time = ts
+        self.workers[wid] = w
+        self.worker_by_addr[addr] = w
+        if len(self.workers) > self.max_tasks:
+            dead = [k for k, v in self.workers.items() if v.state != "ALIVE"]
+            for k in dead[: len(dead) // 2 + 1]:
+                gone = self.workers.pop(k)
+                if self.worker_by_addr.get(gone.address) is gone:
+                    del self.worker_by_addr[gone.address]
+
+    def _worker_exited(self, ev: Any, src: Any) -> None:
+        w = self.workers.get(ev[2])
+        if w is not None:
+            w.state, w.end_time = "DEAD", ev[1]
+
+
 def matches(item: dict[str, Any], filters: list[Any]) -> bool:
     """Ray's filter predicates: ``(key, "=" | "!=", value)``, compared as text; states and
     types compare case-insensitively."""
