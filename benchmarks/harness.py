@@ -48,6 +48,7 @@ class Options:
     frameworks: list[str]
     quick: bool
     json_path: Path | None
+    markdown: bool
     num_cpus: int
     limits: Limits
 
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--num-cpus", type=int, default=NUM_CPUS, help="workers per framework")
     parser.add_argument(
         "--timeout",
@@ -83,7 +85,13 @@ def parse_args(argv: list[str] | None) -> Options:
     except ValueError as exc:
         parser.error(str(exc))
     return Options(
-        workloads, frameworks, args.quick, args.json, args.num_cpus, Limits(workload_s=args.timeout)
+        workloads,
+        frameworks,
+        args.quick,
+        args.json,
+        args.markdown,
+        args.num_cpus,
+        Limits(workload_s=args.timeout),
     )
 
 
@@ -198,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = [run_framework(fw, opts) for fw in opts.frameworks]
     results = collect(runs, opts.workloads)
     status = {r.name: r.status for r in runs if r.status != "ok"}
-    versions = ", ".join(f"{r.name} {r.version or r.status}" for r in runs)
-    if "nbcluster" in opts.frameworks:
-        versions += f" (at {nbcluster_revision()})"
+    versions = ", ".join(
+        f"{r.name} {r.version or r.status}"
+        + (f" @ {nbcluster_revision()}" if r.name == "nbcluster" else "")
+        for r in runs
+    )
     print(f"\n{versions}; {opts.num_cpus} workers each; {'quick' if opts.quick else 'full'} run\n")
     print(report.table(results, opts.frameworks, status))
+    if opts.markdown:
+        print("\n" + report.markdown(results, opts.frameworks, status))
     if opts.json_path is not None:
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)
         opts.json_path.write_text(json.dumps(document(runs, results, opts), indent=2) + "\n")

@@ -91,18 +91,22 @@ def met_text(met: bool | None) -> str:
     return {None: "-", True: "met", False: "NOT met"}[met]
 
 
-def table(results: Results, frameworks: list[str], status: dict[str, str]) -> str:
-    """The printable table, with error details and notes below it."""
-    header = ["workload", "unit", *frameworks, "nbcluster vs ray", "target", "met"]
-    rows = [header]
+def rows(results: Results, frameworks: list[str], status: dict[str, str]) -> list[list[str]]:
+    """Header and one row of cells per workload."""
+    out = [["workload", "unit", *frameworks, "nbcluster vs ray", "target", "met"]]
     for name, row in results.items():
         spec = SPEC_BY_NAME[name]
         v = verdict(spec, row)
         cells = [status.get(fw) or cell(row.get(fw)) for fw in frameworks]
-        rows.append(
+        out.append(
             [name, spec.unit, *cells, speedup_text(v.speedup), v.target_text, met_text(v.met)]
         )
-    lines = _align(rows)
+    return out
+
+
+def table(results: Results, frameworks: list[str], status: dict[str, str]) -> str:
+    """The printable table, with error details and notes below it."""
+    lines = _align(rows(results, frameworks, status))
     lines += _errors(results)
     lines += [
         "",
@@ -110,6 +114,13 @@ def table(results: Results, frameworks: list[str], status: dict[str, str]) -> st
         "targets are relative to the Ray figure of this run; * = Ray's reference figure.",
     ]
     return "\n".join(lines)
+
+
+def markdown(results: Results, frameworks: list[str], status: dict[str, str]) -> str:
+    """The same table in Markdown (for benchmarks/README.md)."""
+    header, *body = rows(results, frameworks, status)
+    align = ["---", "---"] + ["---:"] * (len(header) - 4) + ["---", "---"]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, align, *body])
 
 
 def _align(rows: list[list[str]]) -> list[str]:
