@@ -108,6 +108,9 @@ class CoreWorker:
         self.endpoint.rpc["get_object"] = self._rpc_get_object
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()
+        self.endpoint.rpc["lease_queued"] = lambda conn, token: self.submitter.on_lease_queued(
+            token
+        )
         self.endpoint.rpc["worker_oom"] = lambda conn, wid, why: self.submitter.on_worker_oom(
             wid, why
         )

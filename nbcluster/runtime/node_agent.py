@@ -262,6 +262,7 @@ class NodeAgent:
         resources: dict[str, float],
         strategy: Any = None,
         spilled: bool = False,
+        token: int = 0,
     ) -> Any:
         """Grant a worker (``["grant", worker_id, address, gpus]``) when one fits here, or
         name a better node (``["spill", agent_address]``)."""
@@ -278,6 +279,8 @@ class NodeAgent:
         fut: asyncio.Future[Any] = self.loop.create_future()
         self.requests.append(LeaseRequest(conn, resources, fut, strategy=strategy))
         self._try_grant()
+        if not fut.done() and not fits(self.available, resources) and conn is not None:
+            conn.notify("lease_queued", token)  # it waits for resources, not for a worker
         return fut
 
     def lease_actor_worker(

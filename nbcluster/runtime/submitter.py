@@ -12,6 +12,7 @@ Everything here runs on the event loop thread, except ``submit`` which user thre
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import time
 import warnings
@@ -44,8 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbcluster.submitter")
 
 MAX_LEASE_REQUESTS = 4
-#: Lease requests unanswered this long mean the cluster is full: then tasks are pipelined.
-PIPELINE_AFTER_S = 0.005
+_tokens = itertools.count(1)
 #: How long to give idle leases back at once after the node asked for them.
 EAGER_RETURN_S = 1.0
 #: Arguments at least this large pull their task to the node that holds them.
@@ -74,8 +74,8 @@ class SchedClass:
     """Tasks of one shape: same resources, scheduling strategy and preferred node."""
 
     __slots__ = (
-        "key", "leases", "prefer", "queue", "recheck", "requests", "resources", "strategy",
-        "waiting_since",
+        "key", "leases", "prefer", "queue", "requests", "resources", "saturated", "strategy",
+        "token",
     )  # fmt: skip
 
     def __init__(
@@ -85,8 +85,8 @@ class SchedClass:
         self.resources = resources
         self.strategy = strategy
         self.prefer = prefer  # the agent of the node holding the task's largest argument
-        self.waiting_since = 0.0  # when the outstanding lease requests started waiting
-        self.recheck = False
+        self.saturated = False  # an agent said our requests wait for resources
+        self.token = next(_tokens)  # names the class in lease_queued notifications
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.leases: list[Lease] = []
         self.requests = 0
@@ -126,6 +126,7 @@ class Submitter:
         self._warned: set[tuple[Any, ...]] = set()
         self.actor_queues: dict[bytes, ActorQueue] = {}
         self.lineage = Lineage()
+        self._by_token: dict[int, SchedClass] = {}
         self._eager_until = 0.0
         self.dead_agents: set[str] = set()
 
@@ -240,6 +241,7 @@ class Submitter:
         cls = self.classes.get(key)
         if cls is None:
             cls = self.classes[key] = SchedClass(key, spec.resources, spec.strategy, prefer)
+            self._by_token[cls.token] = cls
         spec.cls = cls
         return cls
 
@@ -257,30 +259,26 @@ class Submitter:
             self._dispatch(cls)
 
     def _dispatch(self, cls: SchedClass) -> None:
-        """Idle leases first; more leases while the cluster grants them; and only once it
-        stops granting (requests waiting longer than PIPELINE_AFTER_S), several tasks in
+        """Idle leases first; more leases while the cluster grants them; and only once an
+        agent says a request must wait for resources (``lease_queued``), several tasks in
         flight per worker — so two long tasks on two CPUs run side by side, while a burst of
         short ones is not throttled by a round trip per task."""
         queue = cls.queue
         self._push_to(cls, 1)
         want = min(len(queue), MAX_LEASE_REQUESTS)
         while cls.requests < want:
-            if cls.requests == 0:
-                cls.waiting_since = time.monotonic()
             cls.requests += 1
             self._request_lease(cls)
-        if not queue or cls.strategy == SPREAD:  # SPREAD: one task per lease, never stacked
-            return
-        waited = time.monotonic() - cls.waiting_since
-        if cls.requests == 0 or waited >= PIPELINE_AFTER_S:
+        if queue and cls.saturated and cls.strategy != SPREAD:  # SPREAD never stacks
             self._push_to(cls, CONFIG.max_tasks_in_flight_per_worker)
-        if queue and cls.requests and not cls.recheck:
-            cls.recheck = True
-            self.core.loop.call_later(PIPELINE_AFTER_S, self._recheck, cls)
 
-    def _recheck(self, cls: SchedClass) -> None:
-        cls.recheck = False
-        self._mark_dirty(cls)
+    def on_lease_queued(self, token: int) -> None:
+        """An agent queued one of our requests until resources free up: the cluster is
+        full for this shape, so stacking tasks on the workers we hold is now the fast way."""
+        cls = self._by_token.get(token)
+        if cls is not None:
+            cls.saturated = True
+            self._mark_dirty(cls)
 
     def _push_to(self, cls: SchedClass, depth: int) -> None:
         queue = cls.queue
@@ -306,29 +304,33 @@ class Submitter:
             self.core.loop.call_later(
                 CONFIG.infeasible_warning_s, self._warn_if_infeasible, cls, agent
             )
-            reply = await agent.call("request_lease", cls.resources, cls.strategy, False)
+            args = (cls.resources, cls.strategy, False, cls.token)
+            reply = await agent.call("request_lease", *args)
             for _ in range(3):  # a spilled request may move again if its node leaves
                 if reply[0] != "spill":
                     break
                 agent = await core.connect(reply[1])
-                reply = await agent.call("request_lease", cls.resources, cls.strategy, True)
+                reply = await agent.call(
+                    "request_lease", cls.resources, cls.strategy, True, cls.token
+                )
             _, worker_id, addr, gpus = reply
+            conn = await core.connect(addr)
         except Exception as e:
             cls.requests -= 1
-            if not core.closed:
+            if "reply" in locals() and reply[0] == "grant":
+                log.warning("cannot reach leased worker %s: %s", reply[2], e)
+                agent.notify("return_lease", reply[1], True)
+                self._mark_dirty(cls)
+            elif not core.closed:
                 log.warning("lease request failed: %s", e)
                 self._fail_class(cls, e)
             return
+        # Counted as requested until connected, so a grant on its way is never mistaken
+        # for a full cluster.
         cls.requests -= 1
-        try:
-            conn = await core.connect(addr)
-        except Exception as e:
-            log.warning("cannot reach leased worker %s: %s", addr, e)
-            agent.notify("return_lease", worker_id, True)
-            self._mark_dirty(cls)
-            return
+        if not cls.requests:
+            cls.saturated = False
         cls.leases.append(Lease(conn, worker_id, gpus, agent))
-        cls.waiting_since = time.monotonic()  # the cluster is still granting: wait before stacking
         self._mark_dirty(cls)
 
     def _fail_class(self, cls: SchedClass, err: BaseException) -> None:
