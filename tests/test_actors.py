@@ -282,11 +282,6 @@ def test_names_are_unique_per_namespace(cluster):
     del blue
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: the head's ValueError reaches the caller as transport.RemoteCallError, "
-    "which is not a ValueError (Ray raises ValueError for a taken name)",
-)
 def test_a_taken_name_is_refused_with_value_error(cluster):
     first = Counter.options(name="taken", namespace="red").remote()
     with pytest.raises(ValueError, match="already exists"):
@@ -439,12 +434,6 @@ def test_await_ref_inside_async_method(cluster):
     assert nc.get(g.await_actor.remote(c), timeout=T) == 14
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=exc.GetTimeoutError,
-    reason="runtime bug: ObjectRef.__await__/future() do not keep the ref alive, so awaiting a "
-    "temporary ref lets the owner free it and drop the reply; the await never finishes",
-)
 def test_await_a_temporary_ref_inside_async_method(cluster):
     g = Gate.remote()
     c = Counter.remote()
@@ -655,11 +644,6 @@ def test_gpus_and_custom_resources_on_actors(make_cluster):
     assert nc.get(second, timeout=T) != w1_pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: actor calls carry no 'gpus' in their task context, so get_gpu_ids() "
-    "(and get_assigned_resources()) inside an actor method are empty",
-)
 def test_get_gpu_ids_inside_an_actor_method(make_cluster):
     make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=1)
     a = Device.options(num_gpus=1).remote()
