@@ -50,9 +50,6 @@ class Config:
     events: bool = True
     #: How often each process ships its buffered events to the head (seconds).
     event_flush_s: float = 0.1
-    #: A task still pending this long after submission is reported as submitted; one that
-    #: finishes sooner is reported once, whole (see ``events``), which halves the cost.
-    event_coalesce_s: float = 1.0
     #: Events the head keeps for subscribers that catch up (older ones are dropped).
     event_history: int = 200_000
     #: Tasks the head's state tables remember; the oldest finished ones are forgotten first.

@@ -23,7 +23,7 @@ import msgpack
 
 from nbcluster.runtime import events as E
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.event_subscribers import Subscribers, array_len
+from nbcluster.runtime.event_subscribers import Subscribers
 from nbcluster.runtime.state_queries import StateQueries
 from nbcluster.runtime.state_tables import (
     CANCELLED,
@@ -83,7 +83,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             E.TASK_RUNNING: self._running, E.TASK_ENDED: self._ended,
             E.TASK_FINISHED: self._finished_ok, E.TASK_FAILED: self._failed,
             E.TASK_CANCELLED: self._cancelled, E.TASK_RETRIED: self._retried,
-            E.TASK_DONE: self._done, E.TASK_RAN: self._ran,
+            E.TASK_RAN: self._ran,
             E.ACTOR_STATE: self._actor, E.OBJECT_CREATED: self._object_created,
             E.OBJECT_SPILLED: self._spilled, E.OBJECT_RESTORED: self._restored,
             E.OBJECT_FREED: self._freed, E.NODE_JOINED: self._node_joined,
@@ -92,43 +92,33 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         }  # fmt: skip
         # Dispatch by list index (kinds are small ints): the hottest lookup of the head.
         self._by_kind: list[Callable[[Any, Source], None] | None] = [None] * 64
-        self._weight = [1] * 64  # state changes per event (see events.LOGICAL)
         for kind, fn in self._handlers.items():
             self._by_kind[kind] = fn
-        for kind, w in E.LOGICAL.items():
-            self._weight[kind] = w
         rpc = endpoint.rpc
-        rpc["events"] = lambda conn, header, *blobs: self.ingest(header, *blobs)
+        rpc["events"] = lambda conn, header, *batches: self.ingest(header, *batches)
         rpc["subscribe_events"] = self.subscribe
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
 
     # -- ingest ---------------------------------------------------------------------------------
     def ingest(
-        self, header: list[Any], blob: bytes | None, done: bytes | None = None,
-        ran: bytes | None = None,
-    ) -> None:  # fmt: skip
-        """One process's events, packed (``events.take``): ``blob`` is applied now; ``done``
-        and ``ran`` (only TASK_DONE / TASK_RAN, most of the traffic) are numbered and kept
-        as they are, and applied when a query needs the tables (``catch_up``)."""
+        self, header: list[Any], blob: bytes | None, tasks: bytes | None = None, n_tasks: int = 0
+    ) -> None:
+        """One process's events, packed (``events.take``): ``blob`` is applied now; ``tasks``
+        (task events, most of the traffic, ``n_tasks`` state changes) is numbered and kept as
+        it is, and applied when a query needs the tables (``catch_up``)."""
         key = tuple(header)
         src = self._sources.get(key)
         if src is None:
             src = self._sources[key] = Source(header)
         if blob:
             self._append(header, blob, self._apply(src, blob))
-        for kind, lazy in ((E.TASK_DONE, done), (E.TASK_RAN, ran)):
-            if lazy:
-                try:
-                    n = array_len(lazy) * E.LOGICAL[kind]
-                except ValueError:
-                    log.warning("undecodable event batch from pid %s", src.pid)
-                    continue
-                self._append(header, lazy, n)
-                self._unapplied.append((src, lazy, n))
-                self._unapplied_size += n
-                while self._unapplied_size > self.max_events:  # as old as history keeps
-                    self._unapplied_size -= self._unapplied.popleft()[2]
+        if tasks and isinstance(n_tasks, int) and n_tasks > 0:
+            self._append(header, tasks, n_tasks)
+            self._unapplied.append((src, tasks, n_tasks))
+            self._unapplied_size += n_tasks
+            while self._unapplied_size > self.max_events:  # as old as history keeps
+                self._unapplied_size -= self._unapplied.popleft()[2]
         self._bound()
         if self.subscribers:
             self._push()
@@ -140,12 +130,12 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         except Exception as e:
             log.warning("undecodable event batch from pid %s: %r", src.pid, e)
             return 0
-        handlers, weight = self._by_kind, self._weight
+        handlers, weight = self._by_kind, E.weight
         n = 0
         for ev in batch:
             try:
                 kind = ev[0]
-                n += weight[kind]
+                n += weight(ev)
                 fn = handlers[kind]
                 if fn is not None:
                     fn(ev, src)
@@ -188,35 +178,43 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             rec = self.tasks[tid] = TaskRecord(tid)
             if self._evicted:
                 self._evicted.pop(tid, None)  # forgotten, now rebuilt from lineage
-        elif rec.creation_time is not None:
-            rec.resubmitted()
+        elif rec.creation_time is not None and not (rec.start_time and rec.start_time > ts):
+            rec.resubmitted()  # rebuilt from lineage (and not already running again)
         rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
         rec.num_returns, rec.tag, rec.creation_time = nret, tag, ts
         rec.call_site = rec.call_site or site  # a rebuild is submitted from the event loop
         rec.owner, rec.owner_pid = src.address, src.pid
         if actor is not None:
             rec.actor_id, rec.type = actor, "ACTOR_TASK"
+        if rec.state is FINISHED:  # its worker's report came first: name the results' owner
+            for oid in rec.return_ids():
+                obj = self.objects.get(oid)
+                if obj is not None:
+                    obj.owner, obj.owner_pid, obj.call_site = src.address, src.pid, site
+
+    # Worker reports (the task may be unknown yet: its owner's report can come later).
+    def _worker_task(self, tid: bytes, src: Source) -> TaskRecord | None:
+        rec = self.tasks.get(tid)
+        if rec is None:
+            if tid in self._evicted:  # a late report about a task already forgotten
+                return None
+            rec = self.tasks[tid] = TaskRecord(tid)
+        rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
+        return rec
 
     def _scheduled(self, ev: Any, src: Source) -> None:
-        _, ts, tid, attempt, addr = ev
-        rec = self.tasks.get(tid)
-        if rec is None:  # forgotten (evicted): its owner reported it first
-            return
-        if attempt < rec.attempt_number:
-            return
-        rec.attempt_number = attempt
-        rec.scheduled_time = ts
-        if RANK[rec.state] < 1:
-            rec.state = SCHEDULED
-        w = self.worker_by_addr.get(addr)
-        if w is not None:
-            rec.node_id, rec.worker_id, rec.worker_pid = w.node_id, w.worker_id, w.pid
+        rec = self._worker_task(ev[2], src)
+        if rec is not None:
+            rec.scheduled_time = ev[1]
+            if RANK[rec.state] < 1:
+                rec.state = SCHEDULED
 
     def _running(self, ev: Any, src: Source) -> None:
-        _, ts, tid, name = ev
-        if tid in self._evicted:  # a late report about a task already forgotten
-            return
-        rec = self._task(tid)
+        rec = self._worker_task(ev[2], src)
+        if rec is not None:
+            self._started(rec, ev[1], ev[3])
+
+    def _started(self, rec: TaskRecord, ts: float, name: str) -> None:
         if not rec.name:
             rec.name = name
             if name.endswith(".__init__"):
@@ -224,29 +222,38 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         rec.start_time = ts
         if rec.end_time is not None and rec.end_time < ts:  # a new run (a retry)
             rec.end_time = None
-        rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
         if RANK[rec.state] < 2:
             rec.state = RUNNING
 
     def _ran(self, ev: Any, src: Source) -> None:
-        """RUNNING + ENDED in one (``events.TASK_RAN``): the common case, kept lean."""
-        _, ts, tid, name, started = ev
-        rec = self.tasks.get(tid)
+        """A task that arrived, ran and ended between two of its worker's flushes."""
+        _, ts, tid, name, started, queued, ok, results = ev
+        rec = self._worker_task(tid, src)
         if rec is None:
-            if tid in self._evicted:
-                return
-            self._running((0, started, tid, name), src)
-            self.tasks[tid].end_time = ts
             return
-        rec.start_time, rec.end_time = started, ts
-        rec.node_id, rec.worker_id, rec.worker_pid = src.node_id, src.worker_id, src.pid
-        if rec.state is PENDING or rec.state is SCHEDULED:
-            rec.state = RUNNING
+        if queued is not None:
+            rec.scheduled_time = queued
+        self._started(rec, started, name)
+        self._end(rec, ts, ok, results)
+
+    def _finished_ok(self, ev: Any, src: Source) -> None:
+        rec = self._worker_task(ev[2], src)
+        if rec is not None:
+            self._end(rec, ev[1], True, ev[3])
 
     def _ended(self, ev: Any, src: Source) -> None:
-        rec = self.tasks.get(ev[2])
+        rec = self._worker_task(ev[2], src)
         if rec is not None:
-            rec.end_time = ev[1]
+            self._end(rec, ev[1], False, None)
+
+    def _end(self, rec: TaskRecord, ts: float, ok: bool, results: Any) -> None:
+        """Its function returned (``ok``: with a value; if not, its owner says what next)."""
+        rec.end_time = ts
+        if ok and RANK[rec.state] < 3:
+            rec.state, rec.finish_time = FINISHED, ts
+            self._finished.append(rec.task_id)
+            if results and (len(results) > 1 or results[0][0] == 1):
+                self._store_results(rec, results, ts)
 
     def _terminal(self, rec: TaskRecord, state: str, ts: float, attempt: int) -> bool:
         if attempt < rec.attempt_number:
@@ -257,15 +264,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         self._finished.append(rec.task_id)
         return True
 
-    def _finished_ok(self, ev: Any, src: Source) -> None:
-        _, ts, tid, attempt, results = ev
-        rec = self.tasks.get(tid)
-        if rec is None:  # forgotten (evicted): its owner reported it first
-            return
-        if self._terminal(rec, FINISHED, ts, attempt):
-            self._store_results(rec, results, src, ts)
-
-    def _store_results(self, rec: TaskRecord, results: Any, src: Source, ts: float) -> None:
+    def _store_results(self, rec: TaskRecord, results: Any, ts: float) -> None:
         tid = rec.task_id
         for i, (kind, size, location) in enumerate(results):
             if kind != 1:  # inline (or an error): lives in its owner, not tracked here
@@ -274,35 +273,9 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             state = self._early.pop(oid, "IN_MEMORY") if self._early else "IN_MEMORY"
             if state == "FREED":
                 continue
-            self.objects[oid] = ObjectRecord(oid, size, src.address, src.pid,
+            self.objects[oid] = ObjectRecord(oid, size, rec.owner, rec.owner_pid or 0,
                                              self.node_by_addr.get(location), state, tid,
                                              rec.call_site, ts)  # fmt: skip
-
-    def _done(self, ev: Any, src: Source) -> None:
-        """A task reported whole (``events.TASK_DONE``): submitted, scheduled and finished.
-        The common case, so it is one function rather than three."""
-        _, ts, tid, attempt, results, sub, name, deps, nested, nret, tag, site, actor, sched, w = ev
-        rec = self.tasks.get(tid)
-        if rec is None:
-            rec = self.tasks[tid] = TaskRecord(tid)
-            if self._evicted:
-                self._evicted.pop(tid, None)
-        elif rec.creation_time is not None or RANK[rec.state] == 3:
-            rec.resubmitted()
-        rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
-        rec.num_returns, rec.tag, rec.creation_time, rec.scheduled_time = nret, tag, sub, sched
-        rec.call_site = rec.call_site or site
-        rec.owner, rec.owner_pid = src.address, src.pid
-        if actor is not None:
-            rec.actor_id, rec.type = actor, "ACTOR_TASK"
-        if rec.worker_pid is None:
-            wr = self.worker_by_addr.get(w)
-            if wr is not None:
-                rec.node_id, rec.worker_id, rec.worker_pid = wr.node_id, wr.worker_id, wr.pid
-        rec.state, rec.finish_time = FINISHED, ts
-        self._finished.append(tid)
-        if len(results) > 1 or results[0][0] == 1:
-            self._store_results(rec, results, src, ts)
 
     def _failed(self, ev: Any, src: Source) -> None:
         _, ts, tid, attempt, etype, message = ev
@@ -321,12 +294,14 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             rec.error_type, rec.error_message = "TaskCancelledError", "the task was cancelled"
 
     def _retried(self, ev: Any, src: Source) -> None:
-        _, _ts, tid, attempt, reason = ev
+        _, ts, tid, attempt, reason = ev
         rec = self.tasks.get(tid)
         if rec is None:  # forgotten (evicted): its owner reported it first
             return
         if attempt >= rec.attempt_number:
             rec.attempt_number = attempt
+            if rec.state is FINISHED and rec.start_time and rec.start_time > ts:
+                return  # the retry already ran (its worker's report came first)
             rec.state = PENDING
             rec.error_message = f"attempt {attempt - 1} failed: {reason}"
 

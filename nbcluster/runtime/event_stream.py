@@ -38,7 +38,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     E.TASK_SCHEDULED: ("task_id", "attempt", "worker_address"),
     E.TASK_RUNNING: ("task_id", "name"),
     E.TASK_ENDED: ("task_id",),
-    E.TASK_FINISHED: ("task_id", "attempt", "results"),
+    E.TASK_FINISHED: ("task_id", "results"),
     E.TASK_FAILED: ("task_id", "attempt", "error_type", "error_message"),
     E.TASK_RETRIED: ("task_id", "attempt", "reason"),
     E.TASK_CANCELLED: ("task_id", "attempt"),
@@ -89,36 +89,41 @@ def _results(tid: bytes, results: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _expand(ev: list[Any]) -> list[tuple[int, float, dict[str, Any]]]:
+def _expand(ev: list[Any], address: str) -> list[tuple[int, float, dict[str, Any]]]:
     """(kind, time, fields) of each state change a wire event stands for (``events``)."""
     try:
-        return _expand_one(ev)
+        return _expand_one(ev, address)
     except Exception:  # malformed: keep the numbering (the head counted it too)
-        n = E.LOGICAL.get(ev[0], 1) if ev and isinstance(ev[0], int) else 1
+        try:
+            n = E.weight(ev)
+        except Exception:
+            n = 1
         return [(-1, 0.0, {"raw": repr(ev)[:200]})] * n
 
 
-def _expand_one(ev: list[Any]) -> list[tuple[int, float, dict[str, Any]]]:
+def _expand_one(ev: list[Any], address: str) -> list[tuple[int, float, dict[str, Any]]]:
     kind = ev[0]
-    if kind == E.TASK_DONE:
-        _, ts, tid, attempt, results, sub, name, deps, nested, nret, tag, site, actor, sched, w = ev
-        t = tid.hex()
-        return [
-            (E.TASK_SUBMITTED, sub, {
-                "task_id": t, "name": name, "attempt": attempt, "args": _plain(deps or []),
-                "nested_args": _plain(nested or []), "num_returns": nret, "tag": tag,
-                "call_site": site, "actor_id": _plain(actor)}),
-            (E.TASK_SCHEDULED, sched, {"task_id": t, "attempt": attempt, "worker_address": w}),
-            (E.TASK_FINISHED, ts, {"task_id": t, "attempt": attempt,
-                                   "results": _results(tid, results)}),
-        ]  # fmt: skip
     if kind == E.TASK_RAN:
-        _, ts, tid, name, started = ev
-        return [(E.TASK_RUNNING, started, {"task_id": tid.hex(), "name": name}),
-                (E.TASK_ENDED, ts, {"task_id": tid.hex()})]  # fmt: skip
+        _, ts, tid, name, started, queued, ok, results = ev
+        t = tid.hex()
+        out = []
+        if queued is not None:
+            out.append(
+                (
+                    E.TASK_SCHEDULED,
+                    queued,
+                    {"task_id": t, "attempt": None, "worker_address": address},
+                )
+            )
+        out.append((E.TASK_RUNNING, started, {"task_id": t, "name": name}))
+        if ok:
+            out.append((E.TASK_FINISHED, ts, {"task_id": t, "results": _results(tid, results)}))
+        else:
+            out.append((E.TASK_ENDED, ts, {"task_id": t}))
+        return out  # fmt: skip
     data = {name: _plain(v) for name, v in zip(FIELDS.get(kind, ()), ev[2:], strict=False)}
     if kind == E.TASK_FINISHED:
-        data["results"] = _results(ev[2], ev[4])
+        data["results"] = _results(ev[2], ev[3])
     return [(kind, ev[1], data)]
 
 
@@ -130,7 +135,7 @@ def decode(first_seq: int, header: list[Any], blob: bytes) -> list[Event]:
     out = []
     seq = first_seq
     for ev in batch:
-        for k, ts, data in _expand(ev):
+        for k, ts, data in _expand(ev, address):
             out.append(Event(seq, ts, NAMES.get(k, str(k)), data, source))
             seq += 1
     return out

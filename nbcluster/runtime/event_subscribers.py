@@ -98,15 +98,3 @@ class Subscribers:
                 break
         out.reverse()
         return out
-
-
-def array_len(blob: bytes) -> int:
-    """The length of the msgpack array ``blob`` holds, read from its header alone."""
-    first = blob[0]
-    if 0x90 <= first <= 0x9F:
-        return first & 0x0F
-    if first == 0xDC:
-        return int.from_bytes(blob[1:3], "big")
-    if first == 0xDD:
-        return int.from_bytes(blob[1:5], "big")
-    raise ValueError("not a msgpack array")

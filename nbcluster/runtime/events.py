@@ -1,17 +1,25 @@
 """State-change events: recorded where they happen, shipped to the head in batches.
 
-Every process appends events to one per-process buffer (a deque: appending is atomic, so user
-threads and the event loop need no lock) and its event loop ships the buffer to the head every
-``event_flush_s`` as a single ``events`` notification. An event is a plain tuple
+Every process appends events to per-process buffers (deques: appending is atomic, so user
+threads and the event loop need no lock) and its event loop ships them to the head every
+``event_flush_s`` as one ``events`` notification. An event is a plain tuple
 ``(kind, time, *fields)`` — building a dict or a record per event would cost more than the
 task it describes — and the batch carries who sent it (a *header*), so events need not repeat
-the process's pid, node or address. The head (``event_log``) turns them into state tables and a
-live stream.
+the process's pid, node or address. The head (``event_log``) numbers them, streams them to
+subscribers and builds its state tables from them.
 
-The owner reports submission, placement, completion, failure, retries and cancellation; the
-worker reports when it starts and stops running a task; agents report workers, spills and
-resource samples; the head reports nodes and actors. With ``NBCLUSTER_EVENTS=0`` nothing is
-recorded (the hooks check ``ENABLED`` first), which is how the overhead is measured.
+Who reports what is chosen for cost. The driver is what limits task throughput, so an owner
+reports one thing per task, its submission (with the call site and tag only it knows), plus
+retries, failures and cancellations, which are rare. The worker reports the rest in one tuple
+per task (TASK_RAN: when it arrived, ran and ended, and its results); a task still queued or
+running at a flush is reported as such then (SCHEDULED / RUNNING, and later its end), so
+long tasks show live. ``event_stream`` expands a TASK_RAN into the state changes it stands for,
+and the head numbers it as that many, so subscribers see one event per state change.
+
+Task events travel in a *lazy* batch that the head keeps as is and applies only when a query
+needs its tables; the rest (objects, actors, nodes, workers) is applied at once. With
+``NBCLUSTER_EVENTS=0`` nothing is recorded (hooks check ``ENABLED`` first), which is how the
+overhead is measured.
 """
 
 from __future__ import annotations
@@ -32,20 +40,17 @@ if TYPE_CHECKING:
     from nbcluster.runtime.node_agent import NodeAgent
     from nbcluster.runtime.transport import Connection
 
-# Event kinds and their fields after (kind, time). ``event_log`` and ``state`` decode them.
+# Event kinds and their fields after (kind, time). ``event_stream`` decodes them.
 TASK_SUBMITTED = 1  # task_id, name, attempt, arg oids, nested oids, num_returns, tag, site, actor
-TASK_SCHEDULED = 2  # task_id, attempt, worker address (owner: pushed to a leased worker)
-TASK_RUNNING = 3  # task_id, name (worker: started executing)
-TASK_ENDED = 4  # task_id (worker: stopped executing; the owner decides what it means)
-TASK_FINISHED = 5  # task_id, attempt, [[kind, size, location], ...] one per return
-TASK_FAILED = 6  # task_id, attempt, error type, error message
-TASK_RETRIED = 7  # task_id, new attempt, reason
-TASK_CANCELLED = 8  # task_id, attempt
-#: SUBMITTED + SCHEDULED + FINISHED of a task that finished before it was reported:
-#: task_id, attempt, results, submitted, name, deps, nested, num_returns, tag, site, actor,
-#: scheduled, worker address
-TASK_DONE = 9
-#: RUNNING + ENDED of a task that ran between two flushes: task_id, name, started
+TASK_SCHEDULED = 2  # task_id, attempt (None), worker address (worker: queued there)
+TASK_RUNNING = 3  # task_id, name (worker: started running)
+TASK_ENDED = 4  # task_id (worker: ended without a value; the owner reports what it means)
+TASK_FINISHED = 5  # task_id, ((kind, size, location), ...) one per return (worker)
+TASK_FAILED = 6  # task_id, attempt, error type, error message (owner)
+TASK_RETRIED = 7  # task_id, new attempt, reason (owner)
+TASK_CANCELLED = 8  # task_id, attempt (owner)
+#: Worker, a task that arrived and ended between two flushes: task_id, name, started,
+#: queued (None if reported), ok, results — SCHEDULED (if queued) + RUNNING + FINISHED/ENDED.
 TASK_RAN = 11
 ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node, pid, restarts, death,
 #                   creation task id
@@ -59,21 +64,22 @@ NODE_STATS = 32  # node_id, {cpu_percent, mem_*, gpus, store_*, total, available
 WORKER_STARTED = 40  # worker_id, pid, address, kind ("worker" | "driver")
 WORKER_EXITED = 41  # worker_id, pid, kind
 
-#: How many state changes a combined event stands for (every other event: one). The head
-#: numbers state changes, not tuples, so subscribers see one sequence number per change.
-LOGICAL = {TASK_DONE: 3, TASK_RAN: 2}
+
+def weight(ev: Any) -> int:
+    """How many state changes an event stands for: the head numbers changes, not tuples."""
+    return (3 if ev[5] is not None else 2) if ev[0] == TASK_RAN else 1
+
 
 #: Read by every hook before it builds an event; false turns the whole machinery off.
 ENABLED: bool = CONFIG.events
+#: Events applied by the head at once.
 BUF: collections.deque[tuple[Any, ...]] = collections.deque()
-#: The two commonest events, TASK_DONE and TASK_RAN, travel in batches of their own: the
-#: head keeps those as they are and reads them only when a query needs its tables current.
-DONE_BUF: collections.deque[tuple[Any, ...]] = collections.deque()
-RAN_BUF: collections.deque[tuple[Any, ...]] = collections.deque()
+#: Task events: the head keeps these batches as they are until a query needs them.
+TASKS: collections.deque[tuple[Any, ...]] = collections.deque()
 _now = time.time
 
-# A forked child starts with an empty buffer: its parent's events are the parent's to send.
-for _buf in (BUF, DONE_BUF, RAN_BUF):
+# A forked child starts with empty buffers: its parent's events are the parent's to send.
+for _buf in (BUF, TASKS):
     os.register_at_fork(after_in_child=_buf.clear)
 
 
@@ -112,131 +118,86 @@ def _plain(tag: Any) -> Any:
 
 
 # -- hooks called from the runtime (each one line at its call site) ------------------------------
-#
-# Most tasks finish within a second of being submitted, so the owner reports a task once, as
-# TASK_DONE (its submission, placement and completion in one tuple), and reports it as
-# submitted separately only if it is still pending ``event_coalesce_s`` after submission (or
-# fails, is retried or cancelled, or a state query asks). Likewise a worker reports TASK_RAN
-# (start and end) for a task that ended between two flushes and TASK_RUNNING/TASK_ENDED for
-# one running at a flush. That halves the events per task (and the head's work), while
-# subscribers still see one event per state change: ``event_stream`` expands each combined
-# event into the ones it stands for, and the head numbers them as such.
-
-# What the owner and workers remember between a task's events is kept in tuples of plain
-# values, which the garbage collector stops tracking: a list per pending task made the
-# driver's collections measurably dearer (2.5 us a task in the async benchmark).
-
-#: Owner: task id -> (submitted, call site[, scheduled, worker address]) of every unfinished
-#: task it submitted; None once reported (the rest is read from the spec when reported).
-PENDING: dict[bytes, tuple[Any, ...] | None] = {}
-#: Owner: task id -> spec of the tasks in PENDING not reported yet, in submission order.
-FRESH: dict[bytes, Any] = {}
-#: Worker: task id -> (started, name) of the tasks running in this process; None once
-#: reported as running.
-RUNNING_NOW: dict[bytes, tuple[float, str] | None] = {}
-_MISSING = ()
-
-
 def task_submitted(spec: Any) -> None:
-    tid = spec.task_id
-    PENDING[tid] = (_now(), call_site(3))
-    FRESH[tid] = spec
-
-
-def task_scheduled(spec: Any, conn: Connection) -> None:
-    tid = spec.task_id
-    r = PENDING.get(tid, _MISSING)
-    if r is None:  # reported already: this is news
-        BUF.append((TASK_SCHEDULED, _now(), tid, spec.attempt, conn.info.get("addr")))
-    elif r:
-        PENDING[tid] = (r[0], r[1], _now(), conn.info.get("addr"))
-
-
-def _submission(spec: Any) -> tuple[Any, ...]:
-    """(name, deps, nested, num_returns, tag, actor) of a task, as events carry them."""
     deps = [x._id for x in spec.deps] if spec.deps else None
     nested = [x._id for x in spec.held if hasattr(x, "_id")] if spec.held else None
-    return spec.fn.name, deps, nested, spec.num_returns, _plain(spec.tag), spec.actor
-
-
-def task_finished(spec: Any, results: list[Any]) -> None:
-    tid = spec.task_id
-    if len(results) == 1 and results[0][0] == 0:  # the common case: one small value
-        out: Any = ((0, results[0][2], None),)
-    else:  # 1: KIND_STORE, whose data is the node holding it
-        out = tuple((x[0], x[2], x[1] if x[0] == 1 else None) for x in results)
-    r = PENDING.pop(tid, _MISSING)
-    now = _now()
-    if not r:  # reported already (or submitted before events were on)
-        BUF.append((TASK_FINISHED, now, tid, spec.attempt, out))
-        return
-    del FRESH[tid]
-    name, deps, nested, nret, tag, actor = _submission(spec)
-    sched, addr = (r[2], r[3]) if len(r) > 2 else (now, None)
-    DONE_BUF.append((TASK_DONE, now, tid, spec.attempt, out, r[0], name, deps, nested, nret,
-                     tag, r[1], actor, sched, addr))  # fmt: skip
+    TASKS.append((TASK_SUBMITTED, _now(), spec.task_id, spec.fn.name, spec.attempt, deps, nested,
+                  spec.num_returns, _plain(spec.tag), call_site(3), spec.actor))  # fmt: skip
 
 
 def task_failed(spec: Any, err_bytes: bytes | None) -> None:
     """A task's final failure; cancellation is reported as such, with the error's text."""
-    _report(spec)
-    PENDING.pop(spec.task_id, None)
     kind, message = describe_error(err_bytes)
     if spec.cancelled or kind == "TaskCancelledError":
-        BUF.append((TASK_CANCELLED, _now(), spec.task_id, spec.attempt))
+        TASKS.append((TASK_CANCELLED, _now(), spec.task_id, spec.attempt))
     else:
-        BUF.append((TASK_FAILED, _now(), spec.task_id, spec.attempt, kind, message))
+        TASKS.append((TASK_FAILED, _now(), spec.task_id, spec.attempt, kind, message))
 
 
 def task_retried(spec: Any, reason: str) -> None:
-    _report(spec)
-    BUF.append((TASK_RETRIED, _now(), spec.task_id, spec.attempt, reason))
+    TASKS.append((TASK_RETRIED, _now(), spec.task_id, spec.attempt, reason))
 
 
-def _report(spec: Any) -> None:
-    """Report a task's submission (and placement) now, if not yet (event loop thread)."""
-    tid = spec.task_id
-    r = PENDING.get(tid)
-    if not r:
-        return
-    PENDING[tid] = None
-    FRESH.pop(tid, None)
-    name, deps, nested, nret, tag, actor = _submission(spec)
-    BUF.append((TASK_SUBMITTED, r[0], tid, name, spec.attempt, deps, nested, nret, tag, r[1],
-                actor))  # fmt: skip
-    if len(r) > 2:
-        BUF.append((TASK_SCHEDULED, r[2], tid, spec.attempt, r[3]))
+# The worker remembers each task between its events in dicts of plain tuples, which the
+# garbage collector stops tracking. Each entry is taken exactly once, by ``dict.pop`` (atomic),
+# either by the task's next step or by the flush that reports it as still queued / running.
+
+#: Worker: task id -> arrival time, for tasks queued here and not started or reported.
+QUEUED: dict[bytes, float] = {}
+#: Worker: task id -> (started, name, arrived or None) for tasks running, not reported.
+RUNNING_NOW: dict[bytes, tuple[float, str, float | None]] = {}
+#: Worker: task id -> when its function returned (results are being serialized).
+ENDED_AT: dict[bytes, float] = {}
 
 
-def report_pending(older_than: float) -> None:
-    """Report the submissions waiting longer than ``older_than`` seconds, and the tasks
-    running in this process (called before each flush, on the event loop thread)."""
-    if FRESH:
-        cutoff = _now() - older_than
-        for tid in list(FRESH):
-            r = PENDING.get(tid)
-            if r and r[0] > cutoff:
-                break
-            spec = FRESH.get(tid)
-            if spec is not None:
-                _report(spec)
-    if RUNNING_NOW:
-        for tid, run in list(RUNNING_NOW.items()):
-            if run is not None:
-                RUNNING_NOW[tid] = None
-                BUF.append((TASK_RUNNING, run[0], tid, run[1]))
+def task_queued(task_id: bytes) -> None:
+    QUEUED[task_id] = _now()
 
 
 def task_running(task_id: bytes, name: str) -> None:
-    RUNNING_NOW[task_id] = (_now(), name)
+    RUNNING_NOW[task_id] = (_now(), name, QUEUED.pop(task_id, None))
 
 
 def task_ended(task_id: bytes) -> None:
-    run = RUNNING_NOW.pop(task_id, _MISSING)
-    if run is None:
-        BUF.append((TASK_ENDED, _now(), task_id))
-    elif run:
-        RAN_BUF.append((TASK_RAN, _now(), task_id, run[1], run[0]))
+    ENDED_AT[task_id] = _now()
+
+
+def task_replied(task_id: bytes, status: int, results: list[Any]) -> None:
+    """The worker sent a task's outcome home: report its run (``status`` 0: a value)."""
+    now = _now()
+    end = ENDED_AT.pop(task_id, now)
+    if status == 0:
+        if len(results) == 1 and results[0][0] != 1:  # the common case: one small value
+            out: Any = ((results[0][0], results[0][2], None),)
+        else:  # 1: KIND_STORE, whose data is the agent holding it
+            out = tuple((x[0], x[2], x[1] if x[0] == 1 else None) for x in results)
+    else:
+        out = None
+    run = RUNNING_NOW.pop(task_id, None)
+    if run is not None:
+        TASKS.append((TASK_RAN, end, task_id, run[1], run[0], run[2], status == 0, out))
+        return
+    QUEUED.pop(task_id, None)  # never ran (cancelled before it started)
+    if status == 0:
+        TASKS.append((TASK_FINISHED, end, task_id, out))
+    else:
+        TASKS.append((TASK_ENDED, end, task_id))
+
+
+def _report_worker(address: str) -> None:
+    """Report the tasks still queued or running here at a flush (event loop thread)."""
+    if QUEUED:
+        for tid in list(QUEUED):
+            ts = QUEUED.pop(tid, None)
+            if ts is not None:
+                TASKS.append((TASK_SCHEDULED, ts, tid, None, address))
+    if RUNNING_NOW:
+        for tid in list(RUNNING_NOW):
+            run = RUNNING_NOW.pop(tid, None)
+            if run is not None:
+                if run[2] is not None:
+                    TASKS.append((TASK_SCHEDULED, run[2], tid, None, address))
+                TASKS.append((TASK_RUNNING, run[0], tid, run[1]))
 
 
 def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
@@ -279,24 +240,29 @@ def actor_state(info: Any) -> None:
 
 
 # -- shipping --------------------------------------------------------------------------------
-def take(buf: collections.deque[tuple[Any, ...]] = BUF) -> bytes | None:
-    """Everything ``buf`` holds, oldest first, packed; None if empty (appends racing with
-    this stay for later). Batches travel and are kept as bytes: the head stores and forwards
-    them as they are, and a blob holds no Python objects for the garbage collector to walk."""
+def take(buf: collections.deque[tuple[Any, ...]] = BUF) -> tuple[bytes | None, int]:
+    """Everything ``buf`` holds, oldest first, packed, and how many state changes that is
+    (appends racing with this stay for later). Batches travel and are kept as bytes: the
+    head stores and forwards them as they are, and bytes hold nothing for the collector."""
     if not buf:
-        return None
+        return None, 0
     popleft = buf.popleft
-    return msgpack.packb([popleft() for _ in range(len(buf))])  # type: ignore[no-any-return]
+    batch = [popleft() for _ in range(len(buf))]
+    n = len(batch) + sum(weight(ev) - 1 for ev in batch if ev[0] == TASK_RAN)
+    return msgpack.packb(batch), n
 
 
-def flush_core(core: CoreWorker, older_than: float = 0.0) -> None:
-    """Ship this process's events now (loop thread). The state API calls it before a query
-    (reporting every pending submission), so a process sees its own doings in the answer."""
-    report_pending(older_than)
-    if BUF or DONE_BUF or RAN_BUF:
+def flush_core(core: CoreWorker) -> None:
+    """Ship this process's events now (loop thread). The state API calls it before a query,
+    so a process sees its own doings in the answer."""
+    if RUNNING_NOW or QUEUED:
+        _report_worker(core.address)
+    if BUF or TASKS:
         head = getattr(core, "head", None)
         if head is not None and not head.closed:
-            head.notify("events", _header(core), take(), take(DONE_BUF), take(RAN_BUF))
+            blob, _ = take()
+            tasks, n = take(TASKS)
+            head.notify("events", _header(core), blob, tasks, n)
 
 
 def _header(core: CoreWorker) -> list[Any]:
@@ -310,18 +276,14 @@ def attach_core(core: CoreWorker) -> None:
     event_refs.install(core)
     if not ENABLED:
         return
-    for table in (PENDING, FRESH, RUNNING_NOW):  # left by an earlier session of this process
+    for table in (BUF, TASKS, QUEUED, RUNNING_NOW, ENDED_AT):  # an earlier session's
         table.clear()
-    for buf in (BUF, DONE_BUF, RAN_BUF):
-        buf.clear()
     interval = CONFIG.event_flush_s
-
-    coalesce = CONFIG.event_coalesce_s
 
     def tick() -> None:
         if core.closed:
             return
-        flush_core(core, coalesce)
+        flush_core(core)
         core.loop.call_later(interval, tick)
 
     core.loop.call_later(interval, tick)
@@ -345,7 +307,7 @@ def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes | None], None
         if agent.closing:
             return
         if BUF:
-            send(header, take())  # (node processes run no tasks: no DONE or RAN)
+            send(header, take()[0])  # (node processes run no tasks)
         agent.loop.call_later(interval, tick)
 
     def sample() -> None:

@@ -84,6 +84,8 @@ class Executor:
         if self.blocked:
             conn.send((P.TASK_REQUEUE, [msg[1]]))
             return
+        if ev.ENABLED:
+            ev.task_queued(msg[1])
         self.queue.put((conn, msg))
 
     def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
@@ -269,6 +271,8 @@ class Executor:
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
+        if ev.ENABLED:
+            ev.task_replied(task_id, status, results)
         conn.send((P.TASK_DONE, task_id, status, results, contained))
 
 

@@ -71,8 +71,11 @@ class TaskRecord:
         self.scheduled_time = self.start_time = self.end_time = self.finish_time = None
         self.error_type = self.error_message = None
 
+    def return_ids(self) -> list[bytes]:
+        return [self.task_id + i.to_bytes(4, "big") for i in range(1, self.num_returns + 1)]
+
     def returns(self) -> list[str]:
-        return [(self.task_id + i.to_bytes(4, "big")).hex() for i in range(1, self.num_returns + 1)]
+        return [oid.hex() for oid in self.return_ids()]
 
     def public(self) -> dict[str, Any]:
         return {

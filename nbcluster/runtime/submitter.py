@@ -364,8 +364,6 @@ class Submitter:
         lease.last_used = time.monotonic()
         conn = lease.conn
         assert conn is not None
-        if ev.ENABLED:
-            ev.task_scheduled(spec, conn)
         fn = spec.fn
         sent = conn.info.get("fns")
         if sent is None:
@@ -438,8 +436,6 @@ class Submitter:
     def _complete(
         self, spec: TaskSpec, results: list[Any], contained: list[Any], conn: Connection
     ) -> None:
-        if ev.ENABLED:
-            ev.task_finished(spec, results)
         spec.done = True
         self.tasks.pop(spec.task_id, None)
         held = None
