@@ -1,0 +1,7 @@
+"""Scheduling strategies, where Ray keeps them (``ray.util.scheduling_strategies``)."""
+
+from nbcluster.runtime.placement import (
+    NodeAffinitySchedulingStrategy as NodeAffinitySchedulingStrategy,
+)
+
+__all__ = ["NodeAffinitySchedulingStrategy"]
