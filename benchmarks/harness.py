@@ -11,21 +11,21 @@ kill whatever a crashed or hung framework leaves behind without losing the other
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import catalog, report
+from benchmarks import catalog, report, snapshot
 from benchmarks.frameworks import is_installed
-from benchmarks.runner import ROOT, Limits, Result, run_child
+from benchmarks.runner import Limits, Result, run_child
 
 NUM_CPUS = 2
 STARTED = time.perf_counter()
@@ -51,6 +51,8 @@ class Options:
     markdown: bool
     num_cpus: int
     limits: Limits
+    rev: str | None
+    root: Path = snapshot.ROOT
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument(
+        "--rev", help="measure nbcluster as committed at this git revision, not the working tree"
+    )
     parser.add_argument("--num-cpus", type=int, default=NUM_CPUS, help="workers per framework")
     parser.add_argument(
         "--timeout",
@@ -92,11 +97,17 @@ def parse_args(argv: list[str] | None) -> Options:
         args.markdown,
         args.num_cpus,
         Limits(workload_s=args.timeout),
+        args.rev,
     )
 
 
 def child_options(opts: Options) -> dict[str, Any]:
-    return {"quick": opts.quick, "num_cpus": opts.num_cpus, "limits": opts.limits}
+    return {
+        "quick": opts.quick,
+        "num_cpus": opts.num_cpus,
+        "limits": opts.limits,
+        "root": opts.root,
+    }
 
 
 def progress(framework: str, name: str, result: Result) -> None:
@@ -164,18 +175,6 @@ def collect(runs: list[FrameworkRun], workloads: list[str]) -> report.Results:
     }
 
 
-def nbcluster_revision() -> str:
-    """The commit nbcluster was measured at, marked when its sources differ from it."""
-
-    def git(*args: str) -> str:
-        cmd = ["git", "-C", str(ROOT), *args]
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + (" + uncommitted changes" if git("status", "--porcelain", "nbcluster") else "")
-
-
 def document(runs: list[FrameworkRun], results: report.Results, opts: Options) -> dict[str, Any]:
     return {
         "date": datetime.date.today().isoformat(),
@@ -186,7 +185,7 @@ def document(runs: list[FrameworkRun], results: report.Results, opts: Options) -
         },
         "quick": opts.quick,
         "load_average": {"start": LOAD_AT_START, "end": os.getloadavg()[0]},
-        "nbcluster_revision": nbcluster_revision(),
+        "nbcluster_revision": snapshot.revision(opts.rev),
         "frameworks": {r.name: {"status": r.status, "version": r.version} for r in runs},
         "results": results,
         "comparison": report.comparison(results),
@@ -203,12 +202,14 @@ def warn_if_busy() -> None:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     warn_if_busy()
-    runs = [run_framework(fw, opts) for fw in opts.frameworks]
+    with snapshot.source_root(opts.rev) as root:
+        opts = dataclasses.replace(opts, root=root)
+        runs = [run_framework(fw, opts) for fw in opts.frameworks]
     results = collect(runs, opts.workloads)
     status = {r.name: r.status for r in runs if r.status != "ok"}
     versions = ", ".join(
-        f"{r.name} {r.version or r.status}"
-        + (f" @ {nbcluster_revision()}" if r.name == "nbcluster" else "")
+        f"{r.name} {r.version or (r.status if r.status != 'ok' else '(did not start)')}"
+        + (f" @ {snapshot.revision(opts.rev)}" if r.name == "nbcluster" else "")
         for r in runs
     )
     print(f"\n{versions}; {opts.num_cpus} workers each; {'quick' if opts.quick else 'full'} run\n")

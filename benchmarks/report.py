@@ -136,13 +136,17 @@ def _align(rows: list[list[str]]) -> list[str]:
 
 
 def _errors(results: Results) -> list[str]:
-    errors = [
-        f"  {fw}/{name}: {r['error']}"
-        for name, row in results.items()
-        for fw, r in row.items()
-        if "error" in r
-    ]
-    return ["", "errors:", *errors] if errors else []
+    """One line per distinct error of a framework (an init failure hits every workload)."""
+    names: dict[tuple[str, str], list[str]] = {}
+    for name, row in results.items():
+        for fw, result in row.items():
+            if "error" in result:
+                names.setdefault((fw, result["error"]), []).append(name)
+    lines = []
+    for (fw, error), workloads in names.items():
+        more = f" (+{len(workloads) - 1} more)" if len(workloads) > 1 else ""
+        lines.append(f"  {fw}/{workloads[0]}{more}: {error}")
+    return ["", "errors:", *lines] if lines else []
 
 
 def comparison(results: Results) -> dict[str, dict[str, Any]]:

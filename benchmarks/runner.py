@@ -52,12 +52,12 @@ class ChildOutcome:
     ready: bool = False
 
 
-def child_env(tag: str) -> dict[str, str]:
-    """The repository root on PYTHONPATH, so that workers import ``benchmarks`` too, and a tag
-    that every process the child starts inherits (see :func:`kill_leftovers`)."""
+def child_env(tag: str, root: Path) -> dict[str, str]:
+    """``root`` first on PYTHONPATH, so that workers import ``benchmarks`` and nbcluster from
+    it, and a tag that every process the child starts inherits (see :func:`kill_leftovers`)."""
     env = dict(os.environ)
     env[TAG_VARIABLE] = tag
-    paths = [str(ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    paths = [str(root), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     return env
@@ -153,6 +153,7 @@ def run_child(
     num_cpus: int,
     limits: Limits,
     on_result: OnResult | None = None,
+    root: Path = ROOT,
 ) -> ChildOutcome:
     """Run ``names`` on ``framework`` in one fresh child process, then clean up after it."""
     tag = f"{os.getpid()}-{next(_children)}"
@@ -162,8 +163,8 @@ def run_child(
     with tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(
             cmd,
-            cwd=ROOT,
-            env=child_env(tag),
+            cwd=root,
+            env=child_env(tag, root),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
