@@ -160,10 +160,13 @@ def list_actors(filters: list[Filter] | None = None, limit: int | None = 100, *,
 def list_objects(filters: list[Filter] | None = None, limit: int | None = 100, *,
                  address: str | None = None, timeout: float = 30, detail: bool = False,
                  ) -> list[ObjectState]:  # fmt: skip
-    """Live objects: size, owner, node, the task that made it and its call site.
+    """Live objects in the object stores and those made by ``put``: size, owner, node, the
+    task that made it and its call site.
 
-    A freed object disappears; a spilled one says ``state == "SPILLED"``. For who holds
-    each one and why, see ``memory_summary``.
+    A freed object disappears; a spilled one says ``state == "SPILLED"``. Small task
+    results (below ``inline_threshold``) live in their owner's memory and are not tracked
+    here: ``memory_summary`` asks every process, and lists those too, with who holds each
+    object and why.
     """
     return _list("objects", ObjectState, filters, limit, address, timeout)
 
