@@ -14,7 +14,6 @@ import pytest
 from conftest import (
     CLEANUP_TIMEOUT_S,
     DEFAULT_CPUS,
-    SERIAL_DISPATCH,
     descendants,
     describe,
     file_barrier,
@@ -94,7 +93,6 @@ def test_workers_are_pre_started(no_cluster):
     assert psutil.Process(worker).create_time() < submitted_at, "worker started for the task"
 
 
-@SERIAL_DISPATCH
 def test_a_fresh_cluster_runs_two_tasks_at_once(no_cluster, tmp_path):
     nc.init(num_cpus=DEFAULT_CPUS)
     barrier = str(tmp_path / "barrier")

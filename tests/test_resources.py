@@ -11,7 +11,6 @@ import warnings
 import pytest
 from conftest import (
     DEFAULT_CPUS,
-    SERIAL_DISPATCH,
     file_barrier,
     wait_for_file,
     wait_until,
@@ -148,7 +147,6 @@ def test_gpus_are_assigned_through_cuda_visible_devices(make_cluster):
     assert both_assigned["GPU"] == 2.0
 
 
-@SERIAL_DISPATCH
 def test_gpu_tasks_at_the_same_time_get_different_devices(make_cluster, tmp_path):
     make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=2)
     barrier = str(tmp_path / "barrier")
