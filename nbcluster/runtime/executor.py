@@ -271,9 +271,9 @@ class Executor:
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
-        if ev.ENABLED:
-            ev.task_replied(task_id, status, results)
         conn.send((P.TASK_DONE, task_id, status, results, contained))
+        if ev.ENABLED:  # after the reply: the owner need not wait for the record
+            ev.task_replied(task_id, status, results)
 
 
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
