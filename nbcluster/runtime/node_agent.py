@@ -63,7 +63,7 @@ class LeaseRequest:
     """A wish for a worker: for tasks (``resources`` held while leased), or to host an actor
     (placed where ``resources`` fit, then holding only ``hold`` for its whole life)."""
 
-    __slots__ = ("actor", "conn", "fut", "hold", "resources", "strategy")
+    __slots__ = ("actor", "conn", "fut", "hold", "resources", "strategy", "token")
 
     def __init__(
         self,
@@ -73,9 +73,11 @@ class LeaseRequest:
         actor: bytes | None = None,
         hold: dict[str, float] | None = None,
         strategy: Any = None,
+        token: int = 0,
     ) -> None:
         self.conn = conn
         self.strategy = strategy
+        self.token = token  # the owner's name for the shape of tasks it asks for
         self.resources = resources
         self.fut = fut
         self.actor = actor
@@ -126,6 +128,7 @@ class NodeAgent:
         for name in (
             "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
             "kill_worker", "lease_actor_worker", "cluster_view_update", "node_stats",
+            "cancel_lease_requests",
             "cluster_total",
         ):  # fmt: skip
             rpc[name] = getattr(self, name)
@@ -277,11 +280,18 @@ class NodeAgent:
         if target is not None and target in self.view:
             return ["spill", self.view[target]["address"]]
         fut: asyncio.Future[Any] = self.loop.create_future()
-        self.requests.append(LeaseRequest(conn, resources, fut, strategy=strategy))
+        self.requests.append(LeaseRequest(conn, resources, fut, strategy=strategy, token=token))
         self._try_grant()
         if not fut.done() and not fits(self.available, resources) and conn is not None:
             conn.notify("lease_queued", token)  # it waits for resources, not for a worker
         return fut
+
+    def cancel_lease_requests(self, conn: Connection, token: int) -> None:
+        """The owner no longer needs the workers it asked for with ``token``."""
+        for req in list(self.requests):
+            if req.conn is conn and req.token == token and not req.fut.done():
+                self.requests.remove(req)
+                req.fut.set_result(["cancelled"])
 
     def lease_actor_worker(
         self, conn: Connection | None, actor_id: bytes, sched: dict[str, float],
@@ -297,13 +307,14 @@ class NodeAgent:
         if self.closing:
             return
         need_spawn = 0
-        starved = False
+        starved: set[Connection | None] = set()
         for req in list(self.requests):
             if req.fut.done() or (req.conn is not None and req.conn.closed):
                 self.requests.remove(req)
                 continue
             if not fits(self.available, req.resources):
-                starved = starved or fits(self.total, req.resources)
+                if fits(self.total, req.resources):
+                    starved.add(req.conn)
                 continue
             if not self.idle:
                 need_spawn += 1
@@ -316,9 +327,9 @@ class NodeAgent:
             self._spawn()
             spare += 1
         if starved:
-            self._ask_for_leases()
+            self._ask_for_leases(starved)
 
-    def _ask_for_leases(self) -> None:
+    def _ask_for_leases(self, waiting: set[Connection | None]) -> None:
         """Someone waits for resources that leases hold: ask their owners to give back the
         ones they are not using right away, instead of keeping them for their idle timeout,
         so one busy driver cannot starve another."""
@@ -328,7 +339,9 @@ class NodeAgent:
         self._asked_at = now
         owners = {w.lease[0] for w in self.workers.values() if w.lease and w.actor is None}
         for conn in owners:
-            if conn is not None and not conn.closed:
+            # Only for someone else: an owner waiting for more of its own kind of lease
+            # should keep what it has (it will stack tasks on them instead).
+            if conn is not None and not conn.closed and waiting - {conn}:
                 conn.notify("leases_wanted")
     def _grant(self, w: WorkerInfo, req: LeaseRequest) -> None:
         res = req.hold

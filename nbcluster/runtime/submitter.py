@@ -74,8 +74,8 @@ class SchedClass:
     """Tasks of one shape: same resources, scheduling strategy and preferred node."""
 
     __slots__ = (
-        "key", "leases", "prefer", "queue", "requests", "resources", "saturated", "strategy",
-        "token",
+        "asked", "key", "leases", "prefer", "queue", "requests", "resources", "saturated",
+        "strategy", "token",
     )  # fmt: skip
 
     def __init__(
@@ -87,6 +87,7 @@ class SchedClass:
         self.prefer = prefer  # the agent of the node holding the task's largest argument
         self.saturated = False  # an agent said our requests wait for resources
         self.token = next(_tokens)  # names the class in lease_queued notifications
+        self.asked: set[Connection] = set()  # agents holding our outstanding requests
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.leases: list[Lease] = []
         self.requests = 0
@@ -271,6 +272,14 @@ class Submitter:
             self._request_lease(cls)
         if queue and cls.saturated and cls.strategy != SPREAD:  # SPREAD never stacks
             self._push_to(cls, CONFIG.max_tasks_in_flight_per_worker)
+        if not queue and cls.requests:
+            # The backlog is gone: so is what we knew about the cluster being full. Withdraw
+            # the requests still waiting, so the next burst asks (and learns) afresh.
+            cls.saturated = False
+            for agent in cls.asked:
+                if not agent.closed:
+                    agent.notify("cancel_lease_requests", cls.token)
+            cls.asked.clear()
 
     def on_lease_queued(self, token: int) -> None:
         """An agent queued one of our requests until resources free up: the cluster is
@@ -305,14 +314,19 @@ class Submitter:
                 CONFIG.infeasible_warning_s, self._warn_if_infeasible, cls, agent
             )
             args = (cls.resources, cls.strategy, False, cls.token)
+            cls.asked.add(agent)
             reply = await agent.call("request_lease", *args)
             for _ in range(3):  # a spilled request may move again if its node leaves
                 if reply[0] != "spill":
                     break
                 agent = await core.connect(reply[1])
+                cls.asked.add(agent)
                 reply = await agent.call(
                     "request_lease", cls.resources, cls.strategy, True, cls.token
                 )
+            if reply[0] == "cancelled":  # withdrawn: the backlog it was for is gone
+                cls.requests -= 1
+                return
             _, worker_id, addr, gpus = reply
             conn = await core.connect(addr)
         except Exception as e:
