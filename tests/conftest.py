@@ -35,15 +35,6 @@ DEFAULT_CPUS = 2
 CLEANUP_TIMEOUT_S = 10.0
 
 
-#: Known runtime bug: right after a burst of tasks, a new ready task is sometimes stacked on
-#: a busy worker while a CPU idles (a class marked saturated stays so after the burst
-#: drains), so two tasks meant to run at once run one after the other about one time in
-#: four. Nondeterministic, so a strict xfail would flake: the tests are skipped under this
-#: one marker, to remove once it is fixed.
-STACKS_AFTER_BURST = pytest.mark.skip(
-    reason="runtime bug: after a burst, a ready task is sometimes stacked behind a running "
-    "one while a CPU idles"
-)
 
 
 # --------------------------------------------------------------------------- polling helpers

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    STACKS_AFTER_BURST,
     descendants,
     file_barrier,
     is_gone,
@@ -139,14 +138,12 @@ def test_tasks_run_in_worker_processes_of_the_cluster(cluster):
     assert pids <= {p.pid for p in descendants()}, "workers should be processes of this cluster"
 
 
-@STACKS_AFTER_BURST
 def test_two_tasks_run_at_the_same_time_on_two_cpus(cluster, tmp_path):
     results = nc.get([meet.remote(str(tmp_path / "barrier")) for _ in range(2)], timeout=30)
     assert [met for met, _ in results] == [True, True]
     assert len({worker for _, worker in results}) == 2
 
 
-@STACKS_AFTER_BURST
 def test_a_short_task_finishes_while_a_long_one_runs(cluster, tmp_path, gate):
     long_task = blocked.remote(str(tmp_path / "started"), str(gate))
     assert nc.get(add.remote(1, 2), timeout=10) == 3, "a CPU is free for it"
