@@ -150,8 +150,6 @@ class ActorHost:
                 ex._reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
                 return
             finally:
-                if ev.ENABLED:
-                    ev.task_ended(ctx.task_id)
                 sys.stdout.flush()
                 sys.stderr.flush()
             # Results may need the store (a blocking round trip): not on the actor's loop.

@@ -227,33 +227,34 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
 
     def _ran(self, ev: Any, src: Source) -> None:
         """A task that arrived, ran and ended between two of its worker's flushes."""
-        _, ts, tid, name, started, queued, ok, results = ev
+        _, ts, tid, name, started, queued, out = ev
         rec = self._worker_task(tid, src)
         if rec is None:
             return
         if queued is not None:
             rec.scheduled_time = queued
         self._started(rec, started, name)
-        self._end(rec, ts, ok, results)
+        self._end(rec, ts, out)
 
     def _finished_ok(self, ev: Any, src: Source) -> None:
         rec = self._worker_task(ev[2], src)
         if rec is not None:
-            self._end(rec, ev[1], True, ev[3])
+            self._end(rec, ev[1], ev[3])
 
     def _ended(self, ev: Any, src: Source) -> None:
         rec = self._worker_task(ev[2], src)
         if rec is not None:
-            self._end(rec, ev[1], False, None)
+            self._end(rec, ev[1], None)
 
-    def _end(self, rec: TaskRecord, ts: float, ok: bool, results: Any) -> None:
-        """Its function returned (``ok``: with a value; if not, its owner says what next)."""
+    def _end(self, rec: TaskRecord, ts: float, out: Any) -> None:
+        """Its run ended: with a value (``out``, see ``events.task_replied``) it finished;
+        without, its owner says what happens next (retry, failure, cancellation)."""
         rec.end_time = ts
-        if ok and RANK[rec.state] < 3:
+        if out is not None and RANK[rec.state] < 3:
             rec.state, rec.finish_time = FINISHED, ts
             self._finished.append(rec.task_id)
-            if results and (len(results) > 1 or results[0][0] == 1):
-                self._store_results(rec, results, ts)
+            if not isinstance(out, int):  # several values, or one in a store
+                self._store_results(rec, E.results_of(out), ts)
 
     def _terminal(self, rec: TaskRecord, state: str, ts: float, attempt: int) -> bool:
         if attempt < rec.attempt_number:

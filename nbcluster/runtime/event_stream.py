@@ -82,10 +82,10 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _results(tid: bytes, results: list[Any]) -> list[dict[str, Any]]:
+def _results(tid: bytes, results: Any) -> list[dict[str, Any]]:
     return [
         {"object_id": (tid + (j + 1).to_bytes(4, "big")).hex(), "size": r[1], "location": r[2]}
-        for j, r in enumerate(results)
+        for j, r in enumerate(E.results_of(results))
     ]
 
 
@@ -104,7 +104,7 @@ def _expand(ev: list[Any], address: str) -> list[tuple[int, float, dict[str, Any
 def _expand_one(ev: list[Any], address: str) -> list[tuple[int, float, dict[str, Any]]]:
     kind = ev[0]
     if kind == E.TASK_RAN:
-        _, ts, tid, name, started, queued, ok, results = ev
+        _, ts, tid, name, started, queued, results = ev
         t = tid.hex()
         out = []
         if queued is not None:
@@ -116,7 +116,7 @@ def _expand_one(ev: list[Any], address: str) -> list[tuple[int, float, dict[str,
                 )
             )
         out.append((E.TASK_RUNNING, started, {"task_id": t, "name": name}))
-        if ok:
+        if results is not None:
             out.append((E.TASK_FINISHED, ts, {"task_id": t, "results": _results(tid, results)}))
         else:
             out.append((E.TASK_ENDED, ts, {"task_id": t}))

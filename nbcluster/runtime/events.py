@@ -45,12 +45,13 @@ TASK_SUBMITTED = 1  # task_id, name, attempt, arg oids, nested oids, num_returns
 TASK_SCHEDULED = 2  # task_id, attempt (None), worker address (worker: queued there)
 TASK_RUNNING = 3  # task_id, name (worker: started running)
 TASK_ENDED = 4  # task_id (worker: ended without a value; the owner reports what it means)
-TASK_FINISHED = 5  # task_id, ((kind, size, location), ...) one per return (worker)
+TASK_FINISHED = 5  # task_id, results (see ``task_replied``) (worker: ended with a value)
 TASK_FAILED = 6  # task_id, attempt, error type, error message (owner)
 TASK_RETRIED = 7  # task_id, new attempt, reason (owner)
 TASK_CANCELLED = 8  # task_id, attempt (owner)
 #: Worker, a task that arrived and ended between two flushes: task_id, name, started,
-#: queued (None if reported), ok, results — SCHEDULED (if queued) + RUNNING + FINISHED/ENDED.
+#: queued (None if reported), results (None: no value) — SCHEDULED (if queued) + RUNNING +
+#: FINISHED (or ENDED, without a value).
 TASK_RAN = 11
 ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node, pid, restarts, death,
 #                   creation task id
@@ -146,8 +147,6 @@ def task_retried(spec: Any, reason: str) -> None:
 QUEUED: dict[bytes, float] = {}
 #: Worker: task id -> (started, name, arrived or None) for tasks running, not reported.
 RUNNING_NOW: dict[bytes, tuple[float, str, float | None]] = {}
-#: Worker: task id -> when its function returned (results are being serialized).
-ENDED_AT: dict[bytes, float] = {}
 
 
 def task_queued(task_id: bytes) -> None:
@@ -158,30 +157,35 @@ def task_running(task_id: bytes, name: str) -> None:
     RUNNING_NOW[task_id] = (_now(), name, QUEUED.pop(task_id, None))
 
 
-def task_ended(task_id: bytes) -> None:
-    ENDED_AT[task_id] = _now()
-
-
 def task_replied(task_id: bytes, status: int, results: list[Any]) -> None:
-    """The worker sent a task's outcome home: report its run (``status`` 0: a value)."""
-    now = _now()
-    end = ENDED_AT.pop(task_id, now)
+    """The worker sent a task's outcome home (``status`` 0: a value): report its run, which
+    ends here (its results are made). ``out`` is None without a value, the size of a single
+    small value (the common case, kept to one int), or ((kind, size, store address), ...)."""
+    end = _now()
+    out: Any = None
     if status == 0:
-        if len(results) == 1 and results[0][0] != 1:  # the common case: one small value
-            out: Any = ((results[0][0], results[0][2], None),)
+        if len(results) == 1 and results[0][0] == 0:
+            out = results[0][2]
         else:  # 1: KIND_STORE, whose data is the agent holding it
             out = tuple((x[0], x[2], x[1] if x[0] == 1 else None) for x in results)
-    else:
-        out = None
     run = RUNNING_NOW.pop(task_id, None)
     if run is not None:
-        TASKS.append((TASK_RAN, end, task_id, run[1], run[0], run[2], status == 0, out))
+        TASKS.append((TASK_RAN, end, task_id, run[1], run[0], run[2], out))
         return
-    QUEUED.pop(task_id, None)  # never ran (cancelled before it started)
-    if status == 0:
+    QUEUED.pop(task_id, None)  # reported as running at a flush, or never ran (cancelled)
+    if out is not None:
         TASKS.append((TASK_FINISHED, end, task_id, out))
     else:
         TASKS.append((TASK_ENDED, end, task_id))
+
+
+def results_of(out: Any) -> tuple[tuple[int, int, str | None], ...]:
+    """A task's results as ``task_replied`` encodes them: ((kind, size, location), ...)."""
+    if out is None:
+        return ()
+    if isinstance(out, int):
+        return ((0, out, None),)
+    return tuple(out)
 
 
 def _report_worker(address: str) -> None:
@@ -276,7 +280,7 @@ def attach_core(core: CoreWorker) -> None:
     event_refs.install(core)
     if not ENABLED:
         return
-    for table in (BUF, TASKS, QUEUED, RUNNING_NOW, ENDED_AT):  # an earlier session's
+    for table in (BUF, TASKS, QUEUED, RUNNING_NOW):  # an earlier session's
         table.clear()
     interval = CONFIG.event_flush_s
 

@@ -188,8 +188,6 @@ class Executor:
             try:
                 value = fn(*args, **kwargs)
             finally:
-                if ev.ENABLED:
-                    ev.task_ended(task_id)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 core.current_task = None
