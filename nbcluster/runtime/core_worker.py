@@ -577,14 +577,16 @@ class CoreWorker:
                 else:  # another thread opened it meanwhile: keep one agent pin
                     pin[2] += 1
                     self.agent.notify("store_release", oid)
-        view = self.store.readonly(pin[0], pin[1])
+        view, exporter = self.store.exported(pin[0], pin[1])
         try:
-            value, keeps = ser.deserialize_store(view)
+            value, buffers = ser.deserialize_store(view)
         except BaseException:
             self._unpin(oid)
             raise
-        if keeps:
-            weakref.finalize(view, self._unpin, oid)
+        del view
+        if buffers:  # the value reads the store in place: pinned until the last reader goes
+            del buffers
+            weakref.finalize(exporter, self._unpin, oid)
         else:
             self._unpin(oid)
         return value

@@ -128,16 +128,20 @@ def deserialize_inline(data: bytes | list[bytes]) -> Any:
     return pickle.loads(data[0], buffers=data[1:])
 
 
-def deserialize_store(view: memoryview) -> tuple[Any, bool]:
-    """Unpickle from a read-only store view; the bool says whether the value keeps the view."""
+def deserialize_store(view: memoryview) -> tuple[Any, list[memoryview]]:
+    """Unpickle from a read-only store view, zero-copy.
+
+    Returns the value and the out-of-band buffers it was given: the value (a NumPy array,
+    say) keeps those alive — not ``view`` — so the caller pins the object for as long as any
+    of them lives.
+    """
     n, _ = _HDR.unpack_from(view, 0)
     parts = []
     for i in range(n + 1):
         off, length = _LEN.unpack_from(view, _HDR.size + _LEN.size * i)
         parts.append(view[off : off + length])
-    meta = parts[0]
-    value = pickle.loads(meta, buffers=parts[1:])
-    return value, n > 0
+    value = pickle.loads(parts[0], buffers=parts[1:])
+    return value, parts[1:]
 
 
 def dumps_function(fn: Any) -> bytes:

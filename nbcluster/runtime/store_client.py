@@ -22,6 +22,7 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import mmap
 import os
 from collections.abc import Sequence
@@ -134,6 +135,20 @@ class StoreMapping:
     def readonly(self, offset: int, size: int) -> memoryview:
         """A read-only, zero-copy view of ``size`` bytes at ``offset``."""
         return self._slice(offset, size).toreadonly()
+
+    def exported(self, offset: int, size: int) -> tuple[memoryview, object]:
+        """A read-only view whose lifetime can be watched, and the object to watch.
+
+        Views made from a view (NumPy makes its own) keep the underlying buffer's *exporter*
+        alive, not the view they came from. A ctypes array over the range is a fresh exporter
+        per read: anything still reading the range keeps it alive, so a weakref on it says
+        exactly when the last reader is gone (which is when the object may be unpinned).
+        """
+        self._check(offset, size)
+        if self._mmap is None:
+            raise ValueError("StoreMapping is closed")
+        exporter = (ctypes.c_char * size).from_buffer(self._mmap, offset) if size else b""
+        return memoryview(exporter).cast("B").toreadonly(), exporter
 
     def close(self) -> None:
         """Drop the mapping; if views into it are still alive, leave it to the garbage collector."""
