@@ -54,7 +54,9 @@ class TaskError(NbclusterError):
             return self
         try:
             cls: Any = _dual_class(cause_cls)
-            err: TaskError = cls.__new__(cls)
+            # BaseException.__new__: some builtin bases (MemoryError) refuse their own __new__
+            # for a subclass with another base.
+            err: TaskError = BaseException.__new__(cls)
             TaskError.__init__(
                 err, self.function_name, self.traceback_str, self.cause, self.pid, self.ip
             )
