@@ -53,6 +53,11 @@ class StoreService:
 
     # -- local clients ------------------------------------------------------------------------
     def store_create(self, conn: Connection, oid: bytes, size: int, owner: str) -> int:
+        """Room for a new object, or -1 when this node already holds a sealed copy of it (a
+        task re-run from lineage lands where its lost result had been pulled to)."""
+        if oid in self.copies and self.store.contains(oid):
+            del self.copies[oid]  # the copy is the object now
+            return -1
         return self.store.create(oid, size, owner, creator=conn)
 
     def store_seal(self, conn: Connection | None, oid: bytes) -> None:
