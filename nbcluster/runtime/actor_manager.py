@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbcluster.actors")
 
+PLACE_RETRY_S = 0.5
+
 PENDING = "PENDING_CREATION"
 ALIVE = "ALIVE"
 RESTARTING = "RESTARTING"
@@ -96,6 +98,14 @@ class ActorManager:
         agent.on_actor_worker_gone = lambda w: self.actor_worker_gone(None, w.worker_id)
         agent.on_owner_gone = lambda owner: self.owner_gone(None, owner)
         directory.on_node_dead.append(self._on_node_dead)
+        directory.listeners.append(self._on_view)
+        self._unplaced: list[ActorInfo] = []
+
+    def _on_view(self, view: dict[str, Any]) -> None:
+        """Nodes changed: actors no node could host may fit now."""
+        pending, self._unplaced = self._unplaced, []
+        for info in pending:
+            self._place(info)
 
     # -- RPCs ---------------------------------------------------------------------------------
     def create_actor(self, conn: Connection, actor_id: bytes, spec: dict[str, Any]) -> Any:
@@ -180,8 +190,9 @@ class ActorManager:
         ]
 
     # -- placement and creation ----------------------------------------------------------------
-    def _pick_node(self, sched: dict[str, float]) -> str:
-        """This node when the actor fits now, else the node with the most room that fits."""
+    def _pick_node(self, sched: dict[str, float]) -> str | None:
+        """This node when the actor fits now, else the node with the most room that fits,
+        else one where it will fit once resources free up; None if no node ever could."""
         from nbcluster.runtime.resources import fits
 
         me = self.agent.node_id
@@ -192,10 +203,18 @@ class ActorManager:
         if free:
             return max(free, key=lambda n: view[n]["available"].get("CPU", 0.0))
         feasible = [n for n, v in view.items() if fits(v["total"], sched)]
-        return me if me in feasible or not feasible else feasible[0]
+        if not feasible:
+            return None
+        return me if me in feasible else feasible[0]
 
     def _place(self, info: ActorInfo) -> None:
+        if info.state == DEAD:
+            return
         node_id = self._pick_node(info.sched)
+        if node_id is None:  # placed when a node that fits joins (see _on_view)
+            if info not in self._unplaced:
+                self._unplaced.append(info)
+            return
         rec = self.directory.nodes.get(node_id)
         if node_id == self.agent.node_id or rec is None or rec.conn is None:
             node_id = self.agent.node_id
@@ -207,9 +226,10 @@ class ActorManager:
     def _placed(self, info: ActorInfo, node_id: str, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             if not fut.cancelled() and info.state != DEAD:
-                self._mark_dead(
-                    info, exc.ActorDiedError(f"cannot place the actor: {fut.exception()}")
-                )
+                # The node it was going to went away first: not a restart, place it again.
+                log.warning("placing actor %s failed (%s); retrying", info.class_name,
+                            fut.exception())  # fmt: skip
+                self.loop.call_later(PLACE_RETRY_S, self._place, info)
             return
         worker_id, pid, addr, gpus = fut.result()
         info.worker = ActorWorker(node_id, worker_id, pid, addr, gpus)
