@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -46,6 +47,8 @@ log = logging.getLogger("nbcluster.submitter")
 
 MAX_LEASE_REQUESTS = 4
 _tokens = itertools.count(1)
+#: Pause before asking again for a lease whose node went away.
+LEASE_RETRY_S = 0.2
 #: How long to give idle leases back at once after the node asked for them.
 EAGER_RETURN_S = 1.0
 #: Arguments at least this large pull their task to the node that holds them.
@@ -335,9 +338,11 @@ class Submitter:
                 log.warning("cannot reach leased worker %s: %s", reply[2], e)
                 agent.notify("return_lease", reply[1], True)
                 self._mark_dirty(cls)
-            elif not core.closed:
-                log.warning("lease request failed: %s", e)
+            elif isinstance(e, ValueError):  # can never be placed (hard affinity to a dead node)
                 self._fail_class(cls, e)
+            elif not core.closed:  # its node went away: ask again (our node, by default)
+                log.info("lease request failed (%s); asking again", e)
+                core.loop.call_later(LEASE_RETRY_S, self._mark_dirty, cls)
             return
         # Counted as requested until connected, so a grant on its way is never mistaken
         # for a full cluster.
@@ -423,12 +428,32 @@ class Submitter:
             self._requeue(spec)
         elif status == P.DONE_CANCELLED:
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
+        elif status == P.DONE_SYSTEM_ERROR and self._lost_argument(spec, results[0][1]):
+            # An argument vanished with its node while the worker fetched it: once the death
+            # is known the argument is rebuilt (or refetched) and the task runs again.
+            spec.attempt += 1
+            self.core.loop.call_later(LEASE_RETRY_S, self._resubmit, spec)
         else:
             self._fail_raw(spec, results[0][1])
         if spec.actor is None and spec.cls is not None:
             self._mark_dirty(spec.cls)
             if lease is not None and not lease.inflight and time.monotonic() < self._eager_until:
                 self.core.loop.call_soon(self._reap_idle, False)
+
+    def _lost_argument(self, spec: TaskSpec, err_bytes: bytes) -> bool:
+        if spec.actor is not None or not (
+            spec.max_retries == -1 or spec.attempt < spec.max_retries
+        ):
+            return False
+        try:
+            err = pickle.loads(err_bytes)
+        except Exception:
+            return False
+        return isinstance(getattr(err, "cause", None), exc.ObjectLostError)
+
+    def _resubmit(self, spec: TaskSpec) -> None:
+        self.tasks.pop(spec.task_id, None)
+        self.submit(spec)  # dependency resolution rebuilds arguments lost with a dead node
 
     def _should_retry_error(self, spec: TaskSpec, err_bytes: bytes) -> bool:
         retry = spec.retry_exceptions
@@ -438,8 +463,6 @@ class Submitter:
             return False
         if retry is True:
             return True
-        import pickle
-
         try:
             err = pickle.loads(err_bytes)
         except Exception:
@@ -575,6 +598,11 @@ class Submitter:
     def on_node_dead(self, agent_address: str) -> None:
         """A node died: retry what ran there and rebuild what only it held."""
         self.dead_agents.add(agent_address)
+        dead_agent = self.core.conns.get(agent_address)
+        if dead_agent is not None and dead_agent.transport is not None:
+            # Requests waiting there (it may be cut off, not closed) fail now and are asked
+            # again elsewhere.
+            dead_agent.transport.abort()
         for cls in self.classes.values():
             for lease in list(cls.leases):
                 dead = lease.agent.info.get("addr") == agent_address or lease.agent.closed
@@ -605,6 +633,7 @@ class Submitter:
             err_cls = (
                 exc.ObjectReconstructionFailedError if spec is not None else exc.ObjectLostError
             )
+            self.core.refs.reset_pending(e)  # a settled value only changes by going pending
             self.core.refs.resolve(e, FAILED, KIND_ERROR, error_bytes(err_cls(e.oid.hex(), why)))
             return
         if not spec.done:
