@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +44,9 @@ from nbcluster.runtime.store_client import StoreMapping
 from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
 
 log = logging.getLogger("nbcluster.core")
+
+#: How often a driver checks that the head still answers.
+HEAD_PING_S = 1.0
 
 # Per thread and per asyncio task, so concurrent actor calls each see their own task.
 _CURRENT_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("nbcluster_task", default=None)
@@ -170,6 +174,9 @@ class CoreWorker:
             self.head = await self.connect(info["head_address"])
         self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
+        if self.kind == "driver":
+            self._head_answered = time.monotonic()
+            self.loop.call_later(HEAD_PING_S, self._ping_head)
         ev.attach_core(self)  # ship this process's events to the head
 
     async def _local_node(self) -> str:
@@ -322,6 +329,24 @@ class CoreWorker:
             for e in self.refs.borrowed_from(addr):
                 if e.state == PENDING:
                     self.refs.resolve(e, FAILED, KIND_ERROR, err)
+
+    def _ping_head(self) -> None:
+        """A head that is cut off or frozen closes no connection: notice its silence."""
+        if self.closed or self.head.closed:
+            return
+        if time.monotonic() - self._head_answered > CONFIG.node_timeout_s:
+            log.error("the head at %s has not answered for %g s", self.head.peer,
+                      CONFIG.node_timeout_s)  # fmt: skip
+            if self.head.transport is not None:
+                self.head.transport.abort()  # -> _cluster_lost
+            return
+
+        def answered(f: Any) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self._head_answered = time.monotonic()
+
+        self.head.call("ping").add_done_callback(answered)
+        self.loop.call_later(HEAD_PING_S, self._ping_head)
 
     def _cluster_lost(self, conn: Connection) -> None:
         """The head or our node is gone: nothing pending can finish, so fail it all now."""

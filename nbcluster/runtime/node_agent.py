@@ -128,7 +128,7 @@ class NodeAgent:
         for name in (
             "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
             "kill_worker", "lease_actor_worker", "cluster_view_update", "node_stats",
-            "cancel_lease_requests",
+            "cancel_lease_requests", "ping",
             "cluster_total",
         ):  # fmt: skip
             rpc[name] = getattr(self, name)
@@ -285,6 +285,10 @@ class NodeAgent:
         if not fut.done() and not fits(self.available, resources) and conn is not None:
             conn.notify("lease_queued", token)  # it waits for resources, not for a worker
         return fut
+
+    def ping(self, conn: Connection) -> bool:
+        """Drivers call this every second: a head that stops answering is gone."""
+        return True
 
     def cancel_lease_requests(self, conn: Connection, token: int) -> None:
         """The owner no longer needs the workers it asked for with ``token``."""
