@@ -75,12 +75,20 @@ def weight(ev: Any) -> int:
 ENABLED: bool = CONFIG.events
 #: Events applied by the head at once.
 BUF: collections.deque[tuple[Any, ...]] = collections.deque()
-#: Task events: the head keeps these batches as they are until a query needs them.
-TASKS: collections.deque[tuple[Any, ...]] = collections.deque()
+#: Task events, each packed as it happens (so the many in flight hold no object for the
+#: garbage collector to count: a tuple per task made the driver collect more often): the
+#: head keeps these batches as they are until a query needs them. By weight: one state
+#: change each, TASK_RAN without / with its arrival (2 and 3).
+TASKS: collections.deque[bytes] = collections.deque()
+RAN2: collections.deque[bytes] = collections.deque()
+RAN3: collections.deque[bytes] = collections.deque()
 _now = time.time
+# One packer for every thread: its pack() runs in C without releasing the GIL, and resets
+# itself when it fails, so calls from different threads cannot interleave.
+_pack = msgpack.Packer().pack
 
 # A forked child starts with empty buffers: its parent's events are the parent's to send.
-for _buf in (BUF, TASKS):
+for _buf in (BUF, TASKS, RAN2, RAN3):
     os.register_at_fork(after_in_child=_buf.clear)
 
 
@@ -122,21 +130,22 @@ def _plain(tag: Any) -> Any:
 def task_submitted(spec: Any) -> None:
     deps = [x._id for x in spec.deps] if spec.deps else None
     nested = [x._id for x in spec.held if hasattr(x, "_id")] if spec.held else None
-    TASKS.append((TASK_SUBMITTED, _now(), spec.task_id, spec.fn.name, spec.attempt, deps, nested,
-                  spec.num_returns, _plain(spec.tag), call_site(3), spec.actor))  # fmt: skip
+    TASKS.append(_pack((TASK_SUBMITTED, _now(), spec.task_id, spec.fn.name, spec.attempt,
+                        deps, nested, spec.num_returns, _plain(spec.tag), call_site(3),
+                        spec.actor)))  # fmt: skip
 
 
 def task_failed(spec: Any, err_bytes: bytes | None) -> None:
     """A task's final failure; cancellation is reported as such, with the error's text."""
     kind, message = describe_error(err_bytes)
     if spec.cancelled or kind == "TaskCancelledError":
-        TASKS.append((TASK_CANCELLED, _now(), spec.task_id, spec.attempt))
+        TASKS.append(_pack((TASK_CANCELLED, _now(), spec.task_id, spec.attempt)))
     else:
-        TASKS.append((TASK_FAILED, _now(), spec.task_id, spec.attempt, kind, message))
+        TASKS.append(_pack((TASK_FAILED, _now(), spec.task_id, spec.attempt, kind, message)))
 
 
 def task_retried(spec: Any, reason: str) -> None:
-    TASKS.append((TASK_RETRIED, _now(), spec.task_id, spec.attempt, reason))
+    TASKS.append(_pack((TASK_RETRIED, _now(), spec.task_id, spec.attempt, reason)))
 
 
 # The worker remembers each task between its events in dicts of plain tuples, which the
@@ -170,13 +179,15 @@ def task_replied(task_id: bytes, status: int, results: list[Any]) -> None:
             out = tuple((x[0], x[2], x[1] if x[0] == 1 else None) for x in results)
     run = RUNNING_NOW.pop(task_id, None)
     if run is not None:
-        TASKS.append((TASK_RAN, end, task_id, run[1], run[0], run[2], out))
+        (RAN2 if run[2] is None else RAN3).append(
+            _pack((TASK_RAN, end, task_id, run[1], run[0], run[2], out))
+        )
         return
     QUEUED.pop(task_id, None)  # reported as running at a flush, or never ran (cancelled)
     if out is not None:
-        TASKS.append((TASK_FINISHED, end, task_id, out))
+        TASKS.append(_pack((TASK_FINISHED, end, task_id, out)))
     else:
-        TASKS.append((TASK_ENDED, end, task_id))
+        TASKS.append(_pack((TASK_ENDED, end, task_id)))
 
 
 def results_of(out: Any) -> tuple[tuple[int, int, str | None], ...]:
@@ -194,14 +205,14 @@ def _report_worker(address: str) -> None:
         for tid in list(QUEUED):
             ts = QUEUED.pop(tid, None)
             if ts is not None:
-                TASKS.append((TASK_SCHEDULED, ts, tid, None, address))
+                TASKS.append(_pack((TASK_SCHEDULED, ts, tid, None, address)))
     if RUNNING_NOW:
         for tid in list(RUNNING_NOW):
             run = RUNNING_NOW.pop(tid, None)
             if run is not None:
                 if run[2] is not None:
-                    TASKS.append((TASK_SCHEDULED, run[2], tid, None, address))
-                TASKS.append((TASK_RUNNING, run[0], tid, run[1]))
+                    TASKS.append(_pack((TASK_SCHEDULED, run[2], tid, None, address)))
+                TASKS.append(_pack((TASK_RUNNING, run[0], tid, run[1])))
 
 
 def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
@@ -244,16 +255,35 @@ def actor_state(info: Any) -> None:
 
 
 # -- shipping --------------------------------------------------------------------------------
-def take(buf: collections.deque[tuple[Any, ...]] = BUF) -> tuple[bytes | None, int]:
-    """Everything ``buf`` holds, oldest first, packed, and how many state changes that is
-    (appends racing with this stay for later). Batches travel and are kept as bytes: the
-    head stores and forwards them as they are, and bytes hold nothing for the collector."""
+def take(buf: collections.deque[tuple[Any, ...]] = BUF) -> bytes | None:
+    """Everything ``buf`` holds, oldest first, packed; None if empty (appends racing with
+    this stay for later). Batches travel and are kept as bytes: the head stores and forwards
+    them as they are, and bytes hold nothing for the garbage collector to walk."""
     if not buf:
-        return None, 0
+        return None
     popleft = buf.popleft
-    batch = [popleft() for _ in range(len(buf))]
-    n = len(batch) + sum(weight(ev) - 1 for ev in batch if ev[0] == TASK_RAN)
-    return msgpack.packb(batch), n
+    return _pack([popleft() for _ in range(len(buf))])  # type: ignore[no-any-return]
+
+
+def take_tasks() -> tuple[bytes | None, int]:
+    """The packed task events, as one msgpack array, and how many state changes they are."""
+    parts: list[bytes] = []
+    n = 0
+    for buf, w in ((TASKS, 1), (RAN2, 2), (RAN3, 3)):
+        k = len(buf)
+        parts.extend(buf.popleft() for _ in range(k))
+        n += k * w
+    if not parts:
+        return None, 0
+    return _array_header(len(parts)) + b"".join(parts), n
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def flush_core(core: CoreWorker) -> None:
@@ -261,11 +291,11 @@ def flush_core(core: CoreWorker) -> None:
     so a process sees its own doings in the answer."""
     if RUNNING_NOW or QUEUED:
         _report_worker(core.address)
-    if BUF or TASKS:
+    if BUF or TASKS or RAN2 or RAN3:
         head = getattr(core, "head", None)
         if head is not None and not head.closed:
-            blob, _ = take()
-            tasks, n = take(TASKS)
+            blob = take()
+            tasks, n = take_tasks()
             head.notify("events", _header(core), blob, tasks, n)
 
 
@@ -280,7 +310,7 @@ def attach_core(core: CoreWorker) -> None:
     event_refs.install(core)
     if not ENABLED:
         return
-    for table in (BUF, TASKS, QUEUED, RUNNING_NOW):  # an earlier session's
+    for table in (BUF, TASKS, RAN2, RAN3, QUEUED, RUNNING_NOW):  # an earlier session's
         table.clear()
     interval = CONFIG.event_flush_s
 
@@ -311,7 +341,7 @@ def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes | None], None
         if agent.closing:
             return
         if BUF:
-            send(header, take()[0])  # (node processes run no tasks)
+            send(header, take())  # (node processes run no tasks)
         agent.loop.call_later(interval, tick)
 
     def sample() -> None:
