@@ -45,6 +45,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("NBCLUSTER_TOKEN")
     if args.address and not token:
         raise SystemExit("joining a cluster needs its token: --token or NBCLUSTER_TOKEN")
+    _configure_tls(args)
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
     store = args.object_store_memory or default_object_store_memory()
     log_path = os.path.join(_nodes_dir(), f"node-{time.strftime('%Y%m%d-%H%M%S')}.log")
@@ -85,6 +86,21 @@ def cmd_start(args: argparse.Namespace) -> int:
         node.stop(timeout=5)
         _remove(record)
     return 0
+
+
+def _configure_tls(args: argparse.Namespace) -> None:
+    """TLS for the node and its workers goes through the environment they inherit."""
+    from nbcluster.runtime import tls
+
+    if args.tls and not args.tls_cert:
+        args.tls_cert, args.tls_key = tls.generate(os.path.join(CONFIG.temp_dir, "tls"))
+        print(f"generated a self-signed TLS certificate: {args.tls_cert} (key {args.tls_key})")
+        print("  copy both to every machine of the cluster and pass --tls-cert/--tls-key there")
+    if args.tls_cert:
+        os.environ["NBCLUSTER_TLS_CERT"] = os.path.abspath(args.tls_cert)
+        os.environ["NBCLUSTER_TLS_KEY"] = os.path.abspath(args.tls_key or args.tls_cert)
+        print(f"TLS on; certificate sha256 {tls.fingerprint(args.tls_cert)}")
+        print("  drivers: set NBCLUSTER_TLS_CERT (and NBCLUSTER_TLS_KEY) to the same files")
 
 
 def _remove(path: str) -> None:
@@ -363,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--object-store-memory", type=int, help="store capacity in bytes")
     s.add_argument("--token", help="cluster token (default: generated; or NBCLUSTER_TOKEN)")
     s.add_argument("--block", action="store_true", help="stay in the foreground")
+    s.add_argument("--tls-cert", help="TLS certificate (PEM) shared by the cluster's nodes")
+    s.add_argument("--tls-key", help="its private key (PEM)")
+    s.add_argument(
+        "--tls", action="store_true", help="generate a self-signed certificate and use TLS"
+    )
     s.set_defaults(fn=cmd_start)
     st = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
     st.set_defaults(fn=cmd_stop)

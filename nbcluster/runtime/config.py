@@ -43,6 +43,10 @@ class Config:
     memory_monitor_interval_s: float = 0.25
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
+    #: TLS certificate (PEM) shared by the cluster; empty: no TLS. See ``tls``.
+    tls_cert: str = ""
+    #: Its private key (PEM), when not inside the certificate file.
+    tls_key: str = ""
     #: Warn once if a task stays unschedulable this long (seconds).
     infeasible_warning_s: float = 1.0
     #: Record state-change events (tasks, actors, objects, nodes, workers) and send them to

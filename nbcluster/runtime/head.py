@@ -32,7 +32,13 @@ from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
 from nbcluster.runtime.protocol import HELLO
 from nbcluster.runtime.store_service import StoreService
-from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
+from nbcluster.runtime.transport import (
+    Connection,
+    Endpoint,
+    install_rpc,
+    parse_address,
+    tls_server_args,
+)
 
 log = logging.getLogger("nbcluster.node")
 
@@ -152,7 +158,9 @@ def main() -> None:
         loop.run_until_complete(_join(endpoint, agent, head_address, node_info, stop))
     ev.attach_node(agent, event_log.ingest if event_log is not None else None)
     agent.start_pool()
-    loop.run_until_complete(loop.create_server(lambda: Connection(endpoint, True), sock=sock))
+    loop.run_until_complete(
+        loop.create_server(lambda: Connection(endpoint, True), sock=sock, **tls_server_args())
+    )
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())
     os.close(ready_fd)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbcluster.exceptions import AuthenticationError, ObjectLostError
-from nbcluster.runtime import auth
+from nbcluster.runtime import auth, tls
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.transport import parse_address
 
@@ -109,6 +110,9 @@ class TransferServer:
         with conn:
             conn.settimeout(CONFIG.handshake_timeout_s)
             try:
+                ctx = tls.server_context()
+                if ctx is not None:
+                    conn = ctx.wrap_socket(conn, server_side=True)
                 if not server_handshake(conn, self.token):
                     log.warning("refused transfer connection from %s: wrong token", peer)
                     return
@@ -130,7 +134,7 @@ class TransferServer:
                     finally:
                         view.release()
                         release()
-            except (OSError, ConnectionError, TimeoutError) as e:
+            except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as e:
                 log.warning("transfer connection from %s failed: %s", peer, e)
 
     def close(self) -> None:
@@ -186,7 +190,9 @@ class Puller:
 
     def _fetch(self, oid: bytes, source: str, allocate: Callable[[int], memoryview]) -> None:
         host, port = parse_address(source)
-        with socket.create_connection((host, port), timeout=CONFIG.handshake_timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=CONFIG.handshake_timeout_s) as raw:
+            ctx = tls.client_context()
+            sock = ctx.wrap_socket(raw, server_hostname="nbcluster") if ctx is not None else raw
             client_handshake(sock, self.token)
             sock.settimeout(None)
             sock.sendall(bytes([len(oid)]) + oid)

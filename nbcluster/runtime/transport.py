@@ -19,6 +19,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import msgpack
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
-from nbcluster.runtime import auth
+from nbcluster.runtime import auth, tls
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
@@ -57,21 +58,33 @@ class Endpoint:
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
         return await self.loop.create_server(
-            lambda: Connection(self, server_side=True), host, port, reuse_address=True
-        )
+            lambda: Connection(self, server_side=True), host, port, reuse_address=True,
+            **tls_server_args(),
+        )  # fmt: skip
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
         timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: Connection(self, server_side=False), host, port
+                    lambda: Connection(self, server_side=False), host, port, **tls_client_args()
                 ),
                 timeout,
             )
         except (OSError, asyncio.TimeoutError) as e:
-            raise ClusterConnectionError(f"cannot connect to {host}:{port}: {e}") from e
-        await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+            why = str(e) or type(e).__name__
+            if isinstance(e, ssl.SSLError):
+                why += " (does the cluster use TLS with the certificate in NBCLUSTER_TLS_CERT?)"
+            raise ClusterConnectionError(f"cannot connect to {host}:{port}: {why}") from e
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
+        except asyncio.TimeoutError:
+            conn.close()
+            hint = "" if tls.enabled() else " (if the cluster uses TLS, set NBCLUSTER_TLS_CERT)"
+            raise ClusterConnectionError(
+                f"{host}:{port} did not complete the nbcluster handshake within {timeout:g} s"
+                f"{hint}"
+            ) from None
         return conn
 
 
@@ -120,9 +133,10 @@ class Connection(asyncio.Protocol):
             for msg in self._unpacker:
                 handlers[msg[0]](self, msg)
         except Exception as e:  # malformed input from an authenticated peer: drop the link
-            if isinstance(e, (KeyError, TypeError, IndexError, ValueError)) or "msgpack" in type(
-                e
-            ).__module__:
+            if (
+                isinstance(e, (KeyError, TypeError, IndexError, ValueError))
+                or "msgpack" in type(e).__module__
+            ):
                 log.warning("bad message from %s: %r; closing", self.peer, e)
                 self.close()
             else:
@@ -356,6 +370,25 @@ _REMOTE_ERRORS: dict[str, type[Exception]] = {
 def install_rpc(endpoint: Endpoint) -> None:
     endpoint.handlers[REQUEST] = lambda conn, msg: conn.handle_request(msg)
     endpoint.handlers[REPLY] = lambda conn, msg: conn.handle_reply(msg)
+
+
+def tls_server_args() -> dict[str, Any]:
+    """Keyword arguments that make an asyncio server speak TLS, when the cluster uses it."""
+    ctx = tls.server_context()
+    if ctx is None:
+        return {}
+    return {"ssl": ctx, "ssl_handshake_timeout": CONFIG.handshake_timeout_s}
+
+
+def tls_client_args() -> dict[str, Any]:
+    ctx = tls.client_context()
+    if ctx is None:
+        return {}
+    return {
+        "ssl": ctx,
+        "server_hostname": "nbcluster",
+        "ssl_handshake_timeout": CONFIG.handshake_timeout_s,
+    }
 
 
 def parse_address(address: str) -> tuple[str, int]:
