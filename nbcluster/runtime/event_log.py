@@ -4,9 +4,10 @@ Every process sends its events here in batches (``events``). Each batch gets the
 of a global sequence number (one per state change), is kept as received in a bounded history
 and pushed to every subscriber (``event_subscribers``). The same events update the state
 tables (``state_tables``) that answer snapshot queries (``state_queries``): most batches at
-once, the bulk (TASK_DONE / TASK_RAN batches) when a query needs them, so a busy cluster
-nobody is looking at costs the head little. Memory is bounded by ``event_history`` events
-and ``event_max_tasks`` / ``event_max_objects`` records; finished tasks go oldest first.
+once, task events (most of the traffic, in batches of their own) only when a query needs
+them, so a busy cluster nobody is looking at costs the head little. Memory is bounded by
+``event_history`` events and ``event_max_tasks`` / ``event_max_objects`` records; finished
+tasks go oldest first.
 
 RPCs (any authenticated connection): ``events``, ``subscribe_events``, ``unsubscribe_events``,
 ``state_list``, ``state_get``, ``state_summary``, ``state_timeline``, ``state_memory``.
@@ -75,7 +76,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         #: spills (reported by the store's node) and frees of objects whose creation is not
         #: applied yet: the owner's report may arrive, or be applied, later
         self._early: dict[bytes, str] = {}
-        #: (source, packed TASK_DONE or TASK_RAN batch, state changes) not applied yet
+        #: (source, packed batch of task events, state changes) not applied yet
         self._unapplied: collections.deque[tuple[Source, bytes, int]] = collections.deque()
         self._unapplied_size = 0
         self._handlers: dict[int, Callable[[Any, Source], None]] = {
@@ -151,7 +152,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             self.size -= self.chunks.popleft()[3]
 
     def catch_up(self) -> None:
-        """Apply the kept TASK_DONE / TASK_RAN batches (before answering a query)."""
+        """Apply the kept batches of task events (before answering a query)."""
         while self._unapplied:
             src, blob, n = self._unapplied.popleft()
             self._unapplied_size -= n
@@ -355,8 +356,8 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         oid = ev[2]
         if self.objects.pop(oid, None) is not None:
             self._early.pop(oid, None)
-        elif self._unapplied and not oid.endswith(b"\0\0\0\0"):
-            self._remember(oid, "FREED")  # a task result whose TASK_DONE is not applied yet
+        elif not oid.endswith(b"\0\0\0\0"):
+            self._remember(oid, "FREED")  # a task result its worker has not reported yet
 
     def available_of(self, node_id: str) -> dict[str, float] | None:
         """Logical resources free on a node, from the head's own directory (freshest)."""
