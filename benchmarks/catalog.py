@@ -29,6 +29,8 @@ class Spec:
     target_absolute: float | None = None
     #: Needs Ray-style actors (skipped on frameworks that have none, i.e. Dask).
     actors: bool = False
+    #: Runs on a two-node cluster started on this machine (its own child; see cross_node.py).
+    cluster: bool = False
 
 
 SPECS: tuple[Spec, ...] = (
@@ -146,6 +148,22 @@ SPECS: tuple[Spec, ...] = (
         540,
         target_factor=5,
         actors=True,
+    ),
+    Spec(
+        "cross_node_transfer_500mb",
+        "GB/s",
+        True,
+        "500 MB array made on node A, read by a task on node B; 500 MB / get time",
+        None,
+        cluster=True,
+    ),
+    Spec(
+        "cross_node_round_trip",
+        "ms/call",
+        False,
+        "get(f.remote()) of a no-op pinned to the node the driver is not on",
+        None,
+        cluster=True,
     ),
 )
 

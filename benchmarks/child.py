@@ -14,8 +14,11 @@ import time
 import traceback
 from typing import Any
 
+from benchmarks.cross_node import CROSS_NODE_WORKLOADS, open_cluster_session
 from benchmarks.frameworks import Session, Unsupported, open_session
 from benchmarks.workloads import WORKLOADS, Plan
+
+ALL_WORKLOADS = {**WORKLOADS, **CROSS_NODE_WORKLOADS}
 
 MARKER = "@@nbbench "
 
@@ -31,7 +34,7 @@ def describe(exc: BaseException) -> str:
 
 def run_workload(session: Session, plan: Plan, name: str) -> None:
     try:
-        m = WORKLOADS[name](session, plan)
+        m = ALL_WORKLOADS[name](session, plan)
     except Unsupported as exc:
         emit("result", name=name, skipped=str(exc))
     except Exception as exc:
@@ -52,8 +55,17 @@ def run_cold_start(framework: str, plan: Plan) -> None:
     session.close()
 
 
-def run_all(framework: str, plan: Plan, names: list[str]) -> None:
-    session = open_session(framework, plan.num_cpus)
+def run_all(framework: str, plan: Plan, names: list[str], cluster: bool = False) -> None:
+    """Run ``names`` on one session: a local cluster, or (``cluster``) a two-node one."""
+    try:
+        session = (
+            open_cluster_session(framework) if cluster else open_session(framework, plan.num_cpus)
+        )
+    except Unsupported as exc:  # no two-node cluster (Dask): every workload is "n/a"
+        emit("ready", version=None)
+        for name in names:
+            emit("result", name=name, skipped=str(exc))
+        return
     emit("ready", version=session.version)
     try:
         for name in names:
@@ -68,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", required=True, help="comma separated workload names")
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cluster", action="store_true", help="on a two-node cluster")
     return parser.parse_args(argv)
 
 
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if names == ["cold_start"]:
             run_cold_start(args.framework, plan)
         else:
-            run_all(args.framework, plan, names)
+            run_all(args.framework, plan, names, args.cluster)
     except Exception as exc:
         traceback.print_exc()
         emit("fatal", error=describe(exc))

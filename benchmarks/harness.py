@@ -144,12 +144,24 @@ def run_framework(framework: str, opts: Options) -> FrameworkRun:
     if "cold_start" in opts.workloads:
         run.results["cold_start"], run.version = run_cold_start(framework, opts)
         progress(framework, "cold_start", run.results["cold_start"])
-    pending = [n for n in opts.workloads if n != "cold_start"]
+    rest = [n for n in opts.workloads if n != "cold_start"]
+    # Cross-node workloads run on a two-node cluster of their own, in a child of their own.
+    for cluster in (False, True):
+        names = [n for n in rest if catalog.SPEC_BY_NAME[n].cluster == cluster]
+        run_group(run, names, opts, cluster)
+    return run
+
+
+def run_group(run: FrameworkRun, pending: list[str], opts: Options, cluster: bool) -> None:
+    """Run ``pending`` in children until each has a result (a child that dies or hangs costs
+    only the workload it was on)."""
+    framework = run.name
     while pending:
         out = run_child(
             framework,
             pending,
             **child_options(opts),
+            cluster=cluster,
             on_result=lambda name, result: progress(framework, name, result),
         )
         run.results.update(out.results)
@@ -165,7 +177,6 @@ def run_framework(framework: str, opts: Options) -> FrameworkRun:
         run.results[pending[0]] = {"error": failure}
         progress(framework, pending[0], run.results[pending[0]])
         pending = pending[1:]
-    return run
 
 
 def collect(runs: list[FrameworkRun], workloads: list[str]) -> report.Results:

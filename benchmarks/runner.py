@@ -154,12 +154,15 @@ def run_child(
     limits: Limits,
     on_result: OnResult | None = None,
     root: Path = ROOT,
+    cluster: bool = False,
 ) -> ChildOutcome:
-    """Run ``names`` on ``framework`` in one fresh child process, then clean up after it."""
+    """Run ``names`` on ``framework`` in one fresh child process, then clean up after it.
+    ``cluster``: on a two-node cluster the child starts (see ``cross_node.py``)."""
     tag = f"{os.getpid()}-{next(_children)}"
     cmd = [sys.executable, "-m", "benchmarks.child", "--framework", framework]
     cmd += ["--workloads", ",".join(names), "--num-cpus", str(num_cpus)]
     cmd += ["--quick"] if quick else []
+    cmd += ["--cluster"] if cluster else []
     with tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(
             cmd,
