@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -53,11 +54,17 @@ class StoreService:
 
     # -- local clients ------------------------------------------------------------------------
     def store_create(self, conn: Connection, oid: bytes, size: int, owner: str) -> int:
-        """Room for a new object, or -1 when this node already holds a sealed copy of it (a
-        task re-run from lineage lands where its lost result had been pulled to)."""
-        if oid in self.copies and self.store.contains(oid):
-            del self.copies[oid]  # the copy is the object now
-            return -1
+        """Room for a new object, or -1 when this node already holds it sealed: a copy pulled
+        here (a task re-run from lineage lands where its lost result had been pulled to), or
+        the result an earlier attempt of the same task stored before its worker died."""
+        if self.store.contains(oid):
+            probe = ("create", oid)
+            if self.store.open(oid, probe) is not None:  # sealed: a copy, or an earlier
+                self.store.release(oid, probe)  # attempt's complete result: keep it
+                self.copies.pop(oid, None)
+                return -1
+            with contextlib.suppress(ValueError):  # (a deleted object still being read stays)
+                self.store.abort(oid)  # half written by an attempt that died: start over
         return self.store.create(oid, size, owner, creator=conn)
 
     def store_seal(self, conn: Connection | None, oid: bytes) -> None:

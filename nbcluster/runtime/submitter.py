@@ -238,6 +238,8 @@ class Submitter:
                 best, size = e.data, e.size
         if best == self.core.agent_address or spec.strategy is not None:
             return None
+        if best in self.dead_agents:
+            return None  # its node is gone: the argument is rebuilt or fetched elsewhere
         return best
 
     def _class_of(self, spec: TaskSpec, prefer: str | None) -> SchedClass:
@@ -525,7 +527,9 @@ class Submitter:
         spec.held = []
 
     def _requeue(self, spec: TaskSpec) -> None:
-        cls = spec.cls or self._class_of(spec, None)
+        cls = spec.cls
+        if cls is None or cls.prefer in self.dead_agents:
+            cls = self._class_of(spec, self._preferred_node(spec))
         cls.queue.appendleft(spec)
         self._mark_dirty(cls)
 
@@ -598,6 +602,12 @@ class Submitter:
     def on_node_dead(self, agent_address: str) -> None:
         """A node died: retry what ran there and rebuild what only it held."""
         self.dead_agents.add(agent_address)
+        for cls in list(self.classes.values()):
+            if cls.prefer == agent_address:  # tasks drawn to data on that node go anywhere
+                while cls.queue:
+                    spec = cls.queue.popleft()
+                    self._class_of(spec, None).queue.append(spec)
+                    self._mark_dirty(spec.cls)
         dead_agent = self.core.conns.get(agent_address)
         if dead_agent is not None and dead_agent.transport is not None:
             # Requests waiting there (it may be cut off, not closed) fail now and are asked
