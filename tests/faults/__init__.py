@@ -1,0 +1,1 @@
+"""Fault injection: a workload run while workers, actors and nodes are killed."""
