@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from conftest import describe
 
 import nbcluster as nc
 
@@ -57,14 +58,6 @@ def poll(
         time.sleep(interval)
 
 
-def is_gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting to be reaped counts as exited)."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
 def gone(proc: psutil.Process) -> bool:
     """True once this very process has exited (its pid may since belong to another)."""
     try:
@@ -80,17 +73,6 @@ def tree(pid: int) -> list[psutil.Process]:
         return [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
-
-
-def describe(pids: Iterable[int]) -> str:
-    out = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            out.append(f"{pid} {p.status()} {' '.join(p.cmdline())[:160]}")
-        except psutil.Error:
-            out.append(f"{pid} (gone)")
-    return "; ".join(out) or "(none)"
 
 
 def kill_quietly(procs: Iterable[psutil.Process]) -> None:
