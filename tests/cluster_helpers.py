@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from conftest import describe
+from conftest import describe, is_gone  # noqa: F401 (the cluster tests import them from here)
 
 import nbcluster as nc
 
