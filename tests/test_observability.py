@@ -260,10 +260,6 @@ def test_timeline_is_a_chrome_trace_of_tasks_per_worker(cluster: Any, tmp_path: 
     assert {f"worker {e['tid']}" for e in slices} <= names
 
 
-@pytest.mark.skip(
-    reason="intermittent: with the task table at its bound, the last task's FINISHED report "
-    "sometimes never shows (it stays PENDING_NODE_ASSIGNMENT); under investigation"
-)
 def test_history_and_tables_are_bounded_and_say_what_was_lost(
     no_cluster: None, make_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

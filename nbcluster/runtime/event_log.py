@@ -16,6 +16,7 @@ RPCs (any authenticated connection): ``events``, ``subscribe_events``, ``unsubsc
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -70,15 +71,17 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         self.size = 0
         self.next_seq = 1
         self._sources: dict[tuple[Any, ...], Source] = {}
-        self._finished: collections.deque[bytes] = collections.deque()
+        #: (submitted, task id) heap of finished tasks: the oldest go first, by when they were
+        #: submitted, not by when news of them arrived (workers report on their own clocks)
+        self._finished: list[tuple[float, bytes]] = []
+        self._n_done = 0  # finished, failed or cancelled tasks in the table
         #: tasks forgotten to bound memory (recent ones): late reports about them are ignored
         self._evicted: dict[bytes, None] = {}
         #: spills (reported by the store's node) and frees of objects whose creation is not
         #: applied yet: the owner's report may arrive, or be applied, later
         self._early: dict[bytes, str] = {}
         #: (source, packed batch of task events, state changes) not applied yet
-        self._unapplied: collections.deque[tuple[Source, bytes, int]] = collections.deque()
-        self._unapplied_size = 0
+        self._unapplied: collections.deque[tuple[Source, bytes]] = collections.deque()
         self._handlers: dict[int, Callable[[Any, Source], None]] = {
             E.TASK_SUBMITTED: self._submitted, E.TASK_SCHEDULED: self._scheduled,
             E.TASK_RUNNING: self._running, E.TASK_ENDED: self._ended,
@@ -115,11 +118,8 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         if blob:
             self._append(header, blob, self._apply(src, blob))
         if tasks and isinstance(n_tasks, int) and n_tasks > 0:
+            self._unapplied.append((src, tasks))
             self._append(header, tasks, n_tasks)
-            self._unapplied.append((src, tasks, n_tasks))
-            self._unapplied_size += n_tasks
-            while self._unapplied_size > self.max_events:  # as old as history keeps
-                self._unapplied_size -= self._unapplied.popleft()[2]
         self._bound()
         if self.subscribers:
             self._push()
@@ -149,18 +149,21 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         self.next_seq += n
         self.size += n
         while self.size > self.max_events and len(self.chunks) > 1:
-            self.size -= self.chunks.popleft()[3]
+            old = self.chunks.popleft()
+            self.size -= old[3]
+            unapplied = self._unapplied
+            if unapplied and unapplied[0][1] is old[2]:  # leaving history: apply it now
+                self._apply(*unapplied.popleft())
 
     def catch_up(self) -> None:
-        """Apply the kept batches of task events (before answering a query)."""
+        """Apply the kept batches of task events (before answering a query). Each batch is
+        applied once: here, or when it leaves the history, whichever comes first."""
         while self._unapplied:
-            src, blob, n = self._unapplied.popleft()
-            self._unapplied_size -= n
-            self._apply(src, blob)
+            self._apply(*self._unapplied.popleft())
         self._bound()
 
     def _bound(self) -> None:
-        if len(self.tasks) > self.max_tasks:
+        if self._n_done > self.max_tasks or len(self.tasks) > 2 * self.max_tasks:
             self._evict_tasks()
         while len(self.objects) > self.max_objects:
             del self.objects[next(iter(self.objects))]
@@ -180,6 +183,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             if self._evicted:
                 self._evicted.pop(tid, None)  # forgotten, now rebuilt from lineage
         elif rec.creation_time is not None and not (rec.start_time and rec.start_time > ts):
+            self._n_done -= RANK[rec.state] == 3
             rec.resubmitted()  # rebuilt from lineage (and not already running again)
         rec.name, rec.attempt_number, rec.args, rec.nested_args = name, attempt, deps, nested
         rec.num_returns, rec.tag, rec.creation_time = nret, tag, ts
@@ -253,7 +257,8 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         rec.end_time = ts
         if out is not None and RANK[rec.state] < 3:
             rec.state, rec.finish_time = FINISHED, ts
-            self._finished.append(rec.task_id)
+            self._n_done += 1
+            heapq.heappush(self._finished, (rec.creation_time or ts, rec.task_id))
             if not isinstance(out, int):  # several values, or one in a store
                 self._store_results(rec, E.results_of(out), ts)
 
@@ -261,9 +266,10 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         if attempt < rec.attempt_number:
             return False
         rec.attempt_number = attempt
+        self._n_done += RANK[rec.state] != 3
         rec.state = state
         rec.finish_time = ts
-        self._finished.append(rec.task_id)
+        heapq.heappush(self._finished, (rec.creation_time or ts, rec.task_id))
         return True
 
     def _store_results(self, rec: TaskRecord, results: Any, ts: float) -> None:
@@ -304,25 +310,32 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
             rec.attempt_number = attempt
             if rec.state is FINISHED and rec.start_time and rec.start_time > ts:
                 return  # the retry already ran (its worker's report came first)
+            self._n_done -= RANK[rec.state] == 3
             rec.state = PENDING
             rec.error_message = f"attempt {attempt - 1} failed: {reason}"
 
     def _evict_tasks(self) -> None:
-        """Forget the oldest finished tasks (or, when none finished, the oldest)."""
+        """Keep ``max_tasks`` finished tasks, forgetting the oldest (by submission) first.
+
+        A task looks unfinished until its worker's report arrives, which may come after many
+        later tasks' (each process flushes on its own clock), so unfinished tasks are not
+        counted against the bound, only against a hard cap of twice it. Late reports about
+        a forgotten finished task are ignored; about a forgotten unfinished one, they bring
+        it back (they are news)."""
         tasks, finished, evicted = self.tasks, self._finished, self._evicted
-        while len(tasks) > self.max_tasks:
-            if finished:
-                tid = finished.popleft()
-                rec = tasks.get(tid)
-                if rec is None or RANK[rec.state] != 3:
-                    continue
-                del tasks[tid]
-            else:
-                tid = next(iter(tasks))
-                del tasks[tid]
+        while self._n_done > self.max_tasks and finished:
+            tid = heapq.heappop(finished)[1]
+            rec = tasks.get(tid)
+            if rec is None or RANK[rec.state] != 3:
+                continue  # forgotten already, or running again since
+            del tasks[tid]
+            self._n_done -= 1
             evicted[tid] = None
             if len(evicted) > max(self.max_tasks, 10_000):
                 del evicted[next(iter(evicted))]
+        while len(tasks) > 2 * self.max_tasks:
+            rec = tasks.pop(next(iter(tasks)))
+            self._n_done -= RANK[rec.state] == 3
 
     # -- objects --------------------------------------------------------------------------------
     def _object_created(self, ev: Any, src: Source) -> None:
