@@ -15,3 +15,14 @@ python -m nbcluster.kernel install --sys-prefix >/dev/null
 ruff check nbcluster tests benchmarks
 mypy
 python -m pytest "$@"
+
+# The kernel again on the oldest IPython, ipykernel and jupyter_client that pyproject.toml
+# allows: IPython moved when execution_count is incremented between 8 and 9, and the
+# kernel must name cells right on both.
+oldest=build/oldest-venv
+python -m venv --clear "$oldest"
+"$oldest/bin/python" -m pip install -q --disable-pip-version-check -e . \
+  "ipython==8.0.1" "ipykernel==7.1.0" "jupyter_client==8.0.0" pytest pytest-timeout numpy
+"$oldest/bin/python" -m nbcluster.kernel install --sys-prefix >/dev/null
+"$oldest/bin/python" -m pytest -q -p no:cacheprovider \
+  tests/test_kernel.py tests/test_kernel_routing.py tests/test_kernel_lifecycle.py

@@ -128,6 +128,17 @@ def test_remote_cell_options_and_out(kernel: KernelSession) -> None:
     assert check.result == "(2.0, False)"
 
 
+def test_remote_cells_are_named_for_their_own_cell(kernel: KernelSession) -> None:
+    """``nbcluster list tasks`` shows a %%remote task as the cell it ran in, not the next."""
+    kernel.ok("import nbcluster as nc\nfrom nbcluster.util import state")
+    cell = kernel.ok("%%remote\nnc.get_runtime_context().get_task_id()")
+    number = cell.reply["execution_count"]
+    check = kernel.ok(
+        "[t['name'] for t in state.list_tasks() if t['task_id'] == " + str(cell.result) + "]"
+    )
+    assert check.result == f"['In[{number}]']"
+
+
 def test_remote_async_binds_object_refs(kernel: KernelSession) -> None:
     kernel.ok("import nbcluster as nc")
     cell = kernel.ok("%%remote --async\nx = 6\ny = x * 7\nx + y")

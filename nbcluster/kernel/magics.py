@@ -18,6 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 import nbcluster as nc
 from nbcluster.kernel import cell_task
 from nbcluster.kernel.cell_code import CellCode, analyze
+from nbcluster.kernel.cell_number import cell_number
 from nbcluster.kernel.routing import plain_submissions
 
 
@@ -102,7 +103,7 @@ class RemoteMagics(Magics):
         else:
             names = args.out if args.out is not None else list(code.assigns)
             fn = cell_task.run_cell_async if args.is_async else cell_task.run_cell
-            name = args.name or f"In[{self._shell.execution_count}]"
+            name = args.name or f"In[{cell_number(self._shell)}]"
             run = nc.remote(name=name, **resources)(fn)
         payload = (code.source, code.filename, inputs, names, code.has_value)
         if args.is_async:
@@ -130,7 +131,7 @@ class RemoteMagics(Magics):
         # One blank line stands for the "%%remote" line, so line numbers are the cell's; the
         # padded body is cached under its own name, so the kernel can show remote frames.
         padded = "\n" + cell
-        filename = self._shell.compile.cache(padded, self._shell.execution_count)
+        filename = self._shell.compile.cache(padded, cell_number(self._shell))
         try:
             return analyze(padded, filename)
         except SyntaxError:
