@@ -4,10 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2 gives the network-namespace tests their `ip` command.
-if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
-fi
+# Debian packages for the real parts the tests start (it says what it installs, and why).
+bash scripts/test-parts.sh
 
 python -m pip install -q --disable-pip-version-check -e ".[test]"
 python -m nbcluster.kernel install --sys-prefix >/dev/null

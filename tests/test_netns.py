@@ -24,6 +24,7 @@ import numpy as np
 import psutil
 import pytest
 from cluster_helpers import CliCluster, CliNode, kill_quietly, run_driver
+from parts import missing
 
 SUBNET = "10.231.47"
 HEAD_IP, NODE_IP = f"{SUBNET}.1", f"{SUBNET}.2"
@@ -53,12 +54,12 @@ def namespaces() -> Iterator[Namespaces]:
     """ns1 (10.231.47.1) and ns2 (10.231.47.2) joined by a veth pair; deleted afterwards,
     with whatever still runs inside them."""
     if shutil.which("ip") is None:
-        pytest.skip("iproute2's `ip` is not installed (apt-get install iproute2)")
+        missing("iproute2", "`ip` is not installed (apt-get install iproute2)")
     tag = f"nbct{os.getpid()}"
     ns = Namespaces(f"{tag}a", f"{tag}b")
     made = ip("netns", "add", ns.ns1)
     if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace (needs root): {made.stderr.strip()}")
+        missing("ip netns", f"cannot create a namespace (needs root): {made.stderr.strip()}")
     try:
         must("netns", "add", ns.ns2)
         # Both ends are created inside the namespaces: nothing appears on the host.
