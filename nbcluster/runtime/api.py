@@ -69,13 +69,16 @@ def init(
     ignore_reinit_error: bool = True,
     token: str | None = None,
     include_dashboard: bool | None = None,
+    dashboard: bool | int | None = None,
     namespace: str | None = None,
     **_ignored: Any,
 ) -> InitInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
-    should not fail — and returns the existing cluster's information.
+    should not fail — and returns the existing cluster's information. ``dashboard=True`` (or
+    a port number; Ray's ``include_dashboard`` too) has a new cluster's head serve its
+    dashboard from the start; ``dashboard_url()`` opens it on demand otherwise.
     """
     global _head, _driver
     with _lock:
@@ -97,7 +100,9 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token)
+            want = dashboard if dashboard is not None else include_dashboard
+            port = None if want is None or want is False else 0 if want is True else int(want)
+            _head = start_head(res, int(store), token=token, dashboard_port=port)
             agent_address, token = _head.address, _head.token
         core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:

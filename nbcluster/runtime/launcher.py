@@ -71,11 +71,15 @@ def start_head(
     lifeline: bool = True,
     log_path: str | None = None,
     inherit_output: bool = False,
+    dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
+    kind: str = "driver",
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
-    start`` in the background) it runs until ``nbcluster stop``.
+    start`` in the background) it runs until ``nbcluster stop``. A head with a
+    ``dashboard_port`` (0: any free one) serves its dashboard there (``dashboard_port``).
     """
     token = token or new_token()
     session_dir = new_session_dir()
@@ -93,6 +97,9 @@ def start_head(
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "dashboard_port": dashboard_port,
+        "dashboard_host": dashboard_host,
+        "kind": kind,
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.
