@@ -24,9 +24,12 @@ from nbcluster.runtime.transport import RemoteCallError
 #: The state API's record kinds, each a list (``.../tasks``) and an item (``.../tasks/<id>``).
 STATE_KINDS = ("tasks", "actors", "objects", "nodes", "workers")
 #: Everything else under ``.../clusters/<id>/``.
-VIEWS = ("summary", "overview", "cells", "timeline", "metrics", "memory", "info")
+VIEWS = ("summary", "overview", "cells", "timeline", "metrics", "memory", "info", "actor_calls",
+         "log")
 #: Query arguments that are not filters.
-RESERVED = frozenset(("limit", "since", "start_ms", "end_ms", "format", "detail", "filter"))
+RESERVED = frozenset(
+    ("limit", "since", "start_ms", "end_ms", "format", "detail", "filter", "offset", "max_bytes")
+)
 #: Default and largest number of records one list answer holds.
 DEFAULT_LIMIT = 100
 #: How long listing clusters waits for each to say who it is (seconds).
@@ -230,9 +233,11 @@ def _request(what: str, item: str | None, args: dict[str, list[str]]) -> tuple[s
         ]  # fmt: skip
     if what in ("overview", "metrics"):
         return f"dash_{what}", [_float(args, "since")]
+    if what == "log":
+        return "dash_log", [_int(args, "offset", None), _int(args, "max_bytes", None)]
     return {
         "summary": "state_summary", "cells": "dash_cells", "memory": "state_memory",
-        "info": "dash_info",
+        "info": "dash_info", "actor_calls": "dash_actor_calls",
     }[what], []  # fmt: skip
 
 

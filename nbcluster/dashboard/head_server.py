@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from nbcluster.runtime.dashboard_port import DashboardPort
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("nbcluster.dashboard")
 
 ID = r"(?P<cluster_id>[0-9a-zA-Z_.-]+)"
 
@@ -209,6 +211,12 @@ class EventsSocket(HeadAuthMixin, websocket.WebSocketHandler, EventsSocketMixin)
         self.nbc_close()
 
 
+def _log_request(handler: web.RequestHandler) -> None:
+    """Only server errors reach the node's log (it is the cluster's log, not an access log)."""
+    if handler.get_status() >= 500:
+        log.warning("%d %s", handler.get_status(), handler._request_summary())
+
+
 def make_app(port: DashboardPort) -> web.Application:
     p = "/nbcluster"
     api_ = f"{p}/api/clusters"
@@ -222,7 +230,7 @@ def make_app(port: DashboardPort) -> web.Application:
             (rf"{api_}/?", ClustersHandler),
             (rf"{api_}/{ID}/events", EventsSocket),
             (rf"{api_}/{ID}/stop", StopHandler),
-            (rf"{api_}/{ID}(?:/(?P<what>[a-z]+)(?:/(?P<item>[^/]+))?)?/?", ClusterHandler),
+            (rf"{api_}/{ID}(?:/(?P<what>[a-z_]+)(?:/(?P<item>[^/]+))?)?/?", ClusterHandler),
             (rf"{p}/metrics", PrometheusHandler),
             (r"/metrics", PrometheusHandler),
         ],
@@ -234,6 +242,7 @@ def make_app(port: DashboardPort) -> web.Application:
         nbcluster_base_url="/",
         nbcluster_server="head",
         websocket_ping_interval=30,
+        log_function=_log_request,
     )
 
 

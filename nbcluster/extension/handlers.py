@@ -121,6 +121,6 @@ def handlers() -> list[tuple[str, Any, dict[str, Any]]]:
         (rf"{api}/?", ClustersHandler, {}),
         (rf"{api}/{ID}/events", EventsSocket, {}),
         (rf"{api}/{ID}/stop", StopHandler, {}),
-        (rf"{api}/{ID}(?:/(?P<what>[a-z]+)(?:/(?P<item>[^/]+))?)?/?", ClusterHandler, {}),
+        (rf"{api}/{ID}(?:/(?P<what>[a-z_]+)(?:/(?P<item>[^/]+))?)?/?", ClusterHandler, {}),
         (rf"{p}/metrics", PrometheusHandler, {}),
     ]

@@ -8,7 +8,7 @@ kept for ``CACHE_S``, so ten open pages cost what one does. Everything else a pa
 filters and limits, so only what is on screen crosses the wire.
 
 RPCs (any authenticated connection): ``dash_overview``, ``dash_cells``, ``dash_timeline``,
-``dash_metrics``.
+``dash_metrics``, ``dash_actor_calls``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ TIMELINE_LIMIT = 5000
 
 _state_of = attrgetter("state")
 _size_of = attrgetter("object_size")
+
+
+def _actor_of(rec: TaskRecord) -> bytes | None:
+    return rec.actor_id if rec.type == "ACTOR_TASK" else None
 
 
 def _ms(t: float | None) -> int | None:
@@ -71,6 +75,7 @@ class ClusterOverview:
         rpc["dash_cells"] = self.cells
         rpc["dash_timeline"] = self.timeline
         rpc["dash_metrics"] = lambda conn, since=None: self.metrics.series(since)
+        rpc["dash_actor_calls"] = self.actor_calls
 
     def _on_stats(self, ev: Any, src: Source) -> None:
         self.metrics.record(ev[2], ev[1], ev[3])
@@ -200,3 +205,14 @@ class ClusterOverview:
             for r in newest
         ]  # fmt: skip
         return {"rows": rows, "total": len(ran), "now_ms": _ms(time.time())}
+
+    # -- actors ----------------------------------------------------------------------------------
+    def actor_calls(self, conn: Connection | None) -> dict[str, int]:
+        """Method calls the head remembers per actor (hex id -> count)."""
+        return dict(self._cached("actor_calls", self._actor_calls))
+
+    def _actor_calls(self) -> dict[str, int]:
+        self.log.catch_up()
+        counts = collections.Counter(map(_actor_of, self.log.tasks.values()))
+        counts.pop(None, None)
+        return {aid.hex(): n for aid, n in counts.items() if aid is not None}

@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 from nbcluster.runtime import events as ev
+from nbcluster.runtime import log_tail
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.cluster_overview import ClusterOverview
 from nbcluster.runtime.dashboard_port import DashboardPort
@@ -144,6 +145,7 @@ def main() -> None:
         directory = NodeDirectory(endpoint)
         event_log = EventLog(endpoint, directory)
         ClusterOverview(endpoint, event_log)
+        log_tail.install(endpoint)
         dashboard = DashboardPort(
             endpoint, node_id, address, local_address, session_dir, stop,
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
