@@ -124,6 +124,7 @@ def main() -> None:
         ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
+        agent.fetch_view = directory.view
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
     def on_close(conn: Connection) -> None:
@@ -197,6 +198,7 @@ async def _join(
     agent.head_address = head_address
     agent.cluster_view_update(None, view)
     agent.report = lambda available: conn.notify("node_update", agent.node_id, available)
+    agent.fetch_view = lambda: conn.call("cluster_view")
     agent.on_actor_worker_gone = lambda w: conn.notify("actor_worker_gone", w.worker_id)
     agent.on_owner_gone = lambda owner: conn.notify("owner_gone", owner)
     previous = endpoint.on_close
