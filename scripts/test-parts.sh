@@ -18,6 +18,7 @@ want() {
 }
 
 want iproute2 ip "network namespaces as separate machines"
+want chromium /usr/bin/chromium "browser tests in JupyterLab (tests/browser, driven by Playwright)"
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

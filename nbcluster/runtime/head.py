@@ -113,6 +113,7 @@ def main() -> None:
         ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
+        agent.fetch_view = directory.view
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
     def on_close(conn: Connection) -> None:

@@ -140,6 +140,7 @@ async def join_head(
     agent.head_address = head_address
     agent.cluster_view_update(None, view)
     agent.report = lambda available: conn.notify("node_update", agent.node_id, available)
+    agent.fetch_view = lambda: conn.call("cluster_view")
     agent.on_actor_worker_gone = lambda w: conn.notify("actor_worker_gone", w.worker_id)
     agent.on_owner_gone = lambda owner: conn.notify("owner_gone", owner)
     previous = endpoint.on_close
