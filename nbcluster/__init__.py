@@ -29,11 +29,16 @@ from nbcluster.runtime.timeline import timeline as timeline
 
 
 def __getattr__(name: str) -> object:
-    """``nbcluster.util`` loads on first use: node and worker processes never need it."""
+    """``nbcluster.util`` and ``nbcluster.cluster`` load on first use: node and worker
+    processes never need them."""
     if name == "util":
         import nbcluster.util
 
         return nbcluster.util
+    if name == "cluster":
+        import nbcluster.cluster
+
+        return nbcluster.cluster
     raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "ObjectRef",
     "available_resources",
     "cancel",
+    "cluster",
     "cluster_resources",
     "exceptions",
     "get",

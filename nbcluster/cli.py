@@ -56,6 +56,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             head_address=args.address, lifeline=args.block,
             log_path=None if args.block else log_path, inherit_output=args.block,
             node_ip=args.node_ip, interface=args.interface,
+            labels={"nbcluster.io/group": args.group} if args.group else None,
         )  # fmt: skip
     except ClusterConnectionError as e:
         raise SystemExit(f"nbcluster start: {e}") from None
@@ -72,8 +73,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         print("  to connect from Python:")
         print(f"    nbcluster.init(address={node.address!r}, token=...)  # or NBCLUSTER_TOKEN")
     else:
-        # local tools (`nbcluster status`, `init(address="auto")`) find the cluster through it
-        record_cluster(args.address, node.session_dir, node.proc.pid)
+        if not args.group:  # local tools (`nbcluster status`...) find the cluster through it
+            record_cluster(args.address, node.session_dir, node.proc.pid)
         print(f"nbcluster node started at {node.address}, joined {args.address}")
     sys.stdout.flush()
     if not args.block:
@@ -387,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-ip", help="address the other nodes reach this node at (and it listens on)"
     )
     s.add_argument("--interface", help="listen on and advertise this network interface's IPv4")
+    s.add_argument("--group", help=argparse.SUPPRESS)  # the node group a launcher started
     s.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
     s.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     s.add_argument("--num-gpus", type=float, help="GPUs to offer (default: detected)")

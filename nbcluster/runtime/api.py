@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
@@ -31,6 +31,14 @@ _driver: CoreWorker | None = None
 
 
 _lost: str | None = None
+#: Called by ``shutdown`` before the cluster goes (node groups cancel their jobs here).
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def on_shutdown(fn: Callable[[], None]) -> None:
+    """Run ``fn`` at every ``shutdown`` while connected, before the cluster stops."""
+    if fn not in _shutdown_hooks:
+        _shutdown_hooks.append(fn)
 
 
 def _core() -> CoreWorker:
@@ -151,6 +159,12 @@ def shutdown() -> None:
     """Disconnect; stop the cluster if this process started it. Safe to call twice."""
     global _head, _driver
     with _lock:
+        if _driver is not None:
+            for fn in list(_shutdown_hooks):
+                try:
+                    fn()
+                except Exception as e:  # shutting down must go on
+                    log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
         if core is not None:

@@ -103,6 +103,7 @@ def main() -> None:
         "transfer": storesvc.transfer_address,
         "resources": cfg["resources"],
         "store_capacity": store.capacity,
+        "labels": cfg.get("labels") or {},
     }
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log

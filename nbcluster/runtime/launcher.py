@@ -74,6 +74,7 @@ def start_head(
     inherit_output: bool = False,
     node_ip: str | None = None,
     interface: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
@@ -102,6 +103,7 @@ def start_head(
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "labels": labels or {},
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.
