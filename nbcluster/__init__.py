@@ -4,6 +4,7 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster._version import __version__ as __version__
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.actor import ActorClass as ActorClass
 from nbcluster.runtime.actor import ActorHandle as ActorHandle
@@ -25,8 +26,6 @@ from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

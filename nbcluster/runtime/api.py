@@ -70,13 +70,17 @@ def init(
     token: str | None = None,
     include_dashboard: bool | None = None,
     namespace: str | None = None,
+    node_ip: str | None = None,
     **_ignored: Any,
 ) -> InitInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
-    should not fail — and returns the existing cluster's information.
+    should not fail — and returns the existing cluster's information. ``node_ip`` (Ray's
+    ``_node_ip_address``; or ``NBCLUSTER_NODE_IP``) makes a new cluster listen on and
+    advertise that address of this machine instead of loopback, for nodes on other machines.
     """
+    node_ip = node_ip or _ignored.get("_node_ip_address")
     global _head, _driver
     with _lock:
         if _driver is not None and not _driver.closed:
@@ -97,7 +101,7 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token)
+            _head = start_head(res, int(store), token=token, node_ip=node_ip)
             agent_address, token = _head.address, _head.token
         core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:
