@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
@@ -32,6 +32,14 @@ _driver: CoreWorker | None = None
 
 
 _lost: str | None = None
+#: Called by ``shutdown`` before the cluster goes (node groups cancel their jobs here).
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def on_shutdown(fn: Callable[[], None]) -> None:
+    """Run ``fn`` at every ``shutdown`` while connected, before the cluster stops."""
+    if fn not in _shutdown_hooks:
+        _shutdown_hooks.append(fn)
 
 
 def _core() -> CoreWorker:
@@ -71,13 +79,17 @@ def init(
     token: str | None = None,
     include_dashboard: bool | None = None,
     namespace: str | None = None,
+    node_ip: str | None = None,
     **_ignored: Any,
 ) -> InitInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
-    should not fail — and returns the existing cluster's information.
+    should not fail — and returns the existing cluster's information. ``node_ip`` (Ray's
+    ``_node_ip_address``; or ``NBCLUSTER_NODE_IP``) makes a new cluster listen on and
+    advertise that address of this machine instead of loopback, for nodes on other machines.
     """
+    node_ip = node_ip or _ignored.get("_node_ip_address")
     global _head, _driver
     with _lock:
         if _driver is not None and not _driver.closed:
@@ -98,7 +110,7 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token)
+            _head = start_head(res, int(store), token=token, node_ip=node_ip)
             agent_address, token = _head.address, _head.token
         core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:
@@ -148,6 +160,12 @@ def shutdown() -> None:
     """Disconnect; stop the cluster if this process started it. Safe to call twice."""
     global _head, _driver
     with _lock:
+        if _driver is not None:
+            for fn in list(_shutdown_hooks):
+                try:
+                    fn()
+                except Exception as e:  # shutting down must go on
+                    log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
         if core is not None:

@@ -42,9 +42,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server and the browser stop once tests/browser is done, so the leak
+# checks of later modules (no process left after shutdown) see only their own processes.
+@pytest.fixture(scope="package")
 def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
-    """One JupyterLab server for the whole run (starting one costs ~2 s)."""
+    """One JupyterLab server for all browser tests (starting one costs ~2 s)."""
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
@@ -54,9 +56,9 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab
         yield lab
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium (Debian's) for the whole run; each test gets its own context."""
+    """One headless Chromium (Debian's) for all browser tests; each gets its own context."""
     if not have_chromium():
         missing("chromium", f"{CHROMIUM} not found; scripts/test-parts.sh installs it")
     try:
