@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime.config import CONFIG
 
 
@@ -49,12 +50,18 @@ def cmd_start(args: argparse.Namespace) -> int:
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
     store = args.object_store_memory or default_object_store_memory()
     log_path = os.path.join(_nodes_dir(), f"node-{time.strftime('%Y%m%d-%H%M%S')}.log")
-    node = start_head(
-        res, int(store), host=args.host, port=args.port, token=token,
-        head_address=args.address, lifeline=args.block, log_path=None if args.block else log_path,
-        inherit_output=args.block, dashboard_port=args.dashboard_port if args.head else None,
-        dashboard_host=args.dashboard_host, kind="standalone",
-    )  # fmt: skip
+    try:
+        node = start_head(
+            res, int(store), host=args.host, port=args.port, token=token,
+            head_address=args.address, lifeline=args.block,
+            log_path=None if args.block else log_path, inherit_output=args.block,
+            node_ip=args.node_ip, interface=args.interface,
+            labels={"nbcluster.io/group": args.group} if args.group else None,
+            dashboard_port=args.dashboard_port if args.head else None,
+            dashboard_host=args.dashboard_host, kind="standalone",
+        )  # fmt: skip
+    except ClusterConnectionError as e:
+        raise SystemExit(f"nbcluster start: {e}") from None
     record = os.path.join(_nodes_dir(), f"{node.proc.pid}.json")
     with open(record, "w") as f:
         json.dump({"pid": node.proc.pid, "address": node.address,
@@ -71,6 +78,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             print(f"  dashboard (one-time login link): {_login_link(node.address, node.token)}")
             print("    `nbcluster dashboard` prints a new one")
     else:
+        if not args.group:  # local tools (`nbcluster status`...) find the cluster through it
+            record_cluster(args.address, node.session_dir, node.proc.pid)
         print(f"nbcluster node started at {node.address}, joined {args.address}")
     sys.stdout.flush()
     if not args.block:
@@ -395,7 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", help="start a head node (--head) or a node joining one")
     s.add_argument("--head", action="store_true", help="start a head node")
     s.add_argument("--address", help="HOST:PORT of the head to join")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    s.add_argument(
+        "--host",
+        help="address to listen on (0.0.0.0: all); default: loopback for a head, the "
+        "interface that routes to the head for a joining node",
+    )
+    s.add_argument(
+        "--node-ip", help="address the other nodes reach this node at (and it listens on)"
+    )
+    s.add_argument("--interface", help="listen on and advertise this network interface's IPv4")
+    s.add_argument("--group", help=argparse.SUPPRESS)  # the node group a launcher started
     s.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
     s.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     s.add_argument("--num-gpus", type=float, help="GPUs to offer (default: detected)")
