@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib
 import logging
 from typing import Any
 
@@ -32,8 +33,10 @@ KINDS = {"kernel": "kernel", "cli": "standalone", "script": "script"}
 
 
 def _live_records() -> list[Any]:
-    from nbcluster.runtime import sessions
-
+    try:
+        sessions = importlib.import_module("nbcluster.runtime.sessions")
+    except ImportError:  # an nbcluster without session records: no cluster to find
+        return []
     return list(sessions.live_clusters())
 
 
