@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import long_wait
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime.actor import ActorClass
 from nbcluster.runtime.core_worker import CoreWorker
@@ -194,7 +195,11 @@ def remote(*args: Any, **options: Any) -> Any:
 
 
 def get(refs: Any, *, timeout: float | None = None) -> Any:
-    return _core().get(refs, timeout)
+    core = _core()
+    if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
+        with long_wait.watching("get", refs):
+            return core.get(refs, timeout)
+    return core.get(refs, timeout)
 
 
 def put(value: Any) -> ObjectRef:
@@ -208,7 +213,11 @@ def wait(
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    return _core().wait(refs, num_returns, timeout)
+    core = _core()
+    if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
+        with long_wait.watching("wait", refs):
+            return core.wait(refs, num_returns, timeout)
+    return core.wait(refs, num_returns, timeout)
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

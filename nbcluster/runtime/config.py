@@ -69,6 +69,12 @@ class Config:
     #: How often each node samples its CPU, memory, GPU and object store use (seconds).
     resource_sample_s: float = 1.0
 
+    #: A driver's ``get``/``wait`` blocked this long calls the long-wait hooks (a notebook
+    #: then shows a progress bar under the cell; see ``long_wait``).
+    long_wait_s: float = 1.0
+    #: Whether the notebook kernel shows that progress bar by itself.
+    auto_progress: bool = True
+
     @classmethod
     def from_env(cls) -> Config:
         cfg = cls()
