@@ -8,6 +8,7 @@ timeout, the driver's shutdown cancels its groups, and nodes whose driver was ki
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,7 +19,9 @@ from typing import Any
 
 import psutil
 import pytest
+from cluster_helpers import kill_quietly
 from conftest import read_report, start_driver, wait_for_file, wait_until
+from kernel_helpers import kernelspec, new_kernel  # noqa: F401
 
 import nbcluster as nc
 from nbcluster.cluster import LaunchError, LaunchTimeoutError
@@ -186,3 +189,30 @@ def test_nodes_leave_when_their_driver_is_killed(no_cluster: None) -> None:
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_a_kernel_restart_cancels_its_groups(new_kernel: Any, tmp_path: Path) -> None:  # noqa: F811
+    # A job that has not joined yet: only cancelling it ends it (joined nodes also leave
+    # when their head goes).
+    stuck = tmp_path / "python"
+    stuck.write_text("#!/bin/sh\nexec sleep 600\n")
+    stuck.chmod(0o755)
+    kernel = new_kernel()
+    cell = kernel.ok(
+        "g = %cluster add 2 --backend local --cpus 1 --wait 60\n"
+        "import nbcluster as nc\n"
+        "sorted(n['NodeID'] for n in g.nodes) == sorted(g.node_ids) and len(g.nodes)"
+    )
+    assert cell.result == "2"
+    status = kernel.ok("%cluster status").text()
+    assert "local-1  local processes  ready  2/2" in status, status
+    launched = kernel.ok(
+        f"s = nc.cluster.add_nodes(1, backend='local', python={str(stuck)!r})\n"
+        "print([j.handle.pid for j in g.jobs + s.jobs])"
+    ).text()
+    procs = _launched(json.loads(launched))
+    try:
+        kernel.km.restart_kernel(now=False)
+        wait_until(lambda: _all_gone(procs), timeout=10, message=lambda: str(procs))
+    finally:
+        kill_quietly(procs)

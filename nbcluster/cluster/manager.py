@@ -51,8 +51,15 @@ def add_nodes(count: int | None = None, backend: str = "local", **options: Any) 
     with _lock:
         group_id = f"{backend}-{next(_numbers)}"
         head = head_address_for(launcher, core)
-        command = JoinCommand(tuple(node_args(spec, head, group_id)), core.token, dict(spec.env))
-        jobs = launcher.start(command, count, group_id, _logs())
+        # Each group joins with its own token, good only for joining as a node, and only
+        # for as many nodes as it asked for; revoked when the group goes.
+        token = core.head_call("create_join_token", group_id, count, timeout=30)
+        command = JoinCommand(tuple(node_args(spec, head, group_id)), token, dict(spec.env))
+        try:
+            jobs = launcher.start(command, count, group_id, _logs())
+        except BaseException:
+            core.head_call("revoke_join_token", group_id, timeout=10)
+            raise
         group = NodeGroup(group_id, launcher, count, jobs, on_removed=_forget)
         _groups[group_id] = group
     return group
@@ -108,8 +115,17 @@ def shutdown() -> None:
 
 
 def _forget(group: NodeGroup) -> None:
+    from nbcluster.runtime.api import is_initialized
+
     with _lock:
         _groups.pop(group.id, None)
+    if is_initialized():
+        from nbcluster.runtime.api import _core
+
+        try:
+            _core().head_call("revoke_join_token", group.id, timeout=10)
+        except Exception as e:  # the head is going away: its tokens go with it
+            log.debug("could not revoke the join token of %s: %s", group.id, e)
 
 
 def _logs() -> str:

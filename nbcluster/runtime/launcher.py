@@ -90,6 +90,10 @@ def start_head(
         where = choose(host, node_ip or CONFIG.node_ip or None, interface, head_address)
     except ValueError as e:
         raise ClusterConnectionError(str(e)) from None
+    if head_address and token:  # a join token becomes the cluster token here
+        from nbcluster.runtime.join import exchange_token
+
+        token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
     session_dir = new_session_dir()
     write_token(session_dir, token)
