@@ -26,6 +26,7 @@ from nbcluster.runtime import events as ev
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.addresses import NodeAddress
 from nbcluster.runtime.event_log import EventLog
+from nbcluster.runtime.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.join import JoinError, JoinService, join_head
@@ -105,11 +106,13 @@ def main() -> None:
         "store_capacity": store.capacity,
         "labels": cfg.get("labels") or {},
     }
+    node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     if head_address is None:
         directory = NodeDirectory(endpoint)
-        JoinService(endpoint, directory)
+        head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
+        JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
         ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
