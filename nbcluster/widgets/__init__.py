@@ -88,4 +88,18 @@ def graph(refs: Any = None) -> Any:
     return _open(GraphView(cell=cell, cell_number=number), "graph")
 
 
-__all__ = ["Static", "available", "graph", "progress"]
+def cluster() -> Any:
+    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines."""
+    from nbcluster.widgets.cluster import ClusterView
+
+    return _open(ClusterView(), "cluster")
+
+
+def store() -> Any:
+    """The object stores and their largest objects: who holds each and why; Free a ``put``."""
+    from nbcluster.widgets.store import StoreView
+
+    return _open(StoreView(), "store")
+
+
+__all__ = ["Static", "available", "cluster", "graph", "progress", "store"]
