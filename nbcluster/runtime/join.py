@@ -204,8 +204,8 @@ def exchange_token(head_address: str, token: str, where: str) -> str:
             conn = await endpoint.connect(host, port)
         except AuthenticationError:
             raise JoinError(
-                f"the head at {head_address} refused this node's token (neither its cluster "
-                "token nor a join token it made)"
+                f"authentication failed: the head at {head_address} refused this node's "
+                "token (neither its cluster token nor a join token it made)"
             ) from None
         except ClusterConnectionError as e:
             raise JoinError(
