@@ -24,6 +24,7 @@ from nbcluster.runtime.api import put as put
 from nbcluster.runtime.api import remote as remote
 from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
+from nbcluster.runtime.dashboard_link import dashboard_url as dashboard_url
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
@@ -53,6 +54,7 @@ __all__ = [
     "cancel",
     "cluster",
     "cluster_resources",
+    "dashboard_url",
     "exceptions",
     "get",
     "get_actor",

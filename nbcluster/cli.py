@@ -57,6 +57,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             log_path=None if args.block else log_path, inherit_output=args.block,
             node_ip=args.node_ip, interface=args.interface,
             labels={"nbcluster.io/group": args.group} if args.group else None,
+            dashboard_port=args.dashboard_port if args.head else None,
+            dashboard_host=args.dashboard_host, kind="standalone",
         )  # fmt: skip
     except ClusterConnectionError as e:
         raise SystemExit(f"nbcluster start: {e}") from None
@@ -72,6 +74,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"    NBCLUSTER_TOKEN={node.token} nbcluster start --address {node.address}")
         print("  to connect from Python:")
         print(f"    nbcluster.init(address={node.address!r}, token=...)  # or NBCLUSTER_TOKEN")
+        if args.dashboard_port is not None:
+            print(f"  dashboard (one-time login link): {_login_link(node.address, node.token)}")
+            print("    `nbcluster dashboard` prints a new one")
     else:
         if not args.group:  # local tools (`nbcluster status`...) find the cluster through it
             record_cluster(args.address, node.session_dir, node.proc.pid)
@@ -155,6 +160,26 @@ def _connect(args: argparse.Namespace) -> Any:
     address = args.address or os.environ.get("NBCLUSTER_ADDRESS") or "auto"
     nc.init(address=address, token=getattr(args, "token", None))
     return nc
+
+
+def _login_link(address: str, token: str) -> str:
+    import nbcluster as nc
+
+    nc.init(address=address, token=token)
+    try:
+        return nc.dashboard_url(jupyter=False)
+    finally:
+        nc.shutdown()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Print a one-time login link to the cluster's own dashboard (opened if it was not)."""
+    nc = _connect(args)
+    try:
+        print(nc.dashboard_url(jupyter=False))
+    finally:
+        nc.shutdown()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -401,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tls", action="store_true", help="generate a self-signed certificate and use TLS"
     )
+    s.add_argument(
+        "--dashboard-port", type=int, help="serve the head's dashboard on this port (0: any)"
+    )
+    s.add_argument(
+        "--dashboard-host", default="127.0.0.1", help="interface the dashboard listens on"
+    )
     s.set_defaults(fn=cmd_start)
     st = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
     st.set_defaults(fn=cmd_stop)
@@ -409,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
     ss.set_defaults(fn=cmd_status)
     _add_state_parsers(sub)
+    db = sub.add_parser("dashboard", help="print a login link to the cluster's dashboard")
+    db.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
+    db.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+    db.set_defaults(fn=cmd_dashboard)
     return p
 
 

@@ -78,6 +78,7 @@ def init(
     ignore_reinit_error: bool = True,
     token: str | None = None,
     include_dashboard: bool | None = None,
+    dashboard: bool | int | None = None,
     namespace: str | None = None,
     node_ip: str | None = None,
     **_ignored: Any,
@@ -88,6 +89,8 @@ def init(
     should not fail — and returns the existing cluster's information. ``node_ip`` (Ray's
     ``_node_ip_address``; or ``NBCLUSTER_NODE_IP``) makes a new cluster listen on and
     advertise that address of this machine instead of loopback, for nodes on other machines.
+    ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
+    cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
     """
     node_ip = node_ip or _ignored.get("_node_ip_address")
     global _head, _driver
@@ -110,7 +113,9 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token, node_ip=node_ip)
+            want = dashboard if dashboard is not None else include_dashboard
+            port = None if want is None or want is False else 0 if want is True else int(want)
+            _head = start_head(res, int(store), token=token, node_ip=node_ip, dashboard_port=port)
             agent_address, token = _head.address, _head.token
         core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:
