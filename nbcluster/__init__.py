@@ -30,8 +30,8 @@ from nbcluster.runtime.timeline import timeline as timeline
 
 
 def __getattr__(name: str) -> object:
-    """``nbcluster.util`` and ``nbcluster.cluster`` load on first use: node and worker
-    processes never need them."""
+    """``nbcluster.util``, ``nbcluster.cluster`` and ``nbcluster.widgets`` load on first
+    use: node and worker processes never need them."""
     if name == "util":
         import nbcluster.util
 
@@ -40,6 +40,10 @@ def __getattr__(name: str) -> object:
         import nbcluster.cluster
 
         return nbcluster.cluster
+    if name == "widgets":
+        import nbcluster.widgets
+
+        return nbcluster.widgets
     raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
@@ -67,4 +71,5 @@ __all__ = [
     "timeline",
     "util",
     "wait",
+    "widgets",
 ]

@@ -112,6 +112,9 @@ def _configure_tls(args: argparse.Namespace) -> None:
     if args.tls_cert:
         os.environ["NBCLUSTER_TLS_CERT"] = os.path.abspath(args.tls_cert)
         os.environ["NBCLUSTER_TLS_KEY"] = os.path.abspath(args.tls_key or args.tls_cert)
+        # this process dials the head too (a joining node trades its token first)
+        CONFIG.tls_cert = os.environ["NBCLUSTER_TLS_CERT"]
+        CONFIG.tls_key = os.environ["NBCLUSTER_TLS_KEY"]
         print(f"TLS on; certificate sha256 {tls.fingerprint(args.tls_cert)}")
         print("  drivers: set NBCLUSTER_TLS_CERT (and NBCLUSTER_TLS_KEY) to the same files")
 

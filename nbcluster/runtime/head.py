@@ -30,6 +30,7 @@ from nbcluster.runtime.cluster_overview import ClusterOverview
 from nbcluster.runtime.dashboard_port import DashboardPort
 from nbcluster.runtime.dashboard_port import bind as bind_dashboard
 from nbcluster.runtime.event_log import EventLog
+from nbcluster.runtime.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.join import JoinError, JoinService, join_head
@@ -127,12 +128,14 @@ def main() -> None:
         "store_capacity": store.capacity,
         "labels": cfg.get("labels") or {},
     }
+    node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
     if head_address is None:
         directory = NodeDirectory(endpoint)
-        JoinService(endpoint, directory)
+        head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
+        JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
         ClusterOverview(endpoint, event_log)
         log_tail.install(endpoint)

@@ -28,6 +28,7 @@ import msgpack
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
 from nbcluster.runtime import auth, tls
+from nbcluster.runtime.addresses import dial_host
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
@@ -67,6 +68,7 @@ class Endpoint:
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
         timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
+        host = dial_host(host)
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(

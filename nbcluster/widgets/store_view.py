@@ -14,7 +14,7 @@ from typing import Any
 
 from nbcluster.widgets import html as H
 from nbcluster.widgets import names
-from nbcluster.widgets.cluster import node_row
+from nbcluster.widgets.cluster_view import node_row
 from nbcluster.widgets.tables import Changes, Tables
 
 #: Rows in the table of largest objects.
