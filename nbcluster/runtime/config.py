@@ -43,6 +43,12 @@ class Config:
     memory_monitor_interval_s: float = 0.25
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
+    #: A node that joined leaves the cluster when the head has not answered it this long
+    #: (seconds): nodes started for a kernel do not outlive it, even if its machine froze.
+    head_lease_s: float = 30.0
+    #: The address this machine's nodes listen on and advertise (Ray's node_ip_address);
+    #: empty: chosen by ``addresses.choose``.
+    node_ip: str = ""
     #: TLS certificate (PEM) shared by the cluster; empty: no TLS. See ``tls``.
     tls_cert: str = ""
     #: Its private key (PEM), when not inside the certificate file.
@@ -62,6 +68,19 @@ class Config:
     event_max_objects: int = 100_000
     #: How often each node samples its CPU, memory, GPU and object store use (seconds).
     resource_sample_s: float = 1.0
+    #: How much resource-use history the head keeps per node for the dashboard (seconds).
+    metrics_history_s: float = 600.0
+    #: How long a dashboard login link (``nbcluster dashboard``) stays valid, unused (seconds).
+    dashboard_login_ttl_s: float = 3600.0
+    #: The base URL of the Jupyter server this process runs under, when that server has the
+    #: nbcluster extension (which sets it for its kernels): dashboard links then point there.
+    jupyter_base_url: str = ""
+
+    #: A driver's ``get``/``wait`` blocked this long calls the long-wait hooks (a notebook
+    #: then shows a progress bar under the cell; see ``long_wait``).
+    long_wait_s: float = 1.0
+    #: Whether the notebook kernel shows that progress bar by itself.
+    auto_progress: bool = True
 
     @classmethod
     def from_env(cls) -> Config:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime.addresses import choose
 from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
 
@@ -64,19 +65,35 @@ def write_token(session_dir: str, token: str) -> str:
 def start_head(
     resources: dict[str, float],
     object_store_memory: int,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     port: int = 0,
     token: str | None = None,
     head_address: str | None = None,
     lifeline: bool = True,
     log_path: str | None = None,
     inherit_output: bool = False,
+    node_ip: str | None = None,
+    interface: str | None = None,
+    labels: dict[str, str] | None = None,
+    dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
+    kind: str = "driver",
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
-    start`` in the background) it runs until ``nbcluster stop``.
+    start`` in the background) it runs until ``nbcluster stop``. ``host``, ``node_ip`` and
+    ``interface`` pick where it listens and what it advertises (see ``addresses``). A head
+    with a ``dashboard_port`` (0: any free one) serves its dashboard there (``dashboard_port``).
     """
+    try:
+        where = choose(host, node_ip or CONFIG.node_ip or None, interface, head_address)
+    except ValueError as e:
+        raise ClusterConnectionError(str(e)) from None
+    if head_address and token:  # a join token becomes the cluster token here
+        from nbcluster.runtime.join import exchange_token
+
+        token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
     session_dir = new_session_dir()
     write_token(session_dir, token)
@@ -88,11 +105,16 @@ def start_head(
         "session_dir": session_dir,
         "sys_path": [p for p in sys.path if p],
         "cwd": os.getcwd(),
-        "host": host,
+        "bind": where.bind,
+        "advertise": where.advertise,
         "port": port,
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "labels": labels or {},
+        "dashboard_port": dashboard_port,
+        "dashboard_host": dashboard_host,
+        "kind": kind,
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.
@@ -142,6 +164,8 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes], log_path: str | None) ->
                 )
             buf += chunk
     line = buf.split(b"\n", 1)[0].decode()
+    if line.startswith("ERROR "):
+        raise ClusterConnectionError(line[len("ERROR ") :])
     if not line.startswith("READY "):
         raise ClusterConnectionError(f"unexpected head startup message: {line!r}")
     return line.split()[1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import os
 import time
@@ -102,6 +103,8 @@ class NodeAgent:
         self.head_address = address  # replaced when this node joins a remote head
         self.head_conn: Connection | None = None
         self.report: Callable[[dict[str, float]], None] = lambda available: None
+        #: The head's current view (or an awaitable of it), for when ours may be stale.
+        self.fetch_view: Callable[[], Any] = lambda: self.view
         #: node id -> {"address", "transfer", "total", "available"} of every live node
         self.view: dict[str, dict[str, Any]] = {}
         self._report_scheduled = False
@@ -122,6 +125,10 @@ class NodeAgent:
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.clients: dict[Connection, dict[str, Any]] = {}
         self.closing = False
+        #: other addresses this node's processes listen on (see ``exposure``)
+        self.listen_also: list[str] = []
+        #: on a machine other than the head's: the head machine's address (``addresses``)
+        self.loopback_alias: str | None = None
         self.on_actor_worker_gone: Callable[[WorkerInfo], None] | None = None
         self.on_owner_gone: Callable[[str], None] | None = None
         rpc = endpoint.rpc
@@ -229,6 +236,9 @@ class NodeAgent:
             "resources": self.total,
             "cluster_resources": self.cluster_total(),
             "session_dir": self.session_dir,
+            # where this machine's processes must also listen, and what loopback means here
+            "listen_also": list(self.listen_also),
+            "loopback_alias": self.loopback_alias,
         }
 
     def cluster_total(self, conn: Connection | None = None) -> dict[str, float]:
@@ -275,8 +285,42 @@ class NodeAgent:
             target = route(
                 self.node_id, self.view, self.total, self.available, resources, strategy, spilled
             )
+        except Unschedulable:
+            # Our view may predate a node that just joined (the head pushes it a moment
+            # later): ask the head, whose directory is the truth, before giving up.
+            return self.loop.create_task(
+                self._request_with_fresh_view(conn, resources, strategy, spilled, token)
+            )
+        return self._serve(conn, resources, strategy, target, token)
+
+    async def _request_with_fresh_view(
+        self,
+        conn: Connection,
+        resources: dict[str, float],
+        strategy: Any,
+        spilled: bool,
+        token: int,
+    ) -> Any:
+        fresh = self.fetch_view()
+        self.cluster_view_update(None, await fresh if inspect.isawaitable(fresh) else fresh)
+        try:
+            target = route(
+                self.node_id, self.view, self.total, self.available, resources, strategy, spilled
+            )
         except Unschedulable as e:
             raise ValueError(str(e)) from None
+        reply = self._serve(conn, resources, strategy, target, token)
+        return await reply if isinstance(reply, asyncio.Future) else reply
+
+    def _serve(
+        self,
+        conn: Connection,
+        resources: dict[str, float],
+        strategy: Any,
+        target: str | None,
+        token: int,
+    ) -> Any:
+        """Spill to ``target``, or queue the request here (``target`` None)."""
         if target is not None and target in self.view:
             return ["spill", self.view[target]["address"]]
         fut: asyncio.Future[Any] = self.loop.create_future()
