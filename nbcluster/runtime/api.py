@@ -90,9 +90,13 @@ def init(
             address = None
         if address == "auto":
             address, token = find_local_cluster(token)
+        login = None
         if address:
             token = token or os.environ.get("NBCLUSTER_TOKEN")
-            if not token:
+            # In a JupyterHub user server, a cluster run as a Hub service takes the user's
+            # own Hub token instead (see ``user_auth``).
+            login = None if token else os.environ.get("JUPYTERHUB_API_TOKEN")
+            if not token and not login:
                 raise ValueError(
                     "attaching to a cluster needs its token: init(address, token=...) "
                     "or NBCLUSTER_TOKEN"
@@ -103,7 +107,7 @@ def init(
             store = object_store_memory or default_object_store_memory()
             _head = start_head(res, int(store), token=token, node_ip=node_ip)
             agent_address, token = _head.address, _head.token
-        core = CoreWorker("driver", agent_address, token, attach=bool(address))
+        core = CoreWorker("driver", agent_address, token or "", attach=bool(address), login=login)
         try:
             core.start()
         except BaseException as e:

@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
-from nbcluster.runtime import auth, tls
+from nbcluster.runtime import auth, tls, user_auth
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
@@ -52,6 +52,13 @@ class Endpoint:
         self.on_close: Callable[[Connection], None] | None = None
         self.loop_thread: int | None = None
         self._req_ids = itertools.count(1)
+        # Users of a shared cluster (see ``user_auth``): the user this process belongs to
+        # (``token`` is then their user key), a Hub token to log in with first, and on
+        # the head of a JupyterHub service, how to check one.
+        self.user: str | None = None
+        self.login: str | None = None
+        self.hub_login: user_auth.HubLogin | None = None
+        self.accept_users = CONFIG.jupyterhub  # a JupyterHub service's processes do
 
     def next_req_id(self) -> int:
         return next(self._req_ids)
@@ -109,6 +116,10 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._hs_timer: asyncio.TimerHandle | None = None
+        #: The user the peer proved to be (``user_auth``); None for the cluster's own.
+        self.user: str | None = None
+        self._hs_key = ""
+        self._login_pending = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -120,7 +131,8 @@ class Connection(asyncio.Protocol):
             CONFIG.handshake_timeout_s, self._handshake_timeout
         )
         if self.server_side:
-            self._nonce, hello = auth.server_hello()
+            user = self.endpoint.user
+            self._nonce, hello = auth.server_hello() if user is None else user_auth.user_hello(user)
             transport.write(hello)
 
     def data_received(self, data: bytes) -> None:
@@ -166,7 +178,10 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if self.server_side:
             if len(self._hs_buf) >= 4 and self._hs_buf[:4] != auth.MAGIC:
-                self._deny("not an nbcluster client (bad magic)")
+                if self._hs_buf[:4] in user_auth.REPLY_MAGICS:
+                    user_auth.server_step(self)
+                else:
+                    self._deny("not an nbcluster client (bad magic)")
                 return
             if len(self._hs_buf) < auth.CLIENT_REPLY_LEN:
                 return
@@ -180,6 +195,10 @@ class Connection(asyncio.Protocol):
             self.transport.write(finish)
             self._open()
         else:
+            ep = self.endpoint
+            if self._hs_key or ep.user or ep.login or self._hs_buf[:4] == user_auth.UHELLO:
+                user_auth.client_step(self)
+                return
             if not self._nonce:
                 if len(self._hs_buf) < auth.SERVER_HELLO_LEN:
                     return
@@ -364,6 +383,7 @@ _REMOTE_ERRORS: dict[str, type[Exception]] = {
     "KeyError": KeyError,
     "LookupError": LookupError,
     "RuntimeError": RuntimeError,
+    "PermissionError": PermissionError,
 }
 
 
