@@ -24,16 +24,26 @@ from nbcluster.runtime.api import put as put
 from nbcluster.runtime.api import remote as remote
 from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
+from nbcluster.runtime.dashboard_link import dashboard_url as dashboard_url
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
 
 def __getattr__(name: str) -> object:
-    """``nbcluster.util`` loads on first use: node and worker processes never need it."""
+    """``nbcluster.util``, ``nbcluster.cluster`` and ``nbcluster.widgets`` load on first
+    use: node and worker processes never need them."""
     if name == "util":
         import nbcluster.util
 
         return nbcluster.util
+    if name == "cluster":
+        import nbcluster.cluster
+
+        return nbcluster.cluster
+    if name == "widgets":
+        import nbcluster.widgets
+
+        return nbcluster.widgets
     raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
@@ -42,7 +52,9 @@ __all__ = [
     "ObjectRef",
     "available_resources",
     "cancel",
+    "cluster",
     "cluster_resources",
+    "dashboard_url",
     "exceptions",
     "get",
     "get_actor",
@@ -59,4 +71,5 @@ __all__ = [
     "timeline",
     "util",
     "wait",
+    "widgets",
 ]

@@ -58,6 +58,9 @@ def cmd_start(args: argparse.Namespace) -> int:
             head_address=args.address, lifeline=args.block,
             log_path=None if args.block else log_path, inherit_output=args.block,
             node_ip=args.node_ip, interface=args.interface,
+            labels={"nbcluster.io/group": args.group} if args.group else None,
+            dashboard_port=args.dashboard_port if args.head else None,
+            dashboard_host=args.dashboard_host, kind="standalone",
         )  # fmt: skip
     except ClusterConnectionError as e:
         raise SystemExit(f"nbcluster start: {e}") from None
@@ -73,9 +76,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"    NBCLUSTER_TOKEN={node.token} nbcluster start --address {node.address}")
         print("  to connect from Python:")
         print(f"    nbcluster.init(address={node.address!r}, token=...)  # or NBCLUSTER_TOKEN")
+        if args.dashboard_port is not None:
+            print(f"  dashboard (one-time login link): {_login_link(node.address, node.token)}")
+            print("    `nbcluster dashboard` prints a new one")
     else:
-        # local tools (`nbcluster status`, `init(address="auto")`) find the cluster through it
-        record_cluster(args.address, node.session_dir, node.proc.pid)
+        if not args.group:  # local tools (`nbcluster status`...) find the cluster through it
+            record_cluster(args.address, node.session_dir, node.proc.pid)
         print(f"nbcluster node started at {node.address}, joined {args.address}")
     sys.stdout.flush()
     if not args.block:
@@ -108,6 +114,9 @@ def _configure_tls(args: argparse.Namespace) -> None:
     if args.tls_cert:
         os.environ["NBCLUSTER_TLS_CERT"] = os.path.abspath(args.tls_cert)
         os.environ["NBCLUSTER_TLS_KEY"] = os.path.abspath(args.tls_key or args.tls_cert)
+        # this process dials the head too (a joining node trades its token first)
+        CONFIG.tls_cert = os.environ["NBCLUSTER_TLS_CERT"]
+        CONFIG.tls_key = os.environ["NBCLUSTER_TLS_KEY"]
         print(f"TLS on; certificate sha256 {tls.fingerprint(args.tls_cert)}")
         print("  drivers: set NBCLUSTER_TLS_CERT (and NBCLUSTER_TLS_KEY) to the same files")
 
@@ -156,6 +165,26 @@ def _connect(args: argparse.Namespace) -> Any:
     address = args.address or os.environ.get("NBCLUSTER_ADDRESS") or "auto"
     nc.init(address=address, token=getattr(args, "token", None))
     return nc
+
+
+def _login_link(address: str, token: str) -> str:
+    import nbcluster as nc
+
+    nc.init(address=address, token=token)
+    try:
+        return nc.dashboard_url(jupyter=False)
+    finally:
+        nc.shutdown()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Print a one-time login link to the cluster's own dashboard (opened if it was not)."""
+    nc = _connect(args)
+    try:
+        print(nc.dashboard_url(jupyter=False))
+    finally:
+        nc.shutdown()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -389,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-ip", help="address the other nodes reach this node at (and it listens on)"
     )
     s.add_argument("--interface", help="listen on and advertise this network interface's IPv4")
+    s.add_argument("--group", help=argparse.SUPPRESS)  # the node group a launcher started
     s.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
     s.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     s.add_argument("--num-gpus", type=float, help="GPUs to offer (default: detected)")
@@ -401,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tls", action="store_true", help="generate a self-signed certificate and use TLS"
     )
+    s.add_argument(
+        "--dashboard-port", type=int, help="serve the head's dashboard on this port (0: any)"
+    )
+    s.add_argument(
+        "--dashboard-host", default="127.0.0.1", help="interface the dashboard listens on"
+    )
     hub_service.add_start_arguments(s)
     s.set_defaults(fn=cmd_start)
     st = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
@@ -410,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
     ss.set_defaults(fn=cmd_status)
     _add_state_parsers(sub)
+    db = sub.add_parser("dashboard", help="print a login link to the cluster's dashboard")
+    db.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
+    db.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+    db.set_defaults(fn=cmd_dashboard)
     return p
 
 

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_helpers import CliCluster, CliNode, gone, poll
+from cluster_helpers import _STARTED, CliCluster, CliNode, attach, gone, poll
 from netns_pair import Pair, netns_pair
+
+import nbcluster as nc
+from nbcluster.exceptions import AuthenticationError
+from nbcluster.runtime.api import _core
 
 SUBNET = "10.231.50"
 #: A refused join ends well within this (the handshake timeout is 5 s).
@@ -81,17 +85,24 @@ def test_a_node_the_head_cannot_reach_is_refused_with_its_address(
 
 
 def test_a_head_advertising_an_unreachable_address_is_named(pair: Pair, tmp_path: Path) -> None:
-    with CliCluster(tmp_path) as cluster:
-        # listens everywhere, but tells others it is at 127.0.0.1: wrong for another machine
-        cluster.start_head("--host", "0.0.0.0", "--node-ip", "127.0.0.1", "--num-cpus", "1",
-                           prefix=Pair.exec_in(pair.ns1))  # fmt: skip
-        port = cluster.head.port
-        node = cluster.launch(
-            "node", ["--address", f"{pair.ip1}:{port}"], prefix=Pair.exec_in(pair.ns2)
-        )
-        out = refused(node)
-        assert "this node cannot reach node" in out and f"at 127.0.0.1:{port} (" in out, out
-        assert f"the head at {pair.ip1}:{port} gives for them" in out, out
+    # machine 1 has a second address that machine 2 has no route to (another network)
+    other = "10.231.59.1"
+    subprocess.run(["ip", "-n", pair.ns1, "addr", "add", f"{other}/32", "dev", "lo"], check=True)
+    try:
+        with CliCluster(tmp_path) as cluster:
+            # listens everywhere, but tells others to use the address they cannot reach
+            cluster.start_head("--host", "0.0.0.0", "--node-ip", other, "--num-cpus", "1",
+                               prefix=Pair.exec_in(pair.ns1))  # fmt: skip
+            port = cluster.head.port
+            node = cluster.launch(
+                "node", ["--address", f"{pair.ip1}:{port}"], prefix=Pair.exec_in(pair.ns2)
+            )
+            out = refused(node)
+            assert "this node cannot reach node" in out and f"at {other}:{port} (" in out, out
+            assert f"the head at {pair.ip1}:{port} gives for them" in out, out
+    finally:
+        subprocess.run(["ip", "-n", pair.ns1, "addr", "del", f"{other}/32", "dev", "lo"],
+                       check=False)  # fmt: skip
 
 
 def test_a_head_that_does_not_answer_is_named(pair: Pair, tmp_path: Path) -> None:
@@ -100,7 +111,49 @@ def test_a_head_that_does_not_answer_is_named(pair: Pair, tmp_path: Path) -> Non
         node = cluster.launch("node", ["--address", silent], prefix=Pair.exec_in(pair.ns2))
         out = refused(node)
         assert f"cannot reach the head at {silent}" in out, out
-        assert f"this node ({pair.ip2}:" in out, out  # where it tried from
+        assert f"this node ({pair.ip2})" in out, out  # where it tried from
+
+
+def joined(node: CliNode) -> str:
+    """Wait for a launched node to say it joined; its address."""
+
+    def started() -> str | None:
+        if node.cli.poll() is not None:
+            raise AssertionError(f"{node.name} exited:\n{node.output()}")
+        found = _STARTED.search(node.output())
+        return found.group(1) if found else None
+
+    return str(poll(started, 30, node.output))
+
+
+def test_a_join_token_joins_nodes_and_nothing_else(tmp_path: Path) -> None:
+    with CliCluster(tmp_path) as cluster:
+        cluster.start_head("--num-cpus", "1")
+        attach(cluster.head.address, cluster.token)
+        core = _core()
+        token = core.head_call("create_join_token", "g1", 1, timeout=10)
+
+        nc.shutdown()  # a driver holding a stolen join token is refused, with the reason
+        with pytest.raises(AuthenticationError, match=r"node join token .group g1.*a driver needs"):
+            nc.init(address=cluster.head.address, token=token)
+        attach(cluster.head.address, cluster.token)
+        assert len([n for n in nc.nodes() if n["Alive"]]) == 1  # the cluster carries on
+
+        first = cluster.launch("first", ["--address", cluster.head.address], token=token)
+        assert joined(first)
+        second = cluster.launch("second", ["--address", cluster.head.address], token=token)
+        assert "already used by 1 node(s)" in refused(second)
+
+        core = _core()
+        late = core.head_call("create_join_token", "g2", 5, timeout=10)
+        assert core.head_call("revoke_join_token", "g2", timeout=10)
+        third = cluster.launch("third", ["--address", cluster.head.address], token=late)
+        assert "the join token of node group g2 was revoked" in refused(third)
+
+        wrong = cluster.launch("wrong", ["--address", cluster.head.address], token="0" * 64)
+        assert "refused this node's token" in refused(wrong)
+        assert len([n for n in nc.nodes() if n["Alive"]]) == 2
+        nc.shutdown()
 
 
 VERSION_SHIM = "import nbcluster._version as v\nv.__version__ = '0.0.1-other'\n"

@@ -104,6 +104,19 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
 
+    def also_on(self, kind: int, fn: Callable[[Any, Source], None]) -> None:
+        """Also call ``fn(event, source)`` for each event of ``kind`` applied to the tables,
+        after the log's own handler: how views kept beside the tables (the dashboard's
+        metrics history) follow the log without a hook in its hot path."""
+        own = self._by_kind[kind]
+
+        def both(ev: Any, src: Source) -> None:
+            if own is not None:
+                own(ev, src)
+            fn(ev, src)
+
+        self._by_kind[kind] = both
+
     # -- ingest ---------------------------------------------------------------------------------
     def ingest(
         self, header: list[Any], blob: bytes | None, tasks: bytes | None = None, n_tasks: int = 0

@@ -25,13 +25,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
+from nbcluster.runtime.addresses import dial_host, is_loopback, set_loopback_alias
+from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.node_directory import HEARTBEAT_S, NodeDirectory
 from nbcluster.runtime.protocol import HELLO
-from nbcluster.runtime.transport import Connection, Endpoint, parse_address
+from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
 
 log = logging.getLogger("nbcluster.join")
 
@@ -73,7 +76,7 @@ async def reachable(loop: asyncio.AbstractEventLoop, address: str, timeout: floa
     """None if a TCP connection to ``address`` opens within ``timeout``, else why not."""
     try:
         host, port = parse_address(address)
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(dial_host(host), port), timeout)
     except asyncio.TimeoutError:
         return f"no answer within {timeout:g} s"
     except (OSError, ValueError) as e:
@@ -82,13 +85,78 @@ async def reachable(loop: asyncio.AbstractEventLoop, address: str, timeout: floa
     return None
 
 
-class JoinService:
-    """The head's side: ``join_node`` checks a new node, then registers it."""
+@dataclass
+class JoinGrant:
+    """A node group's join token and what it has been used for."""
 
-    def __init__(self, endpoint: Endpoint, directory: NodeDirectory) -> None:
+    token: str
+    max_joins: int
+    joins: int = 0
+    revoked: bool = False
+
+
+class JoinService:
+    """The head's side: join tokens, and ``join_node``, which checks a new node, then
+    registers it.
+
+    A join token is made per node group by a driver (``create_join_token``). It authenticates
+    a connection to the head that may call one method, ``exchange_join_token``, which hands
+    the cluster token to at most ``max_joins`` nodes of the right versions; it is revoked
+    when its group is removed. Anything else on such a connection — a driver registering,
+    listing nodes, submitting — is refused with the reason (see ``transport``).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        directory: NodeDirectory,
+        on_joined: Callable[[Connection, str], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.directory = directory
-        endpoint.rpc["join_node"] = self.join_node
+        self.on_joined = on_joined
+        self.grants: dict[str, JoinGrant] = {}  # group -> its grant
+        for name in ("join_node", "create_join_token", "revoke_join_token",
+                     "exchange_join_token"):  # fmt: skip
+            endpoint.rpc[name] = getattr(self, name)
+
+    def create_join_token(self, conn: Connection | None, group: str, max_joins: int) -> str:
+        grant = self.grants.get(group)
+        if grant is None or grant.revoked:
+            grant = self.grants[group] = JoinGrant(new_token(), int(max_joins))
+            allowed = frozenset({"exchange_join_token"})
+            self.endpoint.restricted_tokens[grant.token] = (_label(group), allowed)
+        else:  # the group grows (adapt): more nodes may join with the same token
+            grant.max_joins += int(max_joins)
+        return grant.token
+
+    def revoke_join_token(self, conn: Connection | None, group: str) -> bool:
+        grant = self.grants.get(group)
+        if grant is None:
+            return False
+        grant.revoked = True  # still recognised, so a late node is told why it cannot join
+        return True
+
+    def exchange_join_token(self, conn: Connection, their: dict[str, str]) -> str:
+        """The cluster token, for a node that proved it holds a live join token."""
+        why = version_mismatch(versions(), their)
+        if why:
+            raise JoinError(why)
+        if conn.allowed is None:  # it already holds the cluster token
+            return self.endpoint.token
+        group = _group_of(conn.info.get("token_label", ""))
+        grant = self.grants.get(group)
+        if grant is None:
+            raise JoinError(f"unknown join token (group {group})")
+        if grant.revoked:
+            raise JoinError(f"the join token of node group {group} was revoked (the group "
+                            "was removed, or its driver shut down)")  # fmt: skip
+        if grant.joins >= grant.max_joins:
+            raise JoinError(f"the join token of node group {group} was already used by "
+                            f"{grant.joins} node(s), all the group asked for")  # fmt: skip
+        grant.joins += 1
+        log.info("a node of group %s joins from %s", group, conn.peer)
+        return self.endpoint.token
 
     async def join_node(
         self, conn: Connection, node_id: str, info: dict[str, Any], their: dict[str, str]
@@ -106,7 +174,53 @@ class JoinService:
             )
             log.warning("refused node: %s", why)
             raise JoinError(why)
-        return self.directory.register_node(conn, node_id, info)
+        view = self.directory.register_node(conn, node_id, info)
+        if self.on_joined is not None:
+            self.on_joined(conn, address)
+        return view
+
+
+def _label(group: str) -> str:
+    return f"node join token (group {group})"
+
+
+def _group_of(label: str) -> str:
+    return label.removeprefix("node join token (group ").removesuffix(")")
+
+
+def exchange_token(head_address: str, token: str, where: str) -> str:
+    """Trade a join token (or the cluster token) for the cluster token, before a node
+    starts; ``where`` is the address the node will advertise, for error messages.
+
+    Runs its own short-lived event loop and leaves no thread behind: the node process
+    forks its worker server after this.
+    """
+
+    async def go() -> str:
+        endpoint = Endpoint(asyncio.get_running_loop(), token)
+        install_rpc(endpoint)
+        host, port = parse_address(head_address)
+        try:
+            conn = await endpoint.connect(host, port)
+        except AuthenticationError:
+            raise JoinError(
+                f"authentication failed: the head at {head_address} refused this node's "
+                "token (neither its cluster token nor a join token it made)"
+            ) from None
+        except ClusterConnectionError as e:
+            raise JoinError(
+                f"this node ({where}) cannot reach the head at {head_address}: {e}"
+            ) from None
+        try:
+            return str(await conn.call("exchange_join_token", versions()))
+        except ClusterConnectionError as e:
+            raise JoinError(f"lost the head at {head_address} while joining: {e}") from None
+        except Exception as e:  # the head refused: its reason, as it gave it
+            raise JoinError(str(e).removeprefix("JoinError: ")) from None
+        finally:
+            conn.close()
+
+    return asyncio.run(go())
 
 
 async def join_head(
@@ -118,6 +232,9 @@ async def join_head(
 ) -> None:
     """The node's side: reach the head, pass its checks, check the peers, hold the lease."""
     host, port = parse_address(head_address)
+    if not is_loopback(host):  # we are on another machine: loopback addresses are the head's
+        set_loopback_alias(host)
+        agent.loopback_alias = host
     try:
         conn = await endpoint.connect(host, port)
     except ClusterConnectionError as e:

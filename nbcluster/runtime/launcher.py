@@ -74,17 +74,26 @@ def start_head(
     inherit_output: bool = False,
     node_ip: str | None = None,
     interface: str | None = None,
+    labels: dict[str, str] | None = None,
+    dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
+    kind: str = "driver",
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
     start`` in the background) it runs until ``nbcluster stop``. ``host``, ``node_ip`` and
-    ``interface`` pick where it listens and what it advertises (see ``addresses``).
+    ``interface`` pick where it listens and what it advertises (see ``addresses``). A head
+    with a ``dashboard_port`` (0: any free one) serves its dashboard there (``dashboard_port``).
     """
     try:
         where = choose(host, node_ip or CONFIG.node_ip or None, interface, head_address)
     except ValueError as e:
         raise ClusterConnectionError(str(e)) from None
+    if head_address and token:  # a join token becomes the cluster token here
+        from nbcluster.runtime.join import exchange_token
+
+        token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
     session_dir = new_session_dir()
     write_token(session_dir, token)
@@ -102,6 +111,10 @@ def start_head(
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "labels": labels or {},
+        "dashboard_port": dashboard_port,
+        "dashboard_host": dashboard_host,
+        "kind": kind,
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.

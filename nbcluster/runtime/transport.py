@@ -28,6 +28,7 @@ import msgpack
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
 from nbcluster.runtime import auth, tls, user_auth
+from nbcluster.runtime.addresses import dial_host
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
@@ -51,6 +52,9 @@ class Endpoint:
         self.on_open: Callable[[Connection], None] | None = None
         self.on_close: Callable[[Connection], None] | None = None
         self.loop_thread: int | None = None
+        #: Other tokens a server side accepts, each for a narrow purpose: token -> (label,
+        #: the only request methods such a connection may call). Node join tokens.
+        self.restricted_tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self._req_ids = itertools.count(1)
         # Users of a shared cluster (see ``user_auth``): the user this process belongs to
         # (``token`` is then their user key), a Hub token to log in with first, and on
@@ -71,6 +75,7 @@ class Endpoint:
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
         timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
+        host = dial_host(host)
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -116,6 +121,8 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._hs_timer: asyncio.TimerHandle | None = None
+        #: Set when the peer authenticated with a restricted token: what it may call.
+        self.allowed: frozenset[str] | None = None
         #: The user the peer proved to be (``user_auth``); None for the cluster's own.
         self.user: str | None = None
         self._hs_key = ""
@@ -143,6 +150,8 @@ class Connection(asyncio.Protocol):
         try:
             self._unpacker.feed(data)
             for msg in self._unpacker:
+                if self.allowed is not None and not self._permitted(msg):
+                    continue
                 handlers[msg[0]](self, msg)
         except Exception as e:  # malformed input from an authenticated peer: drop the link
             if (
@@ -189,6 +198,13 @@ class Connection(asyncio.Protocol):
                 self._deny("data before authentication")
                 return
             finish = auth.server_check(token, self._nonce, self._hs_buf)
+            if finish is None:
+                for other, (label, allowed) in self.endpoint.restricted_tokens.items():
+                    finish = auth.server_check(other, self._nonce, self._hs_buf)
+                    if finish is not None:
+                        self.allowed = allowed
+                        self.info["token_label"] = label
+                        break
             if finish is None:
                 self._deny("wrong token")
                 return
@@ -237,6 +253,27 @@ class Connection(asyncio.Protocol):
             self.endpoint.on_open(self)
         if not self.ready.done():
             self.ready.set_result(None)
+
+    def _permitted(self, msg: list[Any]) -> bool:
+        """For a restricted peer: only requests for its allowed methods pass; any other
+        request is answered with why not, any other message dropped."""
+        assert self.allowed is not None
+        if msg[0] != REQUEST:
+            return False
+        if msg[2] in self.allowed:
+            return True
+        log.warning(
+            "refused %r from %s: it authenticated with a %s", msg[2], self.peer,
+            self.info.get("token_label"),
+        )  # fmt: skip
+        if msg[1]:
+            why = (
+                f"this connection authenticated with a {self.info.get('token_label')}, which "
+                "is only good for joining the cluster as a node (nbcluster start --address); "
+                "a driver needs the cluster token"
+            )
+            self.send((REPLY, msg[1], False, ["AuthenticationError", why]))
+        return False
 
     def _deny(self, why: str) -> None:
         log.warning("refused connection from %s: %s", self.peer, why)
