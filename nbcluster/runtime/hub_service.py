@@ -7,7 +7,8 @@ JupyterHub API token (``user_auth``); the head asks the Hub whose token it is wi
 this service's access scope (``access:services!service=<name>``). From then on every
 connection of theirs is tagged with their name, and the policies below read that tag:
 
-- **Cluster-only requests** (joining, node reports, killing workers...) are refused to users.
+- **Cluster-only requests** (joining, join tokens, node reports, the head's own dashboard
+  and logs...) are refused to users: they make only the requests a driver makes.
 - **Namespaces**: a user's named actors live in ``<user>/<namespace>``, so two users may
   both name an actor ``counter``; namespaces an admin lists as shared are common to all.
 - **What a user sees**: the state API lists only the user's own tasks, actors and objects
@@ -45,12 +46,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbcluster.hub")
 
-#: Requests only the cluster's own processes make.
-CLUSTER_ONLY = (
-    "register_node", "node_update", "join_node", "kill_worker", "lease_actor_worker",
-    "actor_exiting", "actor_worker_gone", "owner_gone", "cluster_view_update",
-    "worker_blocked", "worker_unblocked", "store_copied",
-)  # fmt: skip
+#: The requests a user's driver makes; every other request is the cluster's own.
+USER_REQUESTS = frozenset((
+    "register", "request_lease", "return_lease", "cancel_lease_requests", "kill_worker",
+    "ping", "node_stats", "cluster_total", "get_nodes", "cluster_view",
+    "store_create", "store_seal", "store_open", "store_release", "store_delete",
+    "create_actor", "wait_actor", "get_named_actor", "kill_actor", "list_actors",
+    "events", "subscribe_events", "unsubscribe_events",
+    "state_list", "state_get", "state_summary", "state_timeline", "state_memory",
+))  # fmt: skip
 #: Environment variables holding the service's own Hub credentials, kept from workers.
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 #: How long a lease request over quota waits before looking again (leases also end
@@ -158,9 +162,19 @@ def install_node(endpoint: Endpoint, agent: NodeAgent, store: Any) -> Users:
     learn which driver is whose, and enforce the per-node quotas."""
     users = Users()
     rpc = endpoint.rpc
-    for name in CLUSTER_ONLY:
-        if name in rpc:
-            rpc[name] = _cluster_only(name, rpc[name])
+    for name in [n for n in rpc if n not in USER_REQUESTS]:
+        rpc[name] = _cluster_only(name, rpc[name])
+    kill_worker = rpc["kill_worker"]
+
+    def kill_own_worker(conn: Connection | None, worker_id: bytes) -> Any:
+        if conn is not None and conn.user is not None:  # cancel(force=True) of a user's task
+            w = agent.workers.get(worker_id)
+            lessee = w.lease[0] if w is not None and w.lease is not None else None
+            if lessee is None or lessee.user != conn.user:
+                raise PermissionError("that worker runs no task of yours")
+        return kill_worker(conn, worker_id)
+
+    rpc["kill_worker"] = kill_own_worker
 
     register = rpc["register"]
 

@@ -111,6 +111,23 @@ print(json.dumps(r.stderr.strip().splitlines()[-1]))
                  "print(json.dumps(nc.get(nc.put(41)) + 1))") == 42  # fmt: skip
 
 
+def test_users_make_only_the_requests_a_driver_makes(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    """A join token would buy the cluster token: users may not ask for one."""
+    carol = team[hub.shared.users[0]]  # type: ignore[attr-defined]
+    got = _json(hub, carol, """
+import json
+from nbcluster.runtime.object_ref import get_core
+try:
+    get_core().head_call("create_join_token", "mine", 1, timeout=30)
+    print(json.dumps("granted"))
+except PermissionError as e:
+    print(json.dumps(str(e)))
+""")
+    assert got == "create_join_token is for the cluster's own processes, not users"
+
+
 ACTORS = """
 import json
 import nbcluster as nc
