@@ -84,6 +84,23 @@ def test_users_attach_with_their_hub_tokens_and_see_only_their_work(
         assert got["task_names"] == [f"{short}_job"], got  # only their own tasks
 
 
+def test_an_admin_sees_everyones_work(hub: RealHub, team: dict[str, Any]) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    shared = hub.shared  # type: ignore[attr-defined]
+    admin = hub.user(shared.admin)  # a token of the admin's, used by a driver in carol's server
+    code = f"""
+import json, os, subprocess, sys
+probe = ("import json, nbcluster as nc; from nbcluster.util import state; nc.init(); "
+         "print(json.dumps(sorted({{t.name for t in state.list_tasks(limit=None)}})))")
+env = dict(os.environ, JUPYTERHUB_API_TOKEN={admin.token!r})
+r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                   env=env)
+print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else json.dumps(r.stderr[-800:]))
+"""
+    names = _json(hub, team[shared.users[0]], code)
+    assert {"carol_job", "dave_job"} <= set(names), names
+
+
 def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
     shared = hub.shared  # type: ignore[attr-defined]
     cell = _run(hub, team[shared.outsider], "import nbcluster as nc\nnc.get(nc.put(1))")
