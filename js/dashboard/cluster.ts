@@ -139,6 +139,8 @@ export class ClusterPage {
       this.header.querySelector(".badge")?.replaceWith(badge("gone", "gone"));
     } else if (err?.status === 404) {
       this.showBanner("unknown", `No cluster ${this.id} here.`);
+    } else if (err instanceof TypeError) {  // fetch itself failed: no server answers
+      this.showBanner("unreachable", "The dashboard's server does not answer: the cluster may have stopped.");
     } else if (err?.status === 403) {
       this.showBanner("forbidden", "Not logged in (or the login expired): reload the page, or open a new login link.");
     } else {

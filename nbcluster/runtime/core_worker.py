@@ -73,6 +73,7 @@ class CoreWorker:
         host: str = "127.0.0.1",
         attach: bool = False,
         advertise: str | None = None,
+        login: str | None = None,
     ) -> None:
         self._attach = attach  # agent_address is a head: find this machine's node through it
         self.kind = kind
@@ -81,6 +82,7 @@ class CoreWorker:
         self.agent_address = agent_address
         self.loop = asyncio.new_event_loop()
         self.endpoint = Endpoint(self.loop, token)
+        self.endpoint.login = login  # a JupyterHub token: the first connection logs in
         install_rpc(self.endpoint)
         self.conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
