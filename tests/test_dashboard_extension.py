@@ -179,6 +179,13 @@ async def test_a_notebooks_cluster_is_listed_read_and_streamed(lab: Lab, jp_base
     assert "Traceback" in detail["error_message"]
     overview = await lab.api(cid, "overview")
     assert overview["tasks"]["by_state"]["FAILED"] == 1
+    # The cell that launched it: its tasks are tagged with the cell's request id.
+    cells = (await lab.api(cid, "cells"))["cells"]
+    mine = [c for c in cells if c["tag"] == task["tag"]]
+    assert len(mine) == 1 and mine[0]["by_state"] == {"FAILED": 1}
+    assert mine[0]["error"]["task_id"] == task["task_id"]
+    same_cell = await lab.api(cid, "tasks", params={"tag": task["tag"]})
+    assert [t["task_id"] for t in same_cell["items"]] == [task["task_id"]]
 
     # Pages and assets are served under the escaped base URL, with the base in the page.
     page = await lab.fetch("nbcluster", "clusters", cid, "")
