@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import hub_service
 from nbcluster.runtime.config import CONFIG
 
 
@@ -47,6 +48,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.address and not token:
         raise SystemExit("joining a cluster needs its token: --token or NBCLUSTER_TOKEN")
     _configure_tls(args)
+    hub_service.configure_from_args(args)
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
     store = args.object_store_memory or default_object_store_memory()
     log_path = os.path.join(_nodes_dir(), f"node-{time.strftime('%Y%m%d-%H%M%S')}.log")
@@ -435,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dashboard-host", default="127.0.0.1", help="interface the dashboard listens on"
     )
+    hub_service.add_start_arguments(s)
     s.set_defaults(fn=cmd_start)
     st = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
     st.set_defaults(fn=cmd_stop)

@@ -148,6 +148,12 @@ class ClusterConnectionError(NbclusterError, ConnectionError):
     """The cluster (head node) cannot be reached or went away."""
 
 
+class QuotaExceededError(NbclusterError, ValueError):
+    """A user of a shared cluster asked for more CPUs or object store bytes than their
+    quota allows; the message says which quota, how much is in use and how much was asked.
+    (A ValueError, as a request no node can ever place: its tasks fail instead of waiting.)"""
+
+
 # Ray's names, so code written for Ray catches the same errors.
 RayError = NbclusterError
 RayTaskError = TaskError
@@ -169,6 +175,7 @@ __all__ = [
     "ObjectStoreFullError",
     "OutOfMemoryError",
     "OwnerDiedError",
+    "QuotaExceededError",
     "RayActorError",
     "RayError",
     "RaySystemError",

@@ -205,20 +205,22 @@ class Doubler:
     def pid(self) -> int:
         return os.getpid()
 
-    def double(self, x: int) -> int:
-        sum(range(20_000))  # a little work per call, so calls are still in flight at the kill
+    def double(self, x: int, gate: str = "") -> int:
+        if gate:  # held until the test opens the gate: still in flight at the kill
+            wait_for_file(gate)
         return 2 * x
 
 
-def kill_under_load(actor: Any) -> tuple[list[Any], int]:
-    """Send CALLS calls, SIGKILL the actor's process once a fifth are done; the calls' refs,
-    and how many had finished when it died."""
+def kill_under_load(actor: Any, gate: Path) -> tuple[list[Any], int]:
+    """Send CALLS calls, SIGKILL the actor's process once the first fifth are done, while
+    the rest wait behind ``gate`` (opened after the kill, for calls retried by a restarted
+    actor); the calls' refs, and its pid."""
     pid = nc.get(actor.pid.remote(), timeout=T)
-    refs = [actor.double.remote(i) for i in range(CALLS)]
-    nc.wait(refs, num_returns=CALLS // 5, timeout=T)
+    free = CALLS // 5
+    refs = [actor.double.remote(i, "" if i < free else str(gate)) for i in range(CALLS)]
+    nc.wait(refs, num_returns=free, timeout=T)
     os.kill(pid, signal.SIGKILL)
-    finished, _ = nc.wait(refs, num_returns=CALLS, timeout=0)
-    assert len(finished) < CALLS, "every call was done before the kill: nothing was in flight"
+    gate.touch()
     return refs, pid
 
 
@@ -227,7 +229,7 @@ def test_an_actor_killed_under_load_restarts_and_retries_every_call_in_flight(
 ) -> None:
     inits = tmp_path / "inits"
     actor = Doubler.options(max_restarts=1, max_task_retries=-1).remote(str(inits))
-    refs, first = kill_under_load(actor)
+    refs, first = kill_under_load(actor, tmp_path / "gate")
     assert nc.get(refs, timeout=T) == [2 * i for i in range(CALLS)]
     assert nc.get(actor.pid.remote(), timeout=T) != first
     assert runs(inits) == 2  # the constructor ran again
@@ -237,7 +239,7 @@ def test_an_actor_killed_under_load_without_task_retries_fails_the_calls_in_flig
     cluster: Any, tmp_path: Path
 ) -> None:
     actor = Doubler.options(max_restarts=1).remote(str(tmp_path / "inits"))
-    refs, _ = kill_under_load(actor)
+    refs, _ = kill_under_load(actor, tmp_path / "gate")
     outcomes: list[Any] = []
     t0 = time.monotonic()
     for i, ref in enumerate(refs):
@@ -249,7 +251,7 @@ def test_an_actor_killed_under_load_without_task_retries_fails_the_calls_in_flig
     done = outcomes.count(True)
     # Calls run in order: those done before the kill are a prefix; every later one failed.
     assert outcomes == [True] * done + ["died"] * (CALLS - done)
-    assert CALLS // 5 <= done < CALLS
+    assert done == CALLS // 5
     # The actor itself restarted: new calls are served.
     assert nc.get(actor.double.remote(21), timeout=T) == 42
 
@@ -258,9 +260,9 @@ def test_an_actor_out_of_restarts_fails_pending_and_new_calls_with_actor_died(
     cluster: Any, tmp_path: Path
 ) -> None:
     actor = Doubler.options(max_restarts=1, max_task_retries=-1).remote(str(tmp_path / "inits"))
-    refs, _ = kill_under_load(actor)
+    refs, _ = kill_under_load(actor, tmp_path / "gate1")
     assert nc.get(refs, timeout=T) == [2 * i for i in range(CALLS)]  # restart 1 of 1
-    refs, _ = kill_under_load(actor)  # and no restart left
+    refs, _ = kill_under_load(actor, tmp_path / "gate2")  # and no restart left
     died = 0
     for i, ref in enumerate(refs):
         try:

@@ -102,9 +102,13 @@ def init(
             address = None
         if address == "auto":
             address, token = find_local_cluster(token)
+        login = None
         if address:
             token = token or os.environ.get("NBCLUSTER_TOKEN")
-            if not token:
+            # In a JupyterHub user server, a cluster run as a Hub service takes the user's
+            # own Hub token instead (see ``user_auth``).
+            login = None if token else os.environ.get("JUPYTERHUB_API_TOKEN")
+            if not token and not login:
                 raise ValueError(
                     "attaching to a cluster needs its token: init(address, token=...) "
                     "or NBCLUSTER_TOKEN"
@@ -117,7 +121,7 @@ def init(
             port = None if want is None or want is False else 0 if want is True else int(want)
             _head = start_head(res, int(store), token=token, node_ip=node_ip, dashboard_port=port)
             agent_address, token = _head.address, _head.token
-        core = CoreWorker("driver", agent_address, token, attach=bool(address))
+        core = CoreWorker("driver", agent_address, token or "", attach=bool(address), login=login)
         try:
             core.start()
         except BaseException as e:

@@ -82,6 +82,18 @@ class Config:
     #: Whether the notebook kernel shows that progress bar by itself.
     auto_progress: bool = True
 
+    #: This node belongs to a cluster run as a JupyterHub service: users log in with their
+    #: Hub tokens and get their own namespaces and views (``hub_service``).
+    jupyterhub: bool = False
+    #: Per-user quotas in a JupyterHub service (0: none): CPUs held at once on a node...
+    user_cpus: float = 0.0
+    #: ...and object store bytes on a node.
+    user_store_bytes: int = 0
+    #: Comma-separated Hub users who see and may stop everyone's work (Hub admins too).
+    hub_admin_users: str = ""
+    #: Comma-separated actor namespaces that all users of a JupyterHub service share.
+    shared_namespaces: str = ""
+
     @classmethod
     def from_env(cls) -> Config:
         cfg = cls()

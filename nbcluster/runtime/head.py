@@ -23,10 +23,11 @@ import threading
 from typing import Any, NoReturn
 
 from nbcluster.runtime import events as ev
-from nbcluster.runtime import log_tail
+from nbcluster.runtime import hub_service, log_tail
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.addresses import NodeAddress
 from nbcluster.runtime.cluster_overview import ClusterOverview
+from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.dashboard_port import DashboardPort
 from nbcluster.runtime.dashboard_port import bind as bind_dashboard
 from nbcluster.runtime.event_log import EventLog
@@ -38,6 +39,7 @@ from nbcluster.runtime.node_agent import NodeAgent
 from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
 from nbcluster.runtime.protocol import HELLO
+from nbcluster.runtime.remote_store import StoreProxy
 from nbcluster.runtime.store_service import StoreService
 from nbcluster.runtime.transport import (
     Connection,
@@ -88,6 +90,9 @@ def main() -> None:
     host = where.bind
     session_dir = cfg["session_dir"]
     ready_fd = int(cfg["ready_fd"])
+    # A JupyterHub service's head takes the Hub credentials before any worker could see them.
+    hub = CONFIG.jupyterhub and head_address is None
+    hub_creds = hub_service.take_credentials() if hub else None
     store = ObjectStore(int(cfg["object_store_memory"]), os.path.join(session_dir, "spill"))
     try:
         sock = _bind(host, int(cfg.get("port", 0)))
@@ -129,6 +134,7 @@ def main() -> None:
         "labels": cfg.get("labels") or {},
     }
     node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
+    StoreProxy(endpoint, storesvc.arena)
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
@@ -143,12 +149,17 @@ def main() -> None:
             endpoint, node_id, address, local_address, session_dir, stop,
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
         )  # fmt: skip
-        ActorManager(endpoint, agent, directory, address)
+        actors = ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
         agent.fetch_view = directory.view
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
+    if CONFIG.jupyterhub:
+        users = hub_service.install_node(endpoint, agent, storesvc)
+        if hub_creds is not None:
+            hub_service.install_head(endpoint, users, hub_creds, actors)
+
     def on_close(conn: Connection) -> None:
         for fn in closers:
             fn(conn)
