@@ -113,7 +113,9 @@ class ActorClass(Exportable):
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
             entries = [core._entry(r) for r in deps]
-            core.wait_entries([e for e in entries if e.state == PENDING], len(entries), None)
+            pending = [e for e in entries if e.state == PENDING]
+            if pending:  # waiting for more entries than were passed would never end
+                core.wait_entries(pending, len(pending), None)
             for e in entries:
                 if e.state != READY:
                     core.value_of(e)  # raises the argument's error

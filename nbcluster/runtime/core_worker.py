@@ -28,6 +28,7 @@ from nbcluster.runtime import exposure
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.addresses import route_to
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import put_object_id, random_id
 from nbcluster.runtime.object_ref import ObjectRef
@@ -41,6 +42,7 @@ from nbcluster.runtime.reference_table import (
     Entry,
     ReferenceTable,
 )
+from nbcluster.runtime.remote_store import RemoteStore
 from nbcluster.runtime.store_client import StoreMapping
 from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
 
@@ -89,6 +91,8 @@ class CoreWorker:
         self.node_id = ""
         self.node_info: dict[str, Any] = {}
         self.store: StoreMapping | None = None
+        #: No node on this machine: objects' bytes go through the agent (``remote_store``).
+        self.client_mode = False
         self._pins: dict[bytes, list[Any]] = {}  # oid -> [offset, size, live views]
         self._pins_lock = threading.Lock()
         self.closed = False
@@ -160,8 +164,14 @@ class CoreWorker:
     async def _startup(self) -> None:
         target = self.agent_address
         if self._attach:  # our node is the one on this machine; serve where it does
-            target = await self._local_node()
-            self._host = self._advertise = parse_address(target)[0]
+            local = await self._local_node()
+            if local is None:  # none here: client mode, through the node we were given
+                self.client_mode = True
+                self._host = self._advertise = route_to(parse_address(target)[0])
+                log.info("no node on this machine: client mode through %s", target)
+            else:
+                target = local
+                self._host = self._advertise = parse_address(target)[0]
         server = await self.endpoint.serve(self._host, 0)
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.port = port
@@ -180,15 +190,19 @@ class CoreWorker:
         self.head = self.agent
         if info["head_address"] != info["agent_address"]:
             self.head = await self.connect(info["head_address"])
-        self.store = StoreMapping(info["store_path"], info["store_capacity"])
+        if self.client_mode:
+            self.store = RemoteStore(self, info["store_capacity"])
+        else:
+            self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
         if self.kind == "driver":
             self._head_answered = time.monotonic()
             self.loop.call_later(HEAD_PING_S, self._ping_head)
         ev.attach_core(self)  # ship this process's events to the head
 
-    async def _local_node(self) -> str:
-        """The agent address of a live node on this machine (the head's, if it is local)."""
+    async def _local_node(self) -> str | None:
+        """The agent address of a live node on this machine (the head's, if it is local);
+        None when no node runs here."""
         import psutil
 
         local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
@@ -201,13 +215,7 @@ class CoreWorker:
         for n in mine:
             if n["Address"] == self.agent_address:
                 return str(n["Address"])
-        if not mine:
-            raise exc.ClusterConnectionError(
-                f"no nbcluster node runs on this machine (cluster nodes: "
-                f"{[n['Address'] for n in nodes]}); start one here with "
-                f"`nbcluster start --address {self.agent_address}`"
-            )
-        return str(mine[0]["Address"])
+        return str(mine[0]["Address"]) if mine else None
 
     def shutdown(self) -> None:
         if self.closed:
@@ -479,6 +487,7 @@ class CoreWorker:
             return total
         assert self.store is not None
         s.write_to(self.store, offset)
+        self.store.commit(offset)
         self.agent.notify("store_seal", oid)
         return total
 

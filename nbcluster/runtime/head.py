@@ -39,6 +39,7 @@ from nbcluster.runtime.node_agent import NodeAgent
 from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
 from nbcluster.runtime.protocol import HELLO
+from nbcluster.runtime.remote_store import StoreProxy
 from nbcluster.runtime.store_service import StoreService
 from nbcluster.runtime.transport import (
     Connection,
@@ -133,6 +134,7 @@ def main() -> None:
         "labels": cfg.get("labels") or {},
     }
     node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
+    StoreProxy(endpoint, storesvc.arena)
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
