@@ -3,12 +3,14 @@ timeouts, values that cannot be pickled and objects whose owner died."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import is_gone, wait_for_file, wait_until
@@ -260,3 +262,73 @@ def test_objects_of_a_dead_owner_raise_owner_died(cluster):
     with pytest.raises(exc.OwnerDiedError):
         nc.get(ref, timeout=30)
     assert_cluster_works()
+
+
+# --------------------------------------------------- a handler's bug is not a bad message
+
+
+def _peer_session(address: str, token: str, steps: Any) -> Any:
+    """Connect to ``address`` as an authenticated peer and run ``steps(conn)``."""
+    import asyncio
+
+    from nbcluster.runtime.transport import Endpoint, install_rpc, parse_address
+
+    async def main() -> Any:
+        endpoint = Endpoint(asyncio.get_running_loop(), token)
+        install_rpc(endpoint)
+        conn = await endpoint.connect(*parse_address(address))
+        try:
+            return await steps(conn)
+        finally:
+            conn.close()
+
+    return asyncio.run(main())
+
+
+def test_a_handler_that_raises_keeps_the_link_and_logs_its_traceback(cluster, caplog):
+    """A message that decodes but makes its handler raise is the receiver's bug (or the
+    sender's), not garbage on the wire: the link stays up and the traceback is logged."""
+    import asyncio
+
+    from nbcluster.runtime import protocol as P
+    from nbcluster.runtime.object_ref import get_core
+
+    core = get_core()
+
+    async def steps(conn: Any) -> Any:
+        conn.send([P.TASK_DONE, b"no such task"])  # too short: its handler raises
+        conn.send([P.REQUEST, 7])  # a request too short to unpack: answered with an error
+        bad = conn._pending[7] = asyncio.get_running_loop().create_future()
+        answer = await asyncio.wait_for(conn.call("get_object", b"\0" * 20), 10)
+        [refused] = await asyncio.wait_for(asyncio.gather(bad, return_exceptions=True), 10)
+        return answer, refused
+
+    with caplog.at_level(logging.ERROR, logger="nbcluster"):
+        answer, bad = None, None
+        try:
+            answer, bad = _peer_session(core.address, core.token, steps)
+        except Exception as e:  # pragma: no cover - the failure being tested
+            pytest.fail(f"the link was dropped: {e!r}")
+    assert answer[0] == 2  # FAILED: the object is unknown, said over the same link
+    assert isinstance(bad, Exception), bad
+    assert "Traceback" in caplog.text and "TASK_DONE" in caplog.text
+    assert nc.get(add.remote(1, 2), timeout=30) == 3
+
+
+def test_undecodable_bytes_from_an_authenticated_peer_drop_the_link(cluster):
+    import asyncio
+
+    from nbcluster.runtime.object_ref import get_core
+
+    core = get_core()
+
+    async def steps(conn: Any) -> bool:
+        conn.transport.write(b"\xc1")  # never valid msgpack
+        for _ in range(500):
+            if conn.closed:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    assert _peer_session(core.address, core.token, steps)
+    assert nc.get(add.remote(1, 2), timeout=30) == 3

@@ -5,8 +5,12 @@ Whatever way the driver goes, no process and no /dev/shm entry of its cluster ma
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -14,6 +18,7 @@ import pytest
 from conftest import (
     CLEANUP_TIMEOUT_S,
     DEFAULT_CPUS,
+    REPO_ROOT,
     descendants,
     describe,
     file_barrier,
@@ -24,6 +29,7 @@ from conftest import (
     still_alive,
     wait_until,
 )
+from parts import missing
 
 import nbcluster as nc
 
@@ -197,3 +203,67 @@ def test_signalled_driver_leaves_nothing_behind(tmp_path, sig):
         assert proc.stdout is not None
         proc.stdout.close()
         kill_quietly(still_alive(cluster_pids))
+
+
+# ------------------------------------------------ a node never signals a pid it reaped
+
+PID_SQUATTER = r"""
+import json, os, signal, threading, time
+import nbcluster as nc
+
+nc.init(num_cpus=1)
+
+@nc.remote
+def pid():
+    return os.getpid()
+
+worker = nc.get(pid.remote(), timeout=60)
+deadline = time.monotonic() + 30
+while nc.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
+    time.sleep(0.02)  # the idle lease goes back to the node: the worker is idle, not ours
+stopped = threading.Event()
+threading.Thread(target=lambda: (nc.shutdown(), stopped.set())).start()
+squatter, tries = 0, 0
+while not stopped.is_set() and not squatter:  # take the worker's pid once it is free
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(worker - 1))
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    tries += 1
+    if child == worker:
+        squatter = child
+    else:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+stopped.wait(60)
+killed = None
+if squatter:
+    got, status = os.waitpid(squatter, os.WNOHANG)
+    killed = bool(got) and os.WIFSIGNALED(status)
+    if not got:
+        os.kill(squatter, signal.SIGKILL)
+        os.waitpid(squatter, 0)
+print("RESULT " + json.dumps({"squatted": bool(squatter), "killed": killed, "tries": tries}))
+"""
+
+
+def test_stopping_a_node_never_kills_a_process_that_took_a_workers_pid(tmp_path):
+    """Once the fork server has reaped a worker, its pid may belong to anyone: a new PID
+    namespace, where the test can hand that pid to a process of its own, shows whether the
+    node still signals it."""
+    if shutil.which("unshare") is None:
+        missing("unshare", "util-linux gives a PID namespace to squat a worker's pid in")
+    env = {**os.environ, "NBCLUSTER_TEMP_DIR": str(tmp_path / "nbcluster"),
+           "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID_SQUATTER],
+        check=False, capture_output=True, text=True, timeout=120, env=env, cwd=str(REPO_ROOT),
+    )  # fmt: skip
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    result = json.loads(lines[-1][len("RESULT "):])
+    if not result["squatted"]:
+        pytest.skip(f"the worker's pid was not free before the node stopped: {result}")
+    assert result["killed"] is False, f"the node killed the pid's new owner: {result}"

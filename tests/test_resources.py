@@ -147,6 +147,44 @@ def test_gpus_are_assigned_through_cuda_visible_devices(make_cluster):
     assert both_assigned["GPU"] == 2.0
 
 
+def test_fractional_gpu_tasks_share_one_device(make_cluster, tmp_path):
+    make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=1)
+    barrier = str(tmp_path / "barrier")
+    half = gpu_view.options(num_gpus=0.5)
+    (first, got1, met1), (second, got2, met2) = nc.get(
+        [half.remote(barrier), half.remote(barrier)], timeout=30
+    )
+    assert (met1, met2) == (True, True), "two half-GPU tasks should run at once on one GPU"
+    assert first == second == "0"
+    assert got1["GPU"] == got2["GPU"] == 0.5
+    # A whole GPU is free again once both halves are.
+    device, assigned, _ = nc.get(gpu_view.remote(), timeout=30)
+    assert (device, assigned["GPU"]) == ("0", 1.0)
+
+
+@nc.remote
+def gpu_meet(barrier, parties):
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), file_barrier(barrier, parties)
+
+
+def test_fractions_are_packed_so_a_whole_gpu_stays_free(make_cluster, tmp_path):
+    make_cluster(num_cpus=4, num_gpus=2)
+    barrier = str(tmp_path / "barrier")
+    half, whole = gpu_meet.options(num_gpus=0.5), gpu_meet.options(num_gpus=1)
+    got = nc.get([half.remote(barrier, 3), half.remote(barrier, 3),
+                  whole.remote(barrier, 3)], timeout=30)  # fmt: skip
+    assert [met for _, met in got] == [True] * 3, "the three tasks should run at once"
+    (a, _), (b, _), (c, _) = got
+    assert a == b and c != a and {a, c} == {"0", "1"}, got
+
+
+def test_bad_gpu_amounts_are_refused_at_the_call(cluster):
+    with pytest.raises(ValueError, match="num_gpus"):
+        gpu_view.options(num_gpus=1.5)
+    with pytest.raises(ValueError, match="num_gpus"):
+        gpu_view.options(num_gpus=-1)
+
+
 def test_gpu_tasks_at_the_same_time_get_different_devices(make_cluster, tmp_path):
     make_cluster(num_cpus=DEFAULT_CPUS, num_gpus=2)
     barrier = str(tmp_path / "barrier")

@@ -46,6 +46,7 @@ class ActorHost:
         self.resources: dict[str, float] = {}
         self.gpus: list[int] = []
         self.exiting = False
+        self._tasks: dict[bytes, asyncio.Task[Any]] = {}  # async calls running, by task id
 
     def method(self, name: str) -> Any:
         m = self._methods.get(name)
@@ -136,7 +137,12 @@ class ActorHost:
         conn = ctx.conn
         assert conn is not None
         async with self._sem:
+            if not ex.start_call(ctx):
+                return
             ex.core.current_task = ctx
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks[ctx.task_id] = task
             if ev.ENABLED:
                 ev.task_running(ctx.task_id, ctx.fn_name)
             try:
@@ -146,16 +152,28 @@ class ActorHost:
             except ActorExit:
                 self.exit(ctx)
                 return
+            except asyncio.CancelledError:  # cancel(): as asyncio cancels a task
+                ex.reply(conn, ctx.task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+                return
             except Exception as e:
                 ex._reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
                 return
             finally:
+                self._tasks.pop(ctx.task_id, None)
+                ex.end_call(ctx)
                 sys.stdout.flush()
                 sys.stderr.flush()
             # Results may need the store (a blocking round trip): not on the actor's loop.
             await asyncio.get_running_loop().run_in_executor(
                 None, ex.send_results, conn, ctx.task_id, ctx.fn_name, value, num_returns
             )
+
+    def cancel_running(self, task_id: bytes) -> None:
+        """``cancel()`` of a running call: an async one is cancelled as its asyncio task;
+        a sync or threaded one only learns of it (``is_canceled()``), as in Ray."""
+        task = self._tasks.get(task_id)
+        if task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
 
     # -- exit -----------------------------------------------------------------------------------
     def exit(self, ctx: TaskContext) -> None:

@@ -261,7 +261,7 @@ class ActorManager:
         return conn
 
     def _on_create_done(self, conn: Connection, msg: list[Any]) -> None:
-        _, task_id, status, results, _contained = msg
+        _, task_id, status, results, _contained, _borrowed = msg
         info = self.creating.pop(task_id, None)
         if info is None or info.state == DEAD:
             return

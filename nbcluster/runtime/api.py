@@ -233,7 +233,11 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
     core = _core()
-    core.call_soon(core.submitter.cancel, ref.task_id(), force)
+
+    async def go() -> None:  # on the loop, where the submitter's tables live
+        core.submitter.cancel(ref.task_id(), force)
+
+    core.run_sync(go, timeout=30)
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -285,6 +289,17 @@ class RuntimeContext:
     def get_gpu_ids(self) -> list[int]:
         t = self._core.current_task
         return list(t.gpus) if t is not None else []
+
+    def is_canceled(self) -> bool:
+        """Whether ``cancel()`` reached the running task or actor call: a sync or threaded
+        actor call is not interrupted, so it checks this to stop early (as in Ray)."""
+        executor = self._core.executor
+        if executor is None:
+            raise RuntimeError("is_canceled() is only available in a task or an actor call")
+        if executor.actor_host.mode == "async":
+            raise RuntimeError("is_canceled() is not supported in an async actor")
+        t = self._core.current_task
+        return bool(t is not None and t.cancelled)
 
     @property
     def worker_pid(self) -> int:

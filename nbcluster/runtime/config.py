@@ -25,6 +25,9 @@ class Config:
     max_tasks_in_flight_per_worker: int = 4
     #: How long an owner keeps an idle worker lease before giving it back (seconds).
     idle_lease_timeout_s: float = 0.5
+    #: An extra worker (beyond one per CPU) idle this long is stopped, unless it owns
+    #: objects that are still referenced (seconds).
+    idle_worker_timeout_s: float = 5.0
     #: Default task retries on worker death (Ray's default).
     task_max_retries: int = 3
     #: Seconds a connecting peer has to finish the authentication handshake.

@@ -33,6 +33,7 @@ from nbcluster.runtime.addresses import route_to
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import put_object_id, random_id
 from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.ownership import Ownership
 from nbcluster.runtime.reference_table import (
     FAILED,
     KIND_ERROR,
@@ -107,7 +108,6 @@ class CoreWorker:
         self._release_scheduled = False
         self.closed = False
         self.executor: Any = None  # set in worker processes (executor.Executor)
-        self.handoffs: dict[bytes, list[Any]] = {}
         self.owned_actors: dict[bytes, bool] = {}  # handle object id -> detached
         self._host = host  # where our server listens
         self._advertise = advertise or host  # how other processes reach it
@@ -120,15 +120,14 @@ class CoreWorker:
 
         self.refs: ReferenceTable = None  # type: ignore[assignment]
         self.submitter = Submitter(self)
+        self.ownership = Ownership(self)
         h = self.endpoint.handlers
         h[P.HELLO] = self._on_hello
         h[P.TASK_DONE] = self.submitter.on_task_done
         h[P.TASK_REQUEUE] = self.submitter.on_requeue
-        h[P.ADD_BORROWER] = self._on_add_borrower
-        h[P.REMOVE_BORROWER] = self._on_remove_borrower
-        h[P.HANDOFF_DONE] = self._on_handoff_done
         h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
+        self.endpoint.rpc["may_exit"] = lambda conn: self.may_exit()
         self.endpoint.rpc["listen_also"] = lambda conn, hosts: exposure.listen_also(self, hosts)
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()
@@ -187,7 +186,8 @@ class CoreWorker:
         self.port = port
         self.address = f"{self._advertise}:{port}"
         self.refs = ReferenceTable(
-            self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
+            self.address, self._free_owned, self.ownership.register_directly,
+            self.ownership.released,
         )
         self.agent = await self.connect(target)
         info = await self.agent.call(
@@ -348,7 +348,7 @@ class CoreWorker:
         self.submitter.on_conn_closed(conn)
         if addr:
             self.refs.drop_borrower_everywhere(addr)
-            self.handoffs_from_dead(addr)
+            self.ownership.caller_gone(addr)
             err = error_bytes(
                 exc.OwnerDiedError("", f"the owner process at {addr} died or disconnected")
             )
@@ -388,30 +388,7 @@ class CoreWorker:
         if self.on_agent_lost:
             self.on_agent_lost()
 
-    def handoffs_from_dead(self, addr: str) -> None:
-        for tid in [t for t, v in self.handoffs.items() if v and v[0] == addr]:
-            self.handoffs.pop(tid, None)
-
-    # -- ownership messages -----------------------------------------------------------------
-    def _send_add_borrower(self, e: Entry) -> None:
-        self.send_to(e.owner, (P.ADD_BORROWER, e.oid))
-
-    def _send_remove_borrower(self, e: Entry) -> None:
-        if self.closed:
-            return
-        conn = self.conns.get(e.owner)
-        if conn is not None and not conn.closed:
-            conn.send((P.REMOVE_BORROWER, e.oid))
-
-    def _on_add_borrower(self, conn: Connection, msg: list[Any]) -> None:
-        self.refs.add_borrower(msg[1], conn.info.get("addr", conn.peer))
-
-    def _on_remove_borrower(self, conn: Connection, msg: list[Any]) -> None:
-        self.refs.remove_borrower(msg[1], conn.info.get("addr", conn.peer))
-
-    def _on_handoff_done(self, conn: Connection, msg: list[Any]) -> None:
-        self.handoffs.pop(msg[1], None)
-
+    # -- ownership ----------------------------------------------------------------------------
     def _free_owned(self, e: Entry) -> None:
         """The last reference to an object we own is gone: free every copy."""
         if self.closed:
@@ -426,6 +403,13 @@ class CoreWorker:
         e.contained = None
         if e.spec is not None:
             self.call_soon(self.submitter.on_return_dropped, e)
+
+    def may_exit(self) -> bool:
+        """Whether this idle worker can go without losing anything: it owns no object that
+        is still referenced (here or by borrowers), no actor, and no unfinished task."""
+        with self.refs.lock:
+            owns = any(e.owned for e in self.refs.entries.values())
+        return not (owns or self.owned_actors or self.submitter.tasks or self.ownership.handoffs)
 
     def _rpc_get_object(self, conn: Connection, oid: bytes) -> Any:
         e = self.refs.get(oid)
@@ -590,13 +574,19 @@ class CoreWorker:
             if isinstance(err, exc.TaskError):
                 raise err.as_instanceof_cause()
             raise err
-        if e.kind == KIND_INLINE:
-            return ser.deserialize_inline(e.data)
+        refs = self.refs
+        outer = refs.start_collecting()  # refs inside the value: we are to borrow them
         try:
+            if e.kind == KIND_INLINE:
+                return ser.deserialize_inline(e.data)
             return self.store_read(e.oid, e.data, deadline)
         except exc.ObjectLostError:
             if not _recover:
                 raise
+        finally:
+            fresh = refs.stop_collecting(outer)
+            if fresh:
+                self.ownership.held_until_registered(fresh, e)
         # Every copy is gone: the owner rebuilds it from lineage (a borrower asks the owner).
         if e.owned:
             self.call_soon(self.submitter.reconstruct, e)

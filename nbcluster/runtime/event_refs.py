@@ -57,6 +57,7 @@ def snapshot(core: CoreWorker, conn: Connection | None = None) -> dict[str, Any]
             kind = "LOCAL_REFERENCE"
         else:
             kind = "BORROWED_BY_OTHERS"  # only other processes' refs keep it
-        refs.append([oid, kind, e.owned, e.owner, e.size, e.local, len(e.borrowers),
+        refs.append([oid, kind, e.owned, e.owner, e.size, e.local,
+                     sum(1 for n in e.borrowers.values() if n > 0),
                      _STATES.get((e.state, e.kind), "UNKNOWN")])  # fmt: skip
     return {"pid": os.getpid(), "kind": core.kind, "address": core.address, "refs": refs}

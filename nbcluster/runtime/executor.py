@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class TaskContext:
     """What ``get_runtime_context`` reports while a task runs."""
 
-    __slots__ = ("conn", "fn_name", "gpus", "resources", "task_id")
+    __slots__ = ("cancelled", "conn", "fn_name", "gpus", "out", "resources", "task_id")
 
     def __init__(
         self,
@@ -53,6 +53,8 @@ class TaskContext:
         conn: Connection | None = None,
     ) -> None:
         self.conn = conn  # where the task came from: its output and result go there
+        self.out: dict[str, str] = {}  # the stream -> the partial line it printed last
+        self.cancelled = False  # cancel() reached this call while it ran (actors only)
         self.task_id = task_id
         self.fn_name = fn_name
         self.resources = resources
@@ -66,7 +68,14 @@ class Executor:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.fns: dict[bytes, Any] = {}
         self.cancel_target: bytes | None = None
+        # Calls pushed here and not started, those of them cancelled, and those running:
+        # a cancel finds its call in one of them or is for a finished one (and dropped).
+        self.queued: set[bytes] = set()
         self.cancelled: set[bytes] = set()
+        self.running: dict[bytes, TaskContext] = {}
+        #: task id -> the objects its arguments made us borrow, reported with its reply
+        self._borrowed: dict[bytes, list[Any]] = {}
+        self._cancel_lock = threading.Lock()
         self.blocked = False
         self._block_depth = 0
         self._block_lock = threading.Lock()
@@ -87,20 +96,57 @@ class Executor:
             return
         if ev.ENABLED:
             ev.task_queued(msg[1])
+        with self._cancel_lock:
+            self.queued.add(msg[1])
         self.queue.put((conn, msg))
 
     def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
+        """``cancel()`` as Ray defines it: a call that has not started never runs; a running
+        task is interrupted (KeyboardInterrupt, a real SIGINT so blocking calls stop too); a
+        running actor call is not (an actor has state), it can see ``is_canceled()``; an
+        async actor's call is cancelled as an asyncio task. A finished one is left alone."""
         task_id = msg[1]
         self.core.submitter.cancel_children(task_id)
-        if self.main_task == task_id:  # running: interrupt it with a real SIGINT
-            self.cancel_target = task_id
+        interrupt = False
+        with self._cancel_lock:
+            ctx = self.running.get(task_id)
+            if ctx is None:
+                if task_id in self.queued:
+                    self.cancelled.add(task_id)  # refused when its turn comes
+                return
+            ctx.cancelled = True
+            if self.actor_host.instance is None and self.main_task == task_id:
+                self.cancel_target = task_id
+                interrupt = True
+        if interrupt:
             os.kill(os.getpid(), signal.SIGINT)
         else:
-            self.cancelled.add(task_id)
+            self.actor_host.cancel_running(task_id)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.main_task is not None and self.cancel_target == self.main_task:
             raise KeyboardInterrupt
+
+    def start_call(self, ctx: TaskContext) -> bool:
+        """A call's turn came: False (and its reply sent) if it was cancelled meanwhile."""
+        task_id = ctx.task_id
+        with self._cancel_lock:
+            self.queued.discard(task_id)
+            if task_id not in self.cancelled:
+                self.running[task_id] = ctx
+                if threading.current_thread() is threading.main_thread():
+                    self.main_task = task_id
+                return True
+            self.cancelled.discard(task_id)
+        assert ctx.conn is not None
+        self.reply(ctx.conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
+        return False
+
+    def end_call(self, ctx: TaskContext) -> None:
+        with self._cancel_lock:
+            self.running.pop(ctx.task_id, None)
+            if self.main_task == ctx.task_id:
+                self.main_task = None
 
     # -- blocking in get (any thread running a task or an actor call) -----------------------
     def notify_blocked(self) -> None:
@@ -149,6 +195,10 @@ class Executor:
             except queue.Empty:
                 break
             backlog.setdefault(conn, []).append(msg[1])
+        with self._cancel_lock:
+            for tids in backlog.values():
+                self.queued.difference_update(tids)
+                self.cancelled.difference_update(tids)
         for conn, tids in backlog.items():
             conn.send((P.TASK_REQUEUE, tids))
 
@@ -166,11 +216,9 @@ class Executor:
 
     def execute(self, conn: Connection, msg: list[Any]) -> None:
         _, task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
-        if task_id in self.cancelled:
-            self.cancelled.discard(task_id)
-            self.reply(conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
-            return
         extra = extra or {}
+        refs = self.core.refs
+        outer = refs.start_collecting()  # refs in the arguments: the reply reports them
         try:
             if "actor" in extra:
                 fn = self.actor_host.method(extra["method"])
@@ -182,8 +230,18 @@ class Executor:
                     fn = self.fns[fn_id] = cloudpickle.loads(fn_bytes)
             args, kwargs = decode_args(blob, [self._dep_value(d) for d in deps])
         except Exception as e:
+            refs.stop_collecting(outer)
+            with self._cancel_lock:
+                self.queued.discard(task_id)
+                self.cancelled.discard(task_id)
             self._reply_error(conn, task_id, P.DONE_SYSTEM_ERROR, fn_name, e)
             return
+        fresh = refs.stop_collecting(outer)
+        if fresh:
+            if "create" in extra:  # its reply goes to the head: register ourselves
+                self.core.ownership.register_then(fresh, None)
+            else:
+                self._borrowed[task_id] = fresh
         ctx = TaskContext(task_id, fn_name, extra.get("res", {}), extra.get("gpus", []), conn)
         if "create" in extra:
             self.actor_host.create(fn, args, kwargs, extra, ctx, num_returns)
@@ -201,11 +259,10 @@ class Executor:
         core = self.core
         conn, task_id = ctx.conn, ctx.task_id
         assert conn is not None
+        if not self.start_call(ctx):
+            return
         core.current_task = ctx
         self.current_conn = conn
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main:
-            self.main_task = task_id
         if ev.ENABLED:
             ev.task_running(task_id, ctx.fn_name)
         try:
@@ -216,8 +273,7 @@ class Executor:
                 sys.stderr.flush()
                 core.current_task = None
                 self.current_conn = None
-                if on_main:
-                    self.main_task = None
+                self.end_call(ctx)
         except KeyboardInterrupt:
             if self.cancel_target == task_id:
                 self.cancel_target = None
@@ -285,15 +341,20 @@ class Executor:
             self._reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
             return
         wire = []
-        if contained:
-            self.core.handoffs[task_id] = [owner, contained]
+        if contained:  # held until the caller registered itself for them (HANDOFF_DONE)
+            self.core.ownership.handoffs[task_id] = [owner, contained]
             wire = [[r._id, r._owner] for r in contained]
         self.reply(conn, task_id, P.DONE_OK, results, wire)
 
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
-        conn.send((P.TASK_DONE, task_id, status, results, contained))
+        """Send a task's outcome home, with the argument refs we still hold (borrowed)."""
+        fresh = self._borrowed.pop(task_id, None)
+        borrowed = (
+            [[e.oid, e.owner] for e in self.core.refs.mark_registered(fresh)] if fresh else []
+        )
+        conn.send((P.TASK_DONE, task_id, status, results, contained, borrowed))
         if ev.ENABLED:  # after the reply: the owner need not wait for the record
             ev.task_replied(task_id, status, results)
 

@@ -19,7 +19,6 @@ import asyncio
 import collections
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.fork_server import ForkServer
+from nbcluster.runtime.gpus import GpuSlots
 from nbcluster.runtime.memory_monitor import MemoryMonitor
 from nbcluster.runtime.node_directory import HEARTBEAT_S
 from nbcluster.runtime.placement import Unschedulable, route
@@ -37,13 +37,12 @@ from nbcluster.runtime.transport import Connection, Endpoint
 
 log = logging.getLogger("nbcluster.agent")
 
-EXTRA_WORKER_IDLE_S = 5.0
 LEASE_ASK_INTERVAL_S = 0.1
 
 
 class WorkerInfo:
     __slots__ = (
-        "actor", "addr", "blocked", "conn", "gpus", "idle_since", "lease", "lease_time", "pid",
+        "actor", "addr", "blocked", "conn", "gpu_parts", "idle_since", "lease", "lease_time", "pid",
         "worker_id",
     )  # fmt: skip
 
@@ -53,7 +52,7 @@ class WorkerInfo:
         self.addr = addr
         self.conn = conn
         self.lease: tuple[Connection | None, dict[str, float]] | None = None
-        self.gpus: list[int] = []
+        self.gpu_parts: dict[int, float] = {}  # GPU id -> the fraction of it this lease holds
         self.actor: bytes | None = None  # set for a worker dedicated to an actor
         self.lease_time = 0.0
         self.blocked = False
@@ -111,7 +110,7 @@ class NodeAgent:
         self._asked_at = 0.0
         self.total = dict(resources)
         self.available = dict(resources)
-        self.gpu_free = list(range(int(resources.get("GPU", 0))))
+        self.gpus = GpuSlots(int(resources.get("GPU", 0)))
         self.store = store
         self.fork_server = fork_server
         self.session_dir = session_dir
@@ -121,6 +120,7 @@ class NodeAgent:
         self.by_conn: dict[Connection, WorkerInfo] = {}
         self.pids: dict[int, WorkerInfo | None] = {}
         self.starting = 0
+        self._asked_to_exit = 0  # idle workers asked whether they may go, not answered yet
         self.idle: collections.deque[WorkerInfo] = collections.deque()
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.clients: dict[Connection, dict[str, Any]] = {}
@@ -200,16 +200,36 @@ class NodeAgent:
             self._spawn()
 
     def _reap_extra_workers(self) -> None:
+        """Stop extra workers idle for ``idle_worker_timeout_s``, keeping ``pool_size``. A
+        worker is only asked to go: one that owns objects someone still references refuses
+        (its objects would be lost with it) and stays in the pool, as in Ray."""
         if self.closing:
             return
         now = time.monotonic()
-        while self._task_workers() > self.pool_size and self.idle:
-            w = self.idle[0]
-            if now - w.idle_since < EXTRA_WORKER_IDLE_S:
+        excess = self._task_workers() - self.pool_size - self._asked_to_exit
+        for w in list(self.idle):
+            if excess <= 0 or now - w.idle_since < CONFIG.idle_worker_timeout_s:
                 break
-            self.idle.popleft()
-            self.fork_server.kill(w.pid)
-        self.loop.call_later(1.0, self._reap_extra_workers)
+            self.idle.remove(w)
+            excess -= 1
+            self._ask_to_exit(w)
+        self.loop.call_later(min(1.0, CONFIG.idle_worker_timeout_s), self._reap_extra_workers)
+
+    def _ask_to_exit(self, w: WorkerInfo) -> None:
+        self._asked_to_exit += 1
+
+        def answered(f: asyncio.Future[Any]) -> None:
+            self._asked_to_exit -= 1
+            if f.cancelled() or f.exception() is not None:
+                return  # its connection closed: it is gone already
+            if f.result() and not self.closing:
+                self.fork_server.kill(w.pid)
+            elif w.worker_id in self.workers and w.lease is None:
+                w.idle_since = time.monotonic()
+                self.idle.append(w)  # it owns objects: still a worker of the pool
+                self._try_grant()
+
+        w.conn.call("may_exit").add_done_callback(answered)
 
     # -- registration -------------------------------------------------------------------------
     def _on_hello(self, conn: Connection, msg: list[Any]) -> None:
@@ -360,7 +380,9 @@ class NodeAgent:
             if req.fut.done() or (req.conn is not None and req.conn.closed):
                 self.requests.remove(req)
                 continue
-            if not fits(self.available, req.resources):
+            if not fits(self.available, req.resources) or not self.gpus.fits(
+                req.hold.get("GPU", 0.0)
+            ):  # (GPU fractions fit only on one device each)
                 if fits(self.total, req.resources):
                     starved.add(req.conn)
                 continue
@@ -395,8 +417,8 @@ class NodeAgent:
         res = req.hold
         for k, v in res.items():
             self.available[k] = self.available.get(k, 0.0) - v
-        n_gpus = int(res.get("GPU", 0) + 0.999)
-        w.gpus = [self.gpu_free.pop(0) for _ in range(min(n_gpus, len(self.gpu_free)))]
+        w.gpu_parts = self.gpus.take(res.get("GPU", 0.0))
+        gpus = sorted(w.gpu_parts)
         w.lease = (req.conn, res)
         w.lease_time = time.monotonic()
         w.blocked = False
@@ -404,9 +426,9 @@ class NodeAgent:
         if req.actor is not None:
             w.actor = req.actor
             self._replenish()
-            req.fut.set_result([w.worker_id, w.pid, w.addr, w.gpus])
+            req.fut.set_result([w.worker_id, w.pid, w.addr, gpus])
         else:
-            req.fut.set_result(["grant", w.worker_id, w.addr, w.gpus])
+            req.fut.set_result(["grant", w.worker_id, w.addr, gpus])
 
     def _release(self, w: WorkerInfo) -> None:
         assert w.lease is not None
@@ -415,9 +437,8 @@ class NodeAgent:
             if w.blocked and k == "CPU":
                 continue  # lent back while blocked
             self.available[k] = self.available.get(k, 0.0) + v
-        self.gpu_free.extend(w.gpus)
-        self.gpu_free.sort()
-        w.gpus = []
+        self.gpus.give_back(w.gpu_parts)
+        w.gpu_parts = {}
         w.lease = None
         w.blocked = False
         self._changed()
@@ -513,12 +534,10 @@ class NodeAgent:
 
     # -- shutdown -----------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop every worker and free the store. Workers are the fork server's children: it
+        kills and reaps them (or, killed itself, takes them along by PDEATHSIG). Never signal
+        their pids from here: once reaped, a pid may belong to anyone."""
         self.closing = True
         self.fork_server.stop()
         self.store.close()
         self.store.store.close()
-        for pid in list(self.pids):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass

@@ -67,13 +67,18 @@ def cancel_tag(tag: Any) -> int:
 
 
 class TaskStream(io.TextIOBase):
-    """A worker's stdout/stderr: forwards writes made by a running task to its owner."""
+    """A worker's stdout/stderr: forwards writes made by a running task to its owner.
+
+    Output is sent in whole lines, so a print() arrives as one piece, not as its fragments.
+    The partial line waiting for its end is kept with the task that wrote it (its context),
+    not in the stream: calls of a threaded or async actor print at the same time, and each
+    line must go home whole, under its own call.
+    """
 
     def __init__(self, name: str, original: TextIO, core: Any) -> None:
         self.name = name
         self._original = original
         self._core = core
-        self._buf = ""
 
     def write(self, s: str) -> int:
         task = self._core.current_task
@@ -82,19 +87,20 @@ class TaskStream(io.TextIOBase):
             n = self._original.write(s)
             self._original.flush()
             return n
-        # Whole lines only, so a print() arrives as one piece, not as its fragments.
-        self._buf += s
-        cut = self._buf.rfind("\n") + 1
+        text = task.out.pop(self.name, "") + s
+        cut = text.rfind("\n") + 1
         if cut:
-            text, self._buf = self._buf[:cut], self._buf[cut:]
-            conn.send((P.OUTPUT, task.task_id, self.name, text, _where(task)))
+            conn.send((P.OUTPUT, task.task_id, self.name, text[:cut], _where(task)))
+            text = text[cut:]
+        if text:
+            task.out[self.name] = text
         return len(s)
 
     def flush(self) -> None:
-        if self._buf:
-            task = self._core.current_task
-            conn = task.conn if task is not None else None
-            text, self._buf = self._buf, ""
+        task = self._core.current_task
+        text = task.out.pop(self.name, "") if task is not None else ""
+        if text:
+            conn = task.conn
             if conn is not None and not conn.closed:
                 conn.send((P.OUTPUT, task.task_id, self.name, text, _where(task)))
             else:

@@ -6,10 +6,9 @@ one definition of each message; senders and handlers refer to these constants on
 
 from __future__ import annotations
 
-from nbcluster.runtime.transport import REPLY, REQUEST
+from nbcluster.runtime.transport import MESSAGE_NAMES, REPLY, REQUEST
 
 __all__ = [
-    "ADD_BORROWER",
     "CANCEL_TASK",
     "HANDOFF_DONE",
     "HELLO",
@@ -33,17 +32,20 @@ HELLO = 3
 #:   deps: [[kind, data, size], ...] resolved top-level ObjectRef arguments, in order
 #:   extra: {"res": resources, "gpus": [ids], ...} or None
 PUSH_TASK = 4
-#: [TASK_DONE, task_id, status, results, contained]
+#: [TASK_DONE, task_id, status, results, contained, borrowed]
 #:   status: DONE_OK, DONE_APP_ERROR, DONE_CANCELLED, DONE_SYSTEM_ERROR
 #:   results: [[kind, data, size], ...] one per return (errors: one [KIND_ERROR, bytes, 0])
 #:   contained: [[oid, owner], ...] ObjectRefs pickled inside the returned values
+#:   borrowed: [[oid, owner], ...] refs the arguments gave the worker that it still holds:
+#:     the caller registers the worker as their borrower (see ``ownership``)
 TASK_DONE = 5
 #: [TASK_REQUEUE, [task_id, ...]] — a worker that blocked gives back tasks it had not started.
 TASK_REQUEUE = 6
 #: [CANCEL_TASK, task_id, force]
 CANCEL_TASK = 7
-#: [ADD_BORROWER, oid] / [REMOVE_BORROWER, oid] — sent by a borrower to the owner.
-ADD_BORROWER = 8
+#: [REMOVE_BORROWER, oid] — sent by a borrower to the owner when its last ref is gone.
+#: Borrowers are registered with the ``add_borrowers`` request, [[oid, borrower], ...],
+#: which its owner acknowledges.
 REMOVE_BORROWER = 9
 #: [HANDOFF_DONE, task_id] — the caller registered itself for the refs inside a task's result,
 #: so the worker may drop the holds it kept on them.
@@ -55,3 +57,8 @@ DONE_OK = 0
 DONE_APP_ERROR = 1
 DONE_CANCELLED = 2
 DONE_SYSTEM_ERROR = 3
+
+MESSAGE_NAMES.update(
+    {v: k for k, v in list(globals().items()) if k.isupper() and not k.startswith("DONE_")
+     and isinstance(v, int)}
+)  # fmt: skip

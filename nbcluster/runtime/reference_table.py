@@ -2,8 +2,15 @@
 
 Ownership follows Ray's design: the process that creates an ObjectRef (by ``put`` or by
 submitting a task) owns it. The owner keeps the value (small objects) or where it lives
-(large objects in a node's store), its lineage, and the set of processes borrowing it. The
-object is freed when the owner's local count is zero and no borrower remains.
+(large objects in a node's store), its lineage, and the processes borrowing it. The object is
+freed when the owner's local count is zero and no borrower remains.
+
+Borrowers are counted per process: each registration adds one, each release (sent by the
+borrower itself when its last ref goes) takes one away. Registrations and releases travel on
+different connections, so a release may overtake its registration: the count then dips below
+zero for a moment, which is why the object lives while any count is *positive*. How
+registrations are made so that an object is never freed while a ref to it is in transit is
+``ownership``'s business.
 
 Local counts include every live ObjectRef in the process, plus refs held internally (a task
 spec holds its argument refs until the task finishes; an object holds the refs pickled inside
@@ -30,6 +37,11 @@ KIND_ERROR = 2
 Waiter = Callable[["Entry"], None]
 
 
+def _borrowed(e: Entry) -> bool:
+    """Some other process holds a registered ref to ``e``."""
+    return any(n > 0 for n in e.borrowers.values()) if e.borrowers else False
+
+
 class Entry:
     """What this process knows about one object."""
 
@@ -43,6 +55,7 @@ class Entry:
         "oid",
         "owned",
         "owner",
+        "registered",
         "size",
         "spec",
         "state",
@@ -58,7 +71,8 @@ class Entry:
         self.data: Any = None  # inline bytes / [meta, bufs...]; node id for store; error bytes
         self.size = 0
         self.local = 0
-        self.borrowers: set[str] = set()
+        self.borrowers: dict[str, int] = {}  # owner side: process address -> registrations
+        self.registered = False  # borrower side: an owner counts us, so we owe it a release
         self.waiters: list[Waiter] | None = None
         self.contained: list[Any] | None = None  # ObjectRefs held by this object
         self.spec: Any = None  # lineage: the task that makes it (owned, task returns)
@@ -76,6 +90,7 @@ class ReferenceTable:
         self.my_address = my_address
         self.lock = threading.Lock()
         self.entries: dict[bytes, Entry] = {}
+        self._collector = threading.local()
         self._on_free_owned = on_free_owned
         self._on_borrow = on_borrow
         self._on_unborrow = on_unborrow
@@ -91,7 +106,7 @@ class ReferenceTable:
     def forget_unreferenced(self, e: Entry) -> None:
         """Drop an entry that never had a reference (creation was abandoned): no release."""
         with self.lock:
-            if e.local <= 0 and not e.borrowers and self.entries.get(e.oid) is e:
+            if e.local <= 0 and not _borrowed(e) and self.entries.get(e.oid) is e:
                 del self.entries[e.oid]
 
     # -- local counts (ObjectRef lifetime) ---------------------------------------------------
@@ -110,7 +125,11 @@ class ReferenceTable:
                     e.data = None
             e.local += 1
         if new_borrow is not None:
-            self._on_borrow(new_borrow)
+            collected = getattr(self._collector, "entries", None)
+            if collected is not None:  # whoever collects registers it (see ``collecting``)
+                collected.append(new_borrow)
+            else:
+                self._on_borrow(new_borrow)
 
     def remove_local(self, oid: bytes) -> None:
         with self.lock:
@@ -118,7 +137,7 @@ class ReferenceTable:
             if e is None:
                 return
             e.local -= 1
-            if e.local > 0 or e.borrowers:
+            if e.local > 0 or _borrowed(e):
                 return
             del self.entries[oid]
         self._release(e)
@@ -129,13 +148,40 @@ class ReferenceTable:
         else:
             self._on_unborrow(e)
 
+    def start_collecting(self) -> list[Entry] | None:
+        """Collect, instead of registering at once, the objects this thread starts to borrow
+        until ``stop_collecting`` (refs unpickled meanwhile): the caller registers them in a
+        way that keeps them alive meanwhile, e.g. by reporting them with a task's reply.
+        Returns what to give ``stop_collecting`` (collections nest)."""
+        local = self._collector
+        outer: list[Entry] | None = getattr(local, "entries", None)
+        local.entries = []
+        return outer
+
+    def stop_collecting(self, outer: list[Entry] | None) -> list[Entry]:
+        """What was collected since the matching ``start_collecting``."""
+        local = self._collector
+        collected: list[Entry] = local.entries
+        local.entries = outer
+        return collected
+
+    def mark_registered(self, entries: list[Entry]) -> list[Entry]:
+        """Those of ``entries`` still borrowed, now marked registered (we owe a release)."""
+        alive = []
+        with self.lock:
+            for e in entries:
+                if self.entries.get(e.oid) is e and not e.registered:
+                    e.registered = True
+                    alive.append(e)
+        return alive
+
     # -- borrowers (owner side) --------------------------------------------------------------
     def add_borrower(self, oid: bytes, who: str) -> bool:
         with self.lock:
             e = self.entries.get(oid)
             if e is None:
                 return False
-            e.borrowers.add(who)
+            e.borrowers[who] = e.borrowers.get(who, 0) + 1
             return True
 
     def remove_borrower(self, oid: bytes, who: str) -> None:
@@ -143,8 +189,12 @@ class ReferenceTable:
             e = self.entries.get(oid)
             if e is None:
                 return
-            e.borrowers.discard(who)
-            if e.local > 0 or e.borrowers:
+            left = e.borrowers.get(who, 0) - 1
+            if left:
+                e.borrowers[who] = left  # below zero: the release overtook its registration
+            else:
+                del e.borrowers[who]
+            if e.local > 0 or _borrowed(e):
                 return
             del self.entries[oid]
         self._release(e)
@@ -154,11 +204,9 @@ class ReferenceTable:
         freed = []
         with self.lock:
             for oid, e in list(self.entries.items()):
-                if who in e.borrowers:
-                    e.borrowers.discard(who)
-                    if e.local <= 0 and not e.borrowers:
-                        del self.entries[oid]
-                        freed.append(e)
+                if e.borrowers.pop(who, None) is not None and e.local <= 0 and not _borrowed(e):
+                    del self.entries[oid]
+                    freed.append(e)
         for e in freed:
             self._release(e)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.gpus import check_amount
 from nbcluster.runtime.placement import encode_strategy
 from nbcluster.runtime.resources import task_resources
 from nbcluster.runtime.task_spec import FunctionDescriptor
@@ -32,6 +33,8 @@ def validate_options(opts: dict[str, Any], allowed: frozenset[str]) -> None:
         v = opts.get(k)
         if v is not None and (not isinstance(v, (int, float)) or v < 0):
             raise ValueError(f"{k} must be a non-negative number, got {v!r}")
+    if opts.get("num_gpus") is not None:
+        check_amount(opts["num_gpus"])
 
 
 class Exportable:

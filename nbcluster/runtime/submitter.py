@@ -410,10 +410,13 @@ class Submitter:
 
     # -- replies (loop) ---------------------------------------------------------------------
     def on_task_done(self, conn: Connection, msg: list[Any]) -> None:
-        _, task_id, status, results, contained = msg
+        _, task_id, status, results, contained, borrowed = msg
         spec = self.tasks.get(task_id)
+        if borrowed:  # the worker keeps refs from the arguments: it borrows them now
+            holds = (spec.deps, spec.held) if spec is not None else None
+            self.core.ownership.task_borrowers(conn, borrowed, holds)
         if spec is None:
-            self._discard_results(results)
+            self._discard_results(results, conn, task_id, contained)
             return
         lease = spec.lease
         if lease is not None:
@@ -421,7 +424,11 @@ class Submitter:
             lease.blocked = False
             lease.last_used = time.monotonic()
             spec.lease = None
-        if status == P.DONE_OK:
+        if status == P.DONE_OK and spec.cancelled and spec.actor is not None:
+            # A running actor call is not interrupted but still reports as cancelled (Ray).
+            self._discard_results(results, conn, task_id, contained)
+            self._fail(spec, exc.TaskCancelledError(f"call {spec.fn.name} was cancelled"))
+        elif status == P.DONE_OK:
             self._complete(spec, results, contained, conn)
         elif status == P.DONE_APP_ERROR and self._should_retry_error(spec, results[0][1]):
             spec.attempt += 1
@@ -482,16 +489,17 @@ class Submitter:
         spec.done = True
         self.tasks.pop(spec.task_id, None)
         held = None
-        if contained:
-            held = [ObjectRef(oid, owner) for oid, owner in contained]
-            conn.send((P.HANDOFF_DONE, spec.task_id))
         refs = self.core.refs
+        if contained:  # we borrow them now: the worker holds them until the owners know
+            outer = refs.start_collecting()
+            held = [ObjectRef(oid, owner) for oid, owner in contained]
+            self.core.ownership.result_refs(conn, spec.task_id, refs.stop_collecting(outer))
         in_store = False
         for oid, result in zip(spec.return_ids, results, strict=True):
             kind, data, size = result[0], result[1], result[2]
             e = refs.get(oid)
             if e is None:  # nobody holds the result any more
-                self._discard_results([[kind, data, size, oid]])
+                self._discard_results([[kind, data, size, oid]], conn)
                 continue
             if held:
                 e.contained = held
@@ -506,10 +514,16 @@ class Submitter:
             spec.deps = []
             spec.held = []
 
-    def _discard_results(self, results: list[Any]) -> None:
+    def _discard_results(
+        self, results: list[Any], conn: Connection, task_id: bytes = b"", contained: Any = None
+    ) -> None:
+        """Nobody wants these results: free their stored copies, and let the worker drop
+        the refs it kept for us inside them."""
         for r in results:
             if r[0] == KIND_STORE and len(r) > 3:
                 self.core.send_to(r[1], (P.REQUEST, 0, "store_delete", [r[3]]))
+        if contained:
+            conn.send((P.HANDOFF_DONE, task_id))
 
     def _fail(self, spec: TaskSpec, err: BaseException) -> None:
         from nbcluster.runtime.core_worker import error_bytes
@@ -774,20 +788,31 @@ class Submitter:
 
     # -- cancellation -----------------------------------------------------------------------
     def cancel(self, task_id: bytes, force: bool) -> None:
+        """Cancel a task we submitted. ``force`` kills the worker running a task; an actor
+        call cannot be forced (killing the actor is ``kill``'s job), as in Ray."""
         spec = self.tasks.get(task_id)
         if spec is None or spec.done:
             return
+        if force and spec.actor is not None:
+            raise ValueError(
+                "force=True is not supported for actor tasks; use nbcluster.kill(actor) "
+                "to end the actor"
+            )
         spec.cancelled = True
         lease = spec.lease
-        if lease is None:
+        if lease is None:  # not sent yet: it never runs
             cls = spec.cls
             if cls is not None and spec in cls.queue:
                 cls.queue.remove(spec)
+            aq = self.actor_queues.get(spec.actor) if spec.actor is not None else None
+            if aq is not None and spec in aq.queue:
+                aq.queue.remove(spec)
             self._fail(spec, exc.TaskCancelledError(f"task {spec.fn.name} was cancelled"))
             return
         if force:
             lease.agent.notify("kill_worker", lease.worker_id)
         else:
+            assert lease.conn is not None
             lease.conn.send((P.CANCEL_TASK, task_id, False))
 
     def cancel_children(self, parent: bytes) -> None:

@@ -20,6 +20,7 @@ import collections
 import itertools
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,12 @@ log = logging.getLogger("nbcluster.transport")
 #: message type numbers shared by every process; see ``protocol`` for the records.
 REQUEST = 1
 REPLY = 2
+#: names of message types, for logs (``protocol`` adds its own)
+MESSAGE_NAMES: dict[int, str] = {REQUEST: "REQUEST", REPLY: "REPLY"}
+
+
+class Malformed(Exception):
+    """Bytes from an authenticated peer that do not decode to a message."""
 
 Handler = Callable[["Connection", list[Any]], None]
 RpcHandler = Callable[..., Any]
@@ -150,18 +157,28 @@ class Connection(asyncio.Protocol):
         try:
             self._unpacker.feed(data)
             for msg in self._unpacker:
+                try:
+                    handler = handlers[msg[0]]
+                except (KeyError, TypeError, IndexError):
+                    raise Malformed(f"not a message: {msg!r:.100}") from None
                 if self.allowed is not None and not self._permitted(msg):
                     continue
-                handlers[msg[0]](self, msg)
-        except Exception as e:  # malformed input from an authenticated peer: drop the link
-            if (
-                isinstance(e, (KeyError, TypeError, IndexError, ValueError))
-                or "msgpack" in type(e).__module__
-            ):
-                log.warning("bad message from %s: %r; closing", self.peer, e)
-                self.close()
-            else:
-                raise
+                try:
+                    handler(self, msg)
+                except Exception:  # our bug (or the sender's), not garbage: keep the link
+                    self._handler_failed(msg)
+        except Exception as e:  # undecodable input from an authenticated peer: drop the link
+            log.warning("bad message from %s: %r; closing", self.peer, e)
+            self.close()
+
+    def _handler_failed(self, msg: list[Any]) -> None:
+        """A message decoded but its handler raised: log the traceback and, for a request,
+        answer with the error, as any failed request is answered."""
+        kind = MESSAGE_NAMES.get(msg[0], str(msg[0]))
+        log.error("handling a %s message from %s failed", kind, self.peer, exc_info=True)
+        if msg[0] == REQUEST and len(msg) > 1 and isinstance(msg[1], int) and msg[1]:
+            err = sys.exc_info()[1]
+            self.send((REPLY, msg[1], False, _error_wire(err or Exception("bad request"))))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
