@@ -28,7 +28,8 @@ VIEWS = ("summary", "overview", "cells", "timeline", "metrics", "memory", "info"
          "log")
 #: Query arguments that are not filters.
 RESERVED = frozenset(
-    ("limit", "since", "start_ms", "end_ms", "format", "detail", "filter", "offset", "max_bytes")
+    ("limit", "since", "start_ms", "end_ms", "format", "detail", "filter", "offset", "max_bytes",
+     "node")
 )
 #: Default and largest number of records one list answer holds.
 DEFAULT_LIMIT = 100
@@ -245,7 +246,9 @@ def _request(what: str, item: str | None, args: dict[str, list[str]]) -> tuple[s
     if what in ("overview", "metrics"):
         return f"dash_{what}", [_float(args, "since")]
     if what == "log":
-        return "dash_log", [_int(args, "offset", None), _int(args, "max_bytes", None)]
+        node = _last(args, "node")
+        where = _int(args, "offset", None), _int(args, "max_bytes", None)
+        return ("dash_node_log", [node, *where]) if node else ("dash_log", list(where))
     return {
         "summary": "state_summary", "cells": "dash_cells", "memory": "state_memory",
         "info": "dash_info", "actor_calls": "dash_actor_calls",
@@ -269,7 +272,9 @@ async def ask(source: ClusterSource, entry: ClusterEntry, method: str, *args: An
         raise ApiError(409, why, state=INCOMPATIBLE)
     try:
         return await source.client(entry).call(method, *args)
-    except (ValueError, TypeError, KeyError) as e:
+    except LookupError as e:
+        raise ApiError(404, str(e).strip("'\"")) from None
+    except (ValueError, TypeError) as e:
         raise ApiError(400, str(e)) from None
     except asyncio.TimeoutError:
         why = f"cluster {entry.id} did not answer in time"
