@@ -159,6 +159,7 @@ def main() -> None:
         users = hub_service.install_node(endpoint, agent, storesvc)
         if hub_creds is not None:
             hub_service.install_head(endpoint, users, hub_creds, actors)
+            hub_service.serve_dashboard(dashboard, hub_creds, users)
 
     def on_close(conn: Connection) -> None:
         for fn in closers:

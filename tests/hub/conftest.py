@@ -112,7 +112,7 @@ def hub(os_users: OsUsers) -> Iterator[RealHub]:
     run as the hub's own account on this machine, attach to it with their hub tokens.
     """
     ensure_installed()  # the users' servers list the nbcluster kernel from this venv
-    *ports, service_port = free_ports(4)
+    *ports, service_port, dashboard_port = free_ports(5)
     suffix = os.getpid() % 100000
     shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
                            f"erin{suffix}", f"frank{suffix}")  # fmt: skip
@@ -129,6 +129,7 @@ def hub(os_users: OsUsers) -> Iterator[RealHub]:
         shared_users=[*shared.users, shared.outsider, shared.admin],
         shared_env={"NBCLUSTER_ADDRESS": shared.address},
         services=[{"name": "nbcluster", "command": command,
+                   "url": f"http://127.0.0.1:{dashboard_port}", "oauth_no_confirm": True,
                    "environment": {"NBCLUSTER_TEMP_DIR": str(service_dir)}}],
         roles=[{"name": "nbcluster-users", "users": [*shared.users, shared.admin],
                 "scopes": ["access:services!service=nbcluster"]}],

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from hub.realhub import Cell, HubUser, RealHub, poll
 
@@ -99,6 +100,49 @@ print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else json.dumps(r.st
 """
     names = _json(hub, team[shared.users[0]], code)
     assert {"carol_job", "dave_job"} <= set(names), names
+
+
+DASHBOARD = "/services/nbcluster/"
+
+
+def test_the_dashboard_needs_hub_login_and_shows_each_user_their_own_work(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    shared = hub.shared  # type: ignore[attr-defined]
+    r = requests.get(hub.url + DASHBOARD, allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and "/hub/" in r.headers["Location"], (r.status_code, r.headers)
+    carol = hub.user(shared.users[0])
+    r = hub.api("GET", f"{DASHBOARD}nbcluster/api/clusters", carol.token)
+    assert r.status_code == 200, r.text
+    (cluster,) = r.json()["clusters"]
+    assert cluster["address"] == shared.address
+    tasks = f"{DASHBOARD}nbcluster/api/clusters/{cluster['id']}/tasks?limit=1000"
+    seen = {}
+    for name in (*shared.users, shared.admin):
+        r = hub.api("GET", tasks, hub.user(name).token)
+        assert r.status_code == 200, r.text
+        seen[name] = {t["name"] for t in r.json()["items"]}
+    assert seen[shared.users[0]] == {"carol_job"}, seen
+    assert seen[shared.users[1]] == {"dave_job"}, seen
+    assert {"carol_job", "dave_job"} <= seen[shared.admin], seen
+    overview = hub.api("GET", f"{DASHBOARD}nbcluster/api/clusters/{cluster['id']}/overview",
+                       carol.token).json()  # fmt: skip
+    assert overview["tasks"]["total"] == 3 and overview["tasks"]["by_state"] == {"FINISHED": 3}
+    r = hub.api("GET", tasks, hub.user(shared.outsider).token)
+    assert r.status_code == 403, r.status_code
+
+    # A browser: log in at the hub, then the Hub's OAuth brings it back to the page.
+    s = requests.Session()
+    s.get(hub.url + "/hub/login", timeout=30)
+    r = s.post(hub.url + "/hub/login", allow_redirects=False, timeout=30,
+               data={"username": carol.name, "password": hub.password,
+                     "_xsrf": s.cookies["_xsrf"]})  # fmt: skip
+    assert r.status_code == 302, r.status_code
+    r = s.get(hub.url + DASHBOARD, timeout=30)
+    assert r.status_code == 200 and '"server": "jupyterhub"' in r.text, (r.status_code, r.text)
+    r = s.get(hub.url + tasks, timeout=30)
+    assert {t["name"] for t in r.json()["items"]} == {"carol_job"}
 
 
 def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
