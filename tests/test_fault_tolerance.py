@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cluster_helpers import REPO_ROOT, CliCluster, attach
+from cluster_helpers import REPO_ROOT, CliCluster, attach, node_entry, node_id_of
 from conftest import Clusters, is_gone, read_pid, read_report, wait_for_file, wait_until, write_pid
 from faults.helpers import (
     DEATHS,
@@ -780,6 +780,62 @@ def test_tasks_waiting_for_a_node_that_is_cut_off_run_on_its_replacement(
     finally:
         gate.touch()
         kill_node(node)
+
+
+def test_a_get_from_a_frozen_node_keeps_its_timeout_and_moves_on_once_the_node_is_dead(
+    nodes: CliCluster, tmp_path: Path
+) -> None:
+    node, node_id = join(nodes, "frozen", '{"frozen": 1}')
+    made = tmp_path / "made"
+    there = NodeAffinitySchedulingStrategy(node_id, soft=True)
+    ref = make_big.options(scheduling_strategy=there).remote(8, str(made))
+    nc.wait([ref], timeout=T, fetch_local=False)
+    try:
+        cut_off(node)  # the object's only copy is on a node that answers nothing
+        t0 = time.monotonic()
+        with pytest.raises(exc.GetTimeoutError):
+            nc.get(ref, timeout=1)
+        assert time.monotonic() - t0 < 1 + 2, "get did not keep its timeout"
+        # Without a timeout, the get waits until the node is declared dead; then the pull
+        # from it is given up and the object rebuilt here.
+        assert float(nc.get(ref, timeout=T).sum()) == big_sum(8)
+        assert not node_entry(node_id)["Alive"]
+        assert runs(made) == 2
+    finally:
+        kill_node(node)
+
+
+def test_a_reader_that_stops_reading_does_not_pin_the_object_forever(
+    nodes: CliCluster, tmp_path: Path
+) -> None:
+    """A node pulling an object that freezes mid-transfer: the sender gives up once it
+    makes no progress for the node timeout, and releases its pin on the object."""
+    import socket
+
+    from nbcluster.runtime import transfer
+    from nbcluster.runtime.object_ref import get_core
+
+    on_head = NodeAffinitySchedulingStrategy(node_id_of(nodes.head.address))
+    ref = make_big.options(scheduling_strategy=on_head).remote(9, str(tmp_path / "made"))
+    nc.wait([ref], timeout=T, fetch_local=False)
+    core = get_core()
+    head = next(v for v in core.head_call("cluster_view", timeout=T).values()
+                if v["address"] == nodes.head.address)  # fmt: skip
+
+    def pins() -> int:
+        objects = core.agent_call("store_objects", timeout=T)
+        return next(o["pins"] for o in objects if o["oid"] == ref.hex())
+
+    host, port = head["transfer"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=T) as sock:
+        transfer.client_handshake(sock, nodes.token)
+        sock.sendall(bytes([len(ref.binary())]) + ref.binary())
+        sock.recv(1 << 20)  # the first bytes of 100 MB, then nothing more: frozen
+        assert pins() == 1, "the sender pins the object while it sends"
+        t0 = time.monotonic()
+        wait_until(lambda: pins() == 0, T, message="the stalled transfer still pins it")
+        assert time.monotonic() - t0 < 2 + 5  # the node timeout, and slack for load
+    assert float(nc.get(ref, timeout=T).sum()) == big_sum(9)
 
 
 EVICTING_DRIVER = r"""
