@@ -148,6 +148,14 @@ class ClusterConnectionError(NbclusterError, ConnectionError):
     """The cluster (head node) cannot be reached or went away."""
 
 
+class ClusterNotFoundError(ClusterConnectionError):
+    """No running cluster of this user matches (none, or several and none was chosen)."""
+
+
+class UnsafeSessionDirectoryError(NbclusterError, PermissionError):
+    """The directory for session files is not private to this user, so it is not used."""
+
+
 # Ray's names, so code written for Ray catches the same errors.
 RayError = NbclusterError
 RayTaskError = TaskError
@@ -161,6 +169,7 @@ __all__ = [
     "ActorUnavailableError",
     "AuthenticationError",
     "ClusterConnectionError",
+    "ClusterNotFoundError",
     "GetTimeoutError",
     "NbclusterError",
     "ObjectFreedError",
@@ -176,5 +185,6 @@ __all__ = [
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "UnsafeSessionDirectoryError",
     "WorkerCrashedError",
 ]

@@ -17,15 +17,17 @@ _loaded: dict[int, Any] = {}
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register ``%%remote``/``%remote_actors`` and, in a Jupyter kernel, output routing,
-    remote tracebacks and cancel-on-interrupt."""
+    """Register ``%%remote``/``%remote_actors``/``%cluster`` and, in a Jupyter kernel,
+    output routing, remote tracebacks and cancel-on-interrupt."""
     if id(ipython) in _loaded:
         return
     from nbcluster.exceptions import TaskError
     from nbcluster.kernel import tracebacks
+    from nbcluster.kernel.cluster_magic import ClusterMagics
     from nbcluster.kernel.magics import RemoteMagics
 
     ipython.register_magics(RemoteMagics)
+    ipython.register_magics(ClusterMagics)
     ipython.set_custom_exc(
         (TaskError, KeyboardInterrupt), tracebacks.make_handler(lambda: cell_sources(ipython))
     )

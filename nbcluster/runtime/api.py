@@ -16,9 +16,11 @@ from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime import object_ref as object_ref_mod
+from nbcluster.runtime import sessions
 from nbcluster.runtime.actor import ActorClass
+from nbcluster.runtime.cluster_info import ClusterInfo
 from nbcluster.runtime.core_worker import CoreWorker
-from nbcluster.runtime.launcher import HeadProcess, find_local_cluster, start_head
+from nbcluster.runtime.launcher import HeadProcess, start_head
 from nbcluster.runtime.object_ref import ObjectRef
 from nbcluster.runtime.remote_function import RemoteFunction
 from nbcluster.runtime.resources import default_object_store_memory, node_resources
@@ -28,6 +30,8 @@ log = logging.getLogger("nbcluster")
 _lock = threading.RLock()
 _head: HeadProcess | None = None
 _driver: CoreWorker | None = None
+#: The record a notebook kernel writes for a cluster it attached to (``sessions``).
+_attached: sessions.ClusterRecord | None = None
 
 
 _lost: str | None = None
@@ -51,14 +55,6 @@ def core_for_submit() -> CoreWorker:
     return core  # type: ignore[no-any-return]
 
 
-class InitInfo(dict[str, Any]):
-    """What ``init`` returns: the cluster's address and session, like Ray's context."""
-
-    @property
-    def address_info(self) -> dict[str, Any]:
-        return dict(self)
-
-
 def init(
     address: str | None = None,
     *,
@@ -71,13 +67,13 @@ def init(
     include_dashboard: bool | None = None,
     namespace: str | None = None,
     **_ignored: Any,
-) -> InitInfo:
+) -> ClusterInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
     should not fail — and returns the existing cluster's information.
     """
-    global _head, _driver
+    global _head, _driver, _lost, _attached
     with _lock:
         if _driver is not None and not _driver.closed:
             return _info()
@@ -85,13 +81,14 @@ def init(
         if address == "local":
             address = None
         if address == "auto":
-            address, token = find_local_cluster(token)
+            record = sessions.find_cluster()
+            address, token = record.address, token or record.read_token()
         if address:
-            token = token or os.environ.get("NBCLUSTER_TOKEN")
+            token = token or os.environ.get("NBCLUSTER_TOKEN") or _recorded_token(address)
             if not token:
                 raise ValueError(
-                    "attaching to a cluster needs its token: init(address, token=...) "
-                    "or NBCLUSTER_TOKEN"
+                    f"attaching to the cluster at {address} needs its token: "
+                    "init(address, token=...) or NBCLUSTER_TOKEN"
                 )
             agent_address = address
         else:
@@ -112,30 +109,53 @@ def init(
             raise ClusterConnectionError(f"cannot connect to the cluster: {e}") from e
         core.on_agent_lost = _on_head_lost
         _driver = core
-        global _lost
         _lost = None
+        if address:
+            _attached = sessions.record_attached_kernel(address, token)
         return _info()
+
+
+def _recorded_token(address: str) -> str | None:
+    """The token of this user's cluster at ``address`` on this machine, if there is one."""
+    try:
+        return sessions.find_cluster(address).read_token()
+    except (ClusterConnectionError, OSError):
+        return None
+
+
+def _token_file() -> str | None:
+    if _head is not None:
+        return _head.token_file
+    if _attached is not None:
+        return _attached.token_file
+    return None
 
 
 def _on_head_lost() -> None:
     """Called on the I/O thread when the cluster went away: let ``init`` start afresh."""
-    global _lost, _driver, _head
+    global _lost, _driver, _head, _attached
     core, _driver = _driver, None
     if core is None:
         return
     _lost = core.lost_reason
     core.shutdown()
+    if _attached is not None:
+        attached, _attached = _attached, None
+        sessions.forget(attached)
     if _head is not None:  # ours, and dead: reap it without blocking the I/O thread
         head, _head = _head, None
         threading.Thread(target=head.stop, daemon=True).start()
 
 
-def _info() -> InitInfo:
+def _info() -> ClusterInfo:
     assert _driver is not None
-    return InitInfo(
+    return ClusterInfo(
         address=_driver.agent_address,
         node_id=_driver.node_id,
         session_dir=_driver.node_info.get("session_dir"),
+        token_file=_token_file(),
+        started_here=_head is not None,
+        resources=_driver.node_info.get("cluster_resources") or {},
     )
 
 
@@ -145,14 +165,17 @@ def is_initialized() -> bool:
 
 def shutdown() -> None:
     """Disconnect; stop the cluster if this process started it. Safe to call twice."""
-    global _head, _driver
+    global _head, _driver, _attached
     with _lock:
         core, _driver = _driver, None
         head, _head = _head, None
+        attached, _attached = _attached, None
         if core is not None:
             core.shutdown()
         if head is not None:
             head.stop()
+        if attached is not None:
+            sessions.forget(attached)
 
 
 atexit.register(shutdown)

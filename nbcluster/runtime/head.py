@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 from nbcluster.runtime import events as ev
+from nbcluster.runtime import sessions
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.event_log import EventLog
 from nbcluster.runtime.fork_server import ForkServer
@@ -41,6 +42,9 @@ from nbcluster.runtime.transport import (
 )
 
 log = logging.getLogger("nbcluster.node")
+#: Starts and deliberate stops: logged at INFO, shown even when the log level is WARNING.
+lifecycle = logging.getLogger("nbcluster.node.lifecycle")
+lifecycle.setLevel(logging.INFO)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -161,10 +165,17 @@ def main() -> None:
     loop.run_until_complete(
         loop.create_server(lambda: Connection(endpoint, True), sock=sock, **tls_server_args())
     )
+    _publish(cfg, address, head_address, session_dir)
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())
     os.close(ready_fd)
+    role = "head node" if head_address is None else f"node (joined {head_address})"
+    lifecycle.info("%s started at %s, pid %d", role, address, os.getpid())
 
-    loop.add_signal_handler(signal.SIGTERM, stop)
+    def stop_because(why: str) -> None:
+        lifecycle.info("stopping: %s", why)
+        stop()
+
+    loop.add_signal_handler(signal.SIGTERM, stop_because, "SIGTERM (nbcluster stop, or asked)")
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the driver's Ctrl-C is not ours
 
     def on_stdin() -> None:
@@ -173,15 +184,40 @@ def main() -> None:
         except OSError:
             data = b""
         if not data:
-            stop()
+            stop_because("the process that started this node ended or let it go")
 
     if cfg.get("lifeline", True):
         loop.add_reader(sys.stdin.fileno(), on_stdin)
+    clean = False
     try:
         loop.run_forever()
+        clean = True
     finally:
         agent.close()
-        os._exit(0)
+        if clean:  # a crash keeps its log; the next look at the sessions removes it
+            sessions.remove_record(os.getpid())
+            sessions.remove_session_dir(session_dir)
+            lifecycle.info("stopped")
+        os._exit(0 if clean else 1)
+
+
+def _publish(cfg: dict[str, Any], address: str, head_address: str | None, session: str) -> None:
+    """Write this node's session record, so local tools find it (``sessions``)."""
+    from nbcluster.runtime.config import CONFIG
+
+    sessions.write_record(
+        sessions.ClusterRecord(
+            role="head" if head_address is None else "node",
+            pid=os.getpid(),
+            create_time=sessions.process_create_time(os.getpid()),
+            address=head_address or address,
+            node_address=address,
+            token_file=os.path.join(session, "token"),
+            session_dir=session,
+            tls_cert=CONFIG.tls_cert or None,
+            **cfg.get("record", {"started_by": "cli"}),
+        )
+    )
 
 
 async def _join(

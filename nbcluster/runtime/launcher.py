@@ -1,4 +1,4 @@
-"""Starting a head process from a driver, and finding its session directory and token.
+"""Starting a node process (a head, or a node joining one) and waiting until it listens.
 
 The head is a child of the driver with stdin as its lifeline (see ``head``). It reports its
 address on a dedicated pipe, so its stdout and stderr (and those of its workers) stay the
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import sessions
 from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
 
@@ -26,6 +27,10 @@ class HeadProcess:
     address: str
     token: str
     session_dir: str
+
+    @property
+    def token_file(self) -> str:
+        return os.path.join(self.session_dir, "token")
 
     def stop(self, timeout: float = 2.0) -> None:
         if self.proc.poll() is None:
@@ -39,26 +44,9 @@ class HeadProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        _remove_tree(self.session_dir)
-
-
-def new_session_dir() -> str:
-    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(CONFIG.temp_dir, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}")
-    n = 0
-    while os.path.exists(path if n == 0 else f"{path}_{n}"):
-        n += 1
-    path = path if n == 0 else f"{path}_{n}"
-    os.makedirs(path, mode=0o700)
-    return path
-
-
-def write_token(session_dir: str, token: str) -> str:
-    path = os.path.join(session_dir, "token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    return path
+        # The node removes its own files when it stops cleanly; these are for when it did not.
+        sessions.remove_record(self.proc.pid)
+        sessions.remove_session_dir(self.session_dir)
 
 
 def start_head(
@@ -71,15 +59,18 @@ def start_head(
     lifeline: bool = True,
     log_path: str | None = None,
     inherit_output: bool = False,
+    cli: bool = False,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
-    start`` in the background) it runs until ``nbcluster stop``.
+    start`` in the background) it runs until ``nbcluster stop``. The node publishes its
+    session record (``sessions``) saying who started it: ``cli`` for ``nbcluster start``,
+    else this script or notebook kernel.
     """
     token = token or new_token()
-    session_dir = new_session_dir()
-    write_token(session_dir, token)
+    session_dir = sessions.new_session_dir()
+    sessions.write_token(session_dir, token)
     ready_r, ready_w = os.pipe()
     cfg = {
         "token": token,
@@ -93,6 +84,7 @@ def start_head(
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "record": sessions.starter_fields(cli),
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.
@@ -118,7 +110,8 @@ def start_head(
     except BaseException:
         proc.kill()
         proc.wait()
-        _remove_tree(session_dir)
+        sessions.remove_record(proc.pid)
+        sessions.remove_session_dir(session_dir)
         raise
     finally:
         os.close(ready_r)
@@ -155,39 +148,3 @@ def _tail(log_path: str | None, lines: int = 20) -> str:
             return "".join(f.readlines()[-lines:]).strip() or f"(empty log {log_path})"
     except OSError:
         return f"(no log at {log_path})"
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _current_file() -> str:
-    return os.path.join(CONFIG.temp_dir, "current_cluster.json")
-
-
-def record_cluster(address: str, session_dir: str, pid: int) -> None:
-    """Remember a cluster started by ``nbcluster start`` so local tools find it by themselves."""
-    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
-    path = _current_file()
-    tmp = f"{path}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"address": address, "session_dir": session_dir, "pid": pid}, f)
-    os.replace(tmp, path)
-
-
-def find_local_cluster(token: str | None = None) -> tuple[str, str]:
-    """(address, token) of the cluster last started on this machine by ``nbcluster start``."""
-    try:
-        with open(_current_file()) as f:
-            info = json.load(f)
-        if token is None:
-            with open(os.path.join(info["session_dir"], "token")) as f:
-                token = f.read().strip()
-    except (OSError, ValueError, KeyError) as e:
-        raise ClusterConnectionError(
-            "no running cluster found on this machine (start one with `nbcluster start --head`)"
-        ) from e
-    return str(info["address"]), token
