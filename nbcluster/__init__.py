@@ -4,6 +4,7 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster._version import __version__ as __version__
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.actor import ActorClass as ActorClass
 from nbcluster.runtime.actor import ActorHandle as ActorHandle
@@ -26,15 +27,18 @@ from nbcluster.runtime.api import wait as wait
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
-__version__ = "0.1.0"
-
 
 def __getattr__(name: str) -> object:
-    """``nbcluster.util`` loads on first use: node and worker processes never need it."""
+    """``nbcluster.util`` and ``nbcluster.cluster`` load on first use: node and worker
+    processes never need them."""
     if name == "util":
         import nbcluster.util
 
         return nbcluster.util
+    if name == "cluster":
+        import nbcluster.cluster
+
+        return nbcluster.cluster
     raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "ObjectRef",
     "available_resources",
     "cancel",
+    "cluster",
     "cluster_resources",
     "exceptions",
     "get",

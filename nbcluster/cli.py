@@ -25,9 +25,9 @@ def _parse_resources(text: str | None) -> dict[str, float]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"--resources must be JSON, e.g. '{{\"bigmem\": 1}}': {e}") from None
+        raise CliError(f"--resources must be JSON, e.g. '{{\"bigmem\": 1}}': {e}") from None
     if not isinstance(value, dict):
-        raise SystemExit("--resources must be a JSON object")
+        raise CliError("--resources must be a JSON object")
     return {str(k): float(v) for k, v in value.items()}
 
 
@@ -67,6 +67,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         head_address=args.address, lifeline=args.block,
         log_path=os.path.abspath(args.log_file) if args.log_file else None,
         inherit_output=args.block and not args.log_file, cli=True,
+        node_ip=args.node_ip, interface=args.interface,
+        labels={"nbcluster.io/group": args.group} if args.group else None,
     )  # fmt: skip
     if args.head:
         print(f"nbcluster head node started at {node.address}")
@@ -194,7 +196,7 @@ def _parse_filters(texts: list[str] | None) -> list[tuple[str, str, str]]:
     for text in texts or ():
         key, op, value = text.partition("!=") if "!=" in text else text.partition("=")
         if not op or not key:
-            raise SystemExit(f"--filter takes KEY=VALUE or KEY!=VALUE, got {text!r}")
+            raise CliError(f"--filter takes KEY=VALUE or KEY!=VALUE, got {text!r}")
         out.append((key.strip(), op, value.strip()))
     return out
 
@@ -363,7 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--head", action="store_true", help="start a head node")
     s.add_argument("--address", help="HOST:PORT of the head to join")
-    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    s.add_argument(
+        "--host",
+        help="address to listen on (0.0.0.0: all); default: loopback for a head, the "
+        "interface that routes to the head for a joining node",
+    )
+    s.add_argument(
+        "--node-ip", help="address the other nodes reach this node at (and it listens on)"
+    )
+    s.add_argument("--interface", help="listen on and advertise this network interface's IPv4")
+    s.add_argument("--group", help=argparse.SUPPRESS)  # the node group a launcher started
     s.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
     s.add_argument("--num-cpus", type=float, help="CPUs to offer (default: all)")
     s.add_argument("--num-gpus", type=float, help="GPUs to offer (default: detected)")

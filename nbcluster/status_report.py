@@ -18,17 +18,25 @@ def format_bytes(n: float | None) -> str:
 
 
 def status_text() -> str:
+    """Every node, alive or dead, then what ``usage_text`` says."""
     import nbcluster as nc
 
     nodes = nc.nodes()
-    total, avail = nc.cluster_resources(), nc.available_resources()
     alive = [n for n in nodes if n["Alive"]]
     out = [f"Nodes: {len(alive)} alive, {len(nodes) - len(alive)} dead"]
     for n in nodes:
         state = "ALIVE" if n["Alive"] else f"DEAD ({n['DeathReason']})"
         res = ", ".join(f"{k}: {v:g}" for k, v in sorted(n["Resources"].items()))
         out.append(f"  {n['NodeID'][:12]}  {n['Address']:<22} {state:<8} {res}")
-    out.append("Resources (used/total):")
+    return "\n".join(out) + "\n" + usage_text()
+
+
+def usage_text() -> str:
+    """Resources in use, object store and physical use per node, pending demand."""
+    import nbcluster as nc
+
+    total, avail = nc.cluster_resources(), nc.available_resources()
+    out = ["Resources (used/total):"]
     for k in sorted(total):
         used = total[k] - avail.get(k, 0.0)
         out.append(f"  {used:g}/{total[k]:g} {k}")

@@ -18,6 +18,9 @@ want() {
 }
 
 want iproute2 ip "network namespaces as separate machines"
+want nodejs node "rebuilding the widget bundles from js/ to check the committed ones"
+want npm npm "installing js/'s pinned build tools (esbuild, TypeScript, dagre)"
+want chromium /usr/bin/chromium "browser tests in JupyterLab (tests/browser, driven by Playwright)"
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

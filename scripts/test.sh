@@ -9,6 +9,11 @@ bash scripts/test-parts.sh
 
 python -m pip install -q --disable-pip-version-check -e ".[test]"
 python -m nbcluster.kernel install --sys-prefix >/dev/null
+# The widgets' pinned build tools, so the tests can check that the committed bundles are
+# what js/ builds (tests/test_widget_bundles.py).
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix js --no-audit --no-fund --loglevel=error
+fi
 
 ruff check nbcluster tests benchmarks
 mypy

@@ -200,7 +200,7 @@ def read_report(proc: subprocess.Popen[bytes], tag: str, timeout: float = 60.0) 
     buf = b""
     deadline = time.monotonic() + timeout
     while True:
-        for line in buf.splitlines():
+        for line in buf.split(b"\n")[:-1]:  # whole lines only: a report may arrive in parts
             if line.startswith(prefix):
                 return json.loads(line[len(prefix) :])
         remaining = deadline - time.monotonic()

@@ -215,6 +215,21 @@ def test_hard_node_affinity_to_a_node_that_does_not_exist_fails(two: TwoNodes) -
     assert nc.get(where.remote(), timeout=30) in (two.head_id, two.b_id)
 
 
+def test_a_node_can_be_targeted_as_soon_as_it_has_joined(tmp_path: Path) -> None:
+    """The head's directory knows a new node before the head's agent gets the new view: a
+    task pinned to the node right away must run there, not fail as "not alive"."""
+    with CliCluster(tmp_path) as cluster:
+        head = cluster.start_head("--num-cpus", "1")
+        attach(head.address, cluster.token)
+        try:
+            for i in range(4):
+                node_id = node_id_of(cluster.join(f"node-{i}", "--num-cpus", "1").address)
+                pinned = where.options(scheduling_strategy=on(node_id)).remote()
+                assert nc.get(pinned, timeout=30) == node_id
+        finally:
+            nc.shutdown()
+
+
 def test_a_task_runs_where_its_large_argument_is(two: TwoNodes) -> None:
     # Node B has room: both its CPUs are free before, and one while its array is made.
     poll(lambda: free_cpus(two.b_id) == 2.0, 10, lambda: str(node_entry(two.b_id)))

@@ -12,8 +12,6 @@ Needs root (or CAP_NET_ADMIN) and iproute2's ``ip``; skipped with the reason oth
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,67 +19,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import psutil
 import pytest
-from cluster_helpers import CliCluster, CliNode, kill_quietly, run_driver
-from parts import missing
+from cluster_helpers import CliCluster, CliNode, run_driver
+from netns_pair import Pair, netns_pair
 
 SUBNET = "10.231.47"
 HEAD_IP, NODE_IP = f"{SUBNET}.1", f"{SUBNET}.2"
 ARRAY_BYTES = 50 * 1024 * 1024
 
 
-def ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
-
-
-def must(*args: str) -> None:
-    done = ip(*args)
-    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr}"
-
-
-@dataclass
-class Namespaces:
-    ns1: str
-    ns2: str
-
-    def exec_in(self, ns: str) -> list[str]:
-        return ["ip", "netns", "exec", ns]
-
-
 @pytest.fixture(scope="module")
-def namespaces() -> Iterator[Namespaces]:
-    """ns1 (10.231.47.1) and ns2 (10.231.47.2) joined by a veth pair; deleted afterwards,
-    with whatever still runs inside them."""
-    if shutil.which("ip") is None:
-        missing("iproute2", "`ip` is not installed (apt-get install iproute2)")
-    tag = f"nbct{os.getpid()}"
-    ns = Namespaces(f"{tag}a", f"{tag}b")
-    made = ip("netns", "add", ns.ns1)
-    if made.returncode != 0:
-        missing("ip netns", f"cannot create a namespace (needs root): {made.stderr.strip()}")
-    try:
-        must("netns", "add", ns.ns2)
-        # Both ends are created inside the namespaces: nothing appears on the host.
-        must("link", "add", "veth1", "netns", ns.ns1, "type", "veth", "peer", "name", "veth2",
-             "netns", ns.ns2)  # fmt: skip
-        for name, dev, addr in ((ns.ns1, "veth1", HEAD_IP), (ns.ns2, "veth2", NODE_IP)):
-            must("-n", name, "addr", "add", f"{addr}/24", "dev", dev)
-            must("-n", name, "link", "set", dev, "up")
-            must("-n", name, "link", "set", "lo", "up")
-        yield ns
-    finally:
-        for name in (ns.ns1, ns.ns2):
-            pids = ip("netns", "pids", name).stdout.split()
-            kill_quietly(psutil.Process(int(p)) for p in pids if psutil.pid_exists(int(p)))
-            ip("netns", "del", name)
-        left = ip("netns", "list").stdout
-        assert ns.ns1 not in left and ns.ns2 not in left, left
+def namespaces() -> Iterator[Pair]:
+    """ns1 (10.231.47.1) and ns2 (10.231.47.2) joined by a veth pair."""
+    with netns_pair("nbct", SUBNET) as pair:
+        yield pair
 
 
 @dataclass
 class NetnsCluster:
-    ns: Namespaces
+    ns: Pair
     cluster: CliCluster
     head: CliNode
     node: CliNode
@@ -95,7 +51,7 @@ class NetnsCluster:
 
 @pytest.fixture(scope="module")
 def netns_cluster(
-    namespaces: Namespaces, tmp_path_factory: pytest.TempPathFactory
+    namespaces: Pair, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NetnsCluster]:
     cluster = CliCluster(tmp_path_factory.mktemp("netns"))
     try:

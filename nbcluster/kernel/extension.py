@@ -18,7 +18,8 @@ _loaded: dict[int, Any] = {}
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register ``%%remote``/``%remote_actors``/``%cluster`` and, in a Jupyter kernel,
-    output routing, remote tracebacks and cancel-on-interrupt."""
+    output routing, remote tracebacks, cancel-on-interrupt and progress under cells that
+    wait long."""
     if id(ipython) in _loaded:
         return
     from nbcluster.exceptions import TaskError
@@ -39,6 +40,10 @@ def load_ipython_extension(ipython: Any) -> None:
         router = OutputRouter(kernel)
         router.install()
         ipython.events.register("post_run_cell", _cancel_on_interrupt(router, kernel))
+        from nbcluster.widgets import auto
+
+        auto.install(kernel)
+        ipython.events.register("post_run_cell", _remember_cell_numbers(kernel))
     _loaded[id(ipython)] = router
 
 
@@ -46,6 +51,19 @@ def cell_sources(ipython: Any) -> Any:
     from nbcluster.kernel.tracebacks import CellSources
 
     return CellSources(getattr(ipython.compile, "_filename_map", {}))
+
+
+def _remember_cell_numbers(kernel: Any) -> Any:
+    """Widgets name a cell's work ``In[n]``: remember each request's execution count."""
+    from nbcluster.widgets.names import CELLS
+
+    def post_run_cell(result: Any) -> None:
+        header = kernel.get_parent("shell").get("header") or {}
+        count = getattr(result, "execution_count", None)
+        if header.get("msg_id") and count is not None:
+            CELLS[header["msg_id"]] = count
+
+    return post_run_cell
 
 
 def _cancel_on_interrupt(router: Any, kernel: Any) -> Any:

@@ -20,6 +20,7 @@ from nbcluster.kernel import cell_task
 from nbcluster.kernel.cell_code import CellCode, analyze
 from nbcluster.kernel.cell_number import cell_number
 from nbcluster.kernel.routing import plain_submissions
+from nbcluster.runtime import long_wait
 
 
 def _resources(text: str) -> dict[str, float]:
@@ -113,7 +114,9 @@ class RemoteMagics(Magics):
             return self._bind_refs(names, code.has_value, refs if returns > 1 else [refs])
         with plain_submissions():
             ref = run.remote(*payload)
-        return self._bring_back(nc.get(ref), code)
+        with long_wait.watching("get", [ref], min_refs=1):  # progress if the cell runs long
+            result = nc.get(ref)
+        return self._bring_back(result, code)
 
     def _actor(self, name: str, resources: dict[str, Any]) -> Any:
         """The named REPL actor, created on first use (or found, if it already exists)."""

@@ -11,12 +11,12 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import long_wait, sessions
 from nbcluster.runtime import object_ref as object_ref_mod
-from nbcluster.runtime import sessions
 from nbcluster.runtime.actor import ActorClass
 from nbcluster.runtime.cluster_info import ClusterInfo
 from nbcluster.runtime.core_worker import CoreWorker
@@ -35,6 +35,14 @@ _attached: sessions.ClusterRecord | None = None
 
 
 _lost: str | None = None
+#: Called by ``shutdown`` before the cluster goes (node groups cancel their jobs here).
+_shutdown_hooks: list[Callable[[], None]] = []
+
+
+def on_shutdown(fn: Callable[[], None]) -> None:
+    """Run ``fn`` at every ``shutdown`` while connected, before the cluster stops."""
+    if fn not in _shutdown_hooks:
+        _shutdown_hooks.append(fn)
 
 
 def _core() -> CoreWorker:
@@ -66,13 +74,17 @@ def init(
     token: str | None = None,
     include_dashboard: bool | None = None,
     namespace: str | None = None,
+    node_ip: str | None = None,
     **_ignored: Any,
 ) -> ClusterInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
-    should not fail — and returns the existing cluster's information.
+    should not fail — and returns the existing cluster's information. ``node_ip`` (Ray's
+    ``_node_ip_address``; or ``NBCLUSTER_NODE_IP``) makes a new cluster listen on and
+    advertise that address of this machine instead of loopback, for nodes on other machines.
     """
+    node_ip = node_ip or _ignored.get("_node_ip_address")
     global _head, _driver, _lost, _attached
     with _lock:
         if _driver is not None and not _driver.closed:
@@ -94,7 +106,7 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token)
+            _head = start_head(res, int(store), token=token, node_ip=node_ip)
             agent_address, token = _head.address, _head.token
         core = CoreWorker("driver", agent_address, token, attach=bool(address))
         try:
@@ -167,6 +179,12 @@ def shutdown() -> None:
     """Disconnect; stop the cluster if this process started it. Safe to call twice."""
     global _head, _driver, _attached
     with _lock:
+        if _driver is not None:
+            for fn in list(_shutdown_hooks):
+                try:
+                    fn()
+                except Exception as e:  # shutting down must go on
+                    log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
         attached, _attached = _attached, None
@@ -199,7 +217,11 @@ def remote(*args: Any, **options: Any) -> Any:
 
 
 def get(refs: Any, *, timeout: float | None = None) -> Any:
-    return _core().get(refs, timeout)
+    core = _core()
+    if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
+        with long_wait.watching("get", refs):
+            return core.get(refs, timeout)
+    return core.get(refs, timeout)
 
 
 def put(value: Any) -> ObjectRef:
@@ -213,7 +235,11 @@ def wait(
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    return _core().wait(refs, num_returns, timeout)
+    core = _core()
+    if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
+        with long_wait.watching("wait", refs):
+            return core.wait(refs, num_returns, timeout)
+    return core.wait(refs, num_returns, timeout)
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

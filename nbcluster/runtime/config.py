@@ -45,6 +45,12 @@ class Config:
     memory_monitor_interval_s: float = 0.25
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
+    #: A node that joined leaves the cluster when the head has not answered it this long
+    #: (seconds): nodes started for a kernel do not outlive it, even if its machine froze.
+    head_lease_s: float = 30.0
+    #: The address this machine's nodes listen on and advertise (Ray's node_ip_address);
+    #: empty: chosen by ``addresses.choose``.
+    node_ip: str = ""
     #: TLS certificate (PEM) shared by the cluster; empty: no TLS. See ``tls``.
     tls_cert: str = ""
     #: Its private key (PEM), when not inside the certificate file.
@@ -64,6 +70,12 @@ class Config:
     event_max_objects: int = 100_000
     #: How often each node samples its CPU, memory, GPU and object store use (seconds).
     resource_sample_s: float = 1.0
+
+    #: A driver's ``get``/``wait`` blocked this long calls the long-wait hooks (a notebook
+    #: then shows a progress bar under the cell; see ``long_wait``).
+    long_wait_s: float = 1.0
+    #: Whether the notebook kernel shows that progress bar by itself.
+    auto_progress: bool = True
 
     @classmethod
     def from_env(cls) -> Config:

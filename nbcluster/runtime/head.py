@@ -20,14 +20,16 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from nbcluster.runtime import events as ev
 from nbcluster.runtime import sessions
 from nbcluster.runtime.actor_manager import ActorManager
+from nbcluster.runtime.addresses import NodeAddress
 from nbcluster.runtime.event_log import EventLog
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
+from nbcluster.runtime.join import JoinError, JoinService, join_head
 from nbcluster.runtime.node_agent import NodeAgent
 from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
@@ -62,24 +64,6 @@ def _worker_main(token: str, address: str, host: str, advertise: str) -> None:
     run_worker(address, token, host, advertise)
 
 
-def _advertised_host(host: str, head_address: str | None) -> str:
-    """The address others should use for this node when it listens on all interfaces."""
-    if host not in ("0.0.0.0", "::", ""):
-        return host
-    if head_address:  # the interface that routes to the head is the one others can reach
-        head_host, head_port = parse_address(head_address)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((head_host, head_port))
-                return str(s.getsockname()[0])
-            except OSError:
-                pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
 def main() -> None:
     logging.basicConfig(
         level=os.environ.get("NBCLUSTER_LOG_LEVEL", "WARNING"),
@@ -92,15 +76,19 @@ def main() -> None:
             sys.path.insert(0, p)
     token: str = cfg["token"]
     head_address: str | None = cfg.get("head_address")
-    host = cfg.get("host", "127.0.0.1")
+    where = NodeAddress(cfg["bind"], cfg["advertise"])
+    host = where.bind
     session_dir = cfg["session_dir"]
-    store = ObjectStore(int(cfg["object_store_memory"]), os.path.join(session_dir, "spill"))
-    sock = _bind(host, int(cfg.get("port", 0)))
-    address = f"{_advertised_host(host, head_address)}:{sock.getsockname()[1]}"
     ready_fd = int(cfg["ready_fd"])
-    local_address = f"127.0.0.1:{sock.getsockname()[1]}" if host in ("0.0.0.0", "") else address
+    store = ObjectStore(int(cfg["object_store_memory"]), os.path.join(session_dir, "spill"))
+    try:
+        sock = _bind(host, int(cfg.get("port", 0)))
+    except OSError as e:
+        _fail(ready_fd, f"cannot listen on {host}:{cfg.get('port', 0)}: {e}")
+    address = f"{where.advertise}:{sock.getsockname()[1]}"
+    local_address = f"{where.local}:{sock.getsockname()[1]}"
     fork_server = ForkServer.start(
-        lambda: _worker_main(token, local_address, host, parse_address(address)[0]),
+        lambda: _worker_main(token, local_address, host, where.advertise),
         close_fds=[sock.fileno(), ready_fd],
     )
 
@@ -119,15 +107,18 @@ def main() -> None:
         "transfer": storesvc.transfer_address,
         "resources": cfg["resources"],
         "store_capacity": store.capacity,
+        "labels": cfg.get("labels") or {},
     }
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     if head_address is None:
         directory = NodeDirectory(endpoint)
+        JoinService(endpoint, directory)
         event_log = EventLog(endpoint, directory)
         ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
+        agent.fetch_view = directory.view
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
     def on_close(conn: Connection) -> None:
@@ -158,13 +149,18 @@ def main() -> None:
     def stop(*_: Any) -> None:
         loop.stop()
 
-    if head_address is not None:
-        loop.run_until_complete(_join(endpoint, agent, head_address, node_info, stop))
-    ev.attach_node(agent, event_log.ingest if event_log is not None else None)
-    agent.start_pool()
+    # Serve before joining: the head dials this node back before it lets it in.
     loop.run_until_complete(
         loop.create_server(lambda: Connection(endpoint, True), sock=sock, **tls_server_args())
     )
+    if head_address is not None:
+        try:
+            loop.run_until_complete(join_head(endpoint, agent, head_address, node_info, stop))
+        except JoinError as e:
+            fork_server.stop()
+            _fail(ready_fd, str(e))
+    ev.attach_node(agent, event_log.ingest if event_log is not None else None)
+    agent.start_pool()
     _publish(cfg, address, head_address, session_dir)
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())
     os.close(ready_fd)
@@ -215,36 +211,17 @@ def _publish(cfg: dict[str, Any], address: str, head_address: str | None, sessio
             token_file=os.path.join(session, "token"),
             session_dir=session,
             tls_cert=CONFIG.tls_cert or None,
+            group=(cfg.get("labels") or {}).get("nbcluster.io/group"),
             **cfg.get("record", {"started_by": "cli"}),
         )
     )
 
 
-async def _join(
-    endpoint: Endpoint, agent: NodeAgent, head_address: str, info: dict[str, Any], stop: Any
-) -> None:
-    """Join the head: register, take its view, report to it, and leave when it goes."""
-    host, port = parse_address(head_address)
-    conn = await endpoint.connect(host, port)
-    conn.info["addr"] = head_address
-    conn.send((HELLO, agent.address, "node", b"", os.getpid()))
-    view = await conn.call("register_node", agent.node_id, info)
-    agent.head_conn = conn
-    agent.head_address = head_address
-    agent.cluster_view_update(None, view)
-    agent.report = lambda available: conn.notify("node_update", agent.node_id, available)
-    agent.on_actor_worker_gone = lambda w: conn.notify("actor_worker_gone", w.worker_id)
-    agent.on_owner_gone = lambda owner: conn.notify("owner_gone", owner)
-    previous = endpoint.on_close
-
-    def on_close(c: Connection) -> None:
-        if c is conn:
-            log.error("lost the head at %s: this node leaves the cluster", head_address)
-            stop()
-        elif previous is not None:
-            previous(c)
-
-    endpoint.on_close = on_close
+def _fail(ready_fd: int, why: str) -> NoReturn:
+    """Tell whoever started this node why it did not start, and exit."""
+    log.error("%s", why)
+    os.write(ready_fd, f"ERROR {why}".replace("\n", " ").encode() + b"\n")
+    os._exit(1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime import sessions
+from nbcluster.runtime.addresses import choose
 from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
 
@@ -52,22 +53,34 @@ class HeadProcess:
 def start_head(
     resources: dict[str, float],
     object_store_memory: int,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     port: int = 0,
     token: str | None = None,
     head_address: str | None = None,
     lifeline: bool = True,
     log_path: str | None = None,
     inherit_output: bool = False,
+    node_ip: str | None = None,
+    interface: str | None = None,
+    labels: dict[str, str] | None = None,
     cli: bool = False,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
-    start`` in the background) it runs until ``nbcluster stop``. The node publishes its
-    session record (``sessions``) saying who started it: ``cli`` for ``nbcluster start``,
-    else this script or notebook kernel.
+    start`` in the background) it runs until ``nbcluster stop``. ``host``, ``node_ip`` and
+    ``interface`` pick where it listens and what it advertises (see ``addresses``). The
+    node publishes its session record (``sessions``) saying who started it: ``cli`` for
+    ``nbcluster start``, else this script or notebook kernel.
     """
+    try:
+        where = choose(host, node_ip or CONFIG.node_ip or None, interface, head_address)
+    except ValueError as e:
+        raise ClusterConnectionError(str(e)) from None
+    if head_address and token:  # a join token becomes the cluster token here
+        from nbcluster.runtime.join import exchange_token
+
+        token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
     session_dir = sessions.new_session_dir()
     sessions.write_token(session_dir, token)
@@ -79,11 +92,13 @@ def start_head(
         "session_dir": session_dir,
         "sys_path": [p for p in sys.path if p],
         "cwd": os.getcwd(),
-        "host": host,
+        "bind": where.bind,
+        "advertise": where.advertise,
         "port": port,
         "ready_fd": ready_w,
         "head_address": head_address,
         "lifeline": lifeline,
+        "labels": labels or {},
         "record": sessions.starter_fields(cli),
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
@@ -135,6 +150,8 @@ def _read_ready(fd: int, proc: subprocess.Popen[bytes], log_path: str | None) ->
                 )
             buf += chunk
     line = buf.split(b"\n", 1)[0].decode()
+    if line.startswith("ERROR "):
+        raise ClusterConnectionError(line[len("ERROR ") :])
     if not line.startswith("READY "):
         raise ClusterConnectionError(f"unexpected head startup message: {line!r}")
     return line.split()[1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import os
 import time
@@ -102,6 +103,8 @@ class NodeAgent:
         self.head_address = address  # replaced when this node joins a remote head
         self.head_conn: Connection | None = None
         self.report: Callable[[dict[str, float]], None] = lambda available: None
+        #: The head's current view (or an awaitable of it), for when ours may be stale.
+        self.fetch_view: Callable[[], Any] = lambda: self.view
         #: node id -> {"address", "transfer", "total", "available"} of every live node
         self.view: dict[str, dict[str, Any]] = {}
         self._report_scheduled = False
@@ -275,8 +278,42 @@ class NodeAgent:
             target = route(
                 self.node_id, self.view, self.total, self.available, resources, strategy, spilled
             )
+        except Unschedulable:
+            # Our view may predate a node that just joined (the head pushes it a moment
+            # later): ask the head, whose directory is the truth, before giving up.
+            return self.loop.create_task(
+                self._request_with_fresh_view(conn, resources, strategy, spilled, token)
+            )
+        return self._serve(conn, resources, strategy, target, token)
+
+    async def _request_with_fresh_view(
+        self,
+        conn: Connection,
+        resources: dict[str, float],
+        strategy: Any,
+        spilled: bool,
+        token: int,
+    ) -> Any:
+        fresh = self.fetch_view()
+        self.cluster_view_update(None, await fresh if inspect.isawaitable(fresh) else fresh)
+        try:
+            target = route(
+                self.node_id, self.view, self.total, self.available, resources, strategy, spilled
+            )
         except Unschedulable as e:
             raise ValueError(str(e)) from None
+        reply = self._serve(conn, resources, strategy, target, token)
+        return await reply if isinstance(reply, asyncio.Future) else reply
+
+    def _serve(
+        self,
+        conn: Connection,
+        resources: dict[str, float],
+        strategy: Any,
+        target: str | None,
+        token: int,
+    ) -> Any:
+        """Spill to ``target``, or queue the request here (``target`` None)."""
         if target is not None and target in self.view:
             return ["spill", self.view[target]["address"]]
         fut: asyncio.Future[Any] = self.loop.create_future()

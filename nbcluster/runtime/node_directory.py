@@ -25,8 +25,8 @@ HEARTBEAT_S = 1.0
 
 class NodeRecord:
     __slots__ = (
-        "address", "alive", "available", "conn", "death", "host", "last_seen", "node_id",
-        "resources", "started", "store_capacity", "transfer",
+        "address", "alive", "available", "conn", "death", "draining", "host", "labels",
+        "last_seen", "node_id", "resources", "started", "store_capacity", "transfer",
     )  # fmt: skip
 
     def __init__(self, node_id: str, info: dict[str, Any], conn: Connection | None) -> None:
@@ -38,6 +38,10 @@ class NodeRecord:
         self.store_capacity: int = info.get("store_capacity", 0)
         self.transfer: str = info.get("transfer", "")
         self.conn = conn
+        #: e.g. {"nbcluster.io/group": "local-1"}: the node group a launcher started it for
+        self.labels: dict[str, str] = dict(info.get("labels") or {})
+        #: being removed: other nodes stop sending it work (see ``view``)
+        self.draining = False
         self.alive = True
         self.death = ""
         self.last_seen = time.monotonic()
@@ -55,14 +59,18 @@ class NodeRecord:
             "Available": dict(self.available),
             "ObjectStoreCapacity": self.store_capacity,
             "DeathReason": self.death,
+            "Labels": dict(self.labels),
+            "Draining": self.draining,
         }
 
     def view(self) -> dict[str, Any]:
+        # A draining node offers nothing, so no other node spills work to it; its own
+        # agent still runs what its workers submit, and hard NodeAffinity still finds it.
         return {
             "address": self.address,
             "transfer": self.transfer,
-            "total": self.resources,
-            "available": self.available,
+            "total": {} if self.draining else self.resources,
+            "available": {} if self.draining else self.available,
         }
 
 
@@ -75,7 +83,7 @@ class NodeDirectory:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # in-process agents
         self.on_node_dead: list[Callable[[NodeRecord], None]] = []
         self._push_scheduled = False
-        for name in ("register_node", "node_update", "get_nodes", "cluster_view"):
+        for name in ("register_node", "node_update", "get_nodes", "cluster_view", "drain_node"):
             endpoint.rpc[name] = getattr(self, name)
         self.loop.call_later(HEARTBEAT_S, self._check)
 
@@ -102,6 +110,15 @@ class NodeDirectory:
         if rec.available != available:
             rec.available = dict(available)
             self._changed()
+
+    def drain_node(self, conn: Connection | None, node_id: str) -> bool:
+        """Send no more work to this node: it is about to be removed. False if not alive."""
+        rec = self.nodes.get(node_id)
+        if rec is None or not rec.alive:
+            return False
+        rec.draining = True
+        self._changed()
+        return True
 
     def get_nodes(self, conn: Connection | None) -> Any:
         return [rec.public() for rec in self.nodes.values()]

@@ -34,8 +34,10 @@ kernel's connection file, and ``notebook``, the path jupyter-server gives in
 running here?": the CLI, ``init(address="auto")`` and the jupyter-server extension all use
 it. It reads every record, drops (and cleans up after) those whose process is gone — a
 crashed cluster's session files go at the next look — and returns one record per cluster
-address (the head's record when this user started the head, with the kernels attached to
-it in ``attached``), newest first. ``find_cluster`` picks one of them: the one at a given
+address, newest first: the head's record when this user started the head here, with the
+kernels attached to it in ``attached``; else an attached kernel's, or that of a node this
+user joined to a head elsewhere with ``nbcluster start --address`` (not one a launcher
+started for a node group). ``find_cluster`` picks one of them: the one at a given
 address, or the only one, or raises ``ClusterNotFoundError`` listing them.
 """
 
@@ -62,8 +64,7 @@ from nbcluster.runtime.config import CONFIG
 
 #: Version of the record's layout; readers skip records of a layout they do not know.
 RECORD_FORMAT = 1
-#: Roles whose record stands for a cluster a driver can attach to.
-CLUSTER_ROLES = ("head", "kernel")
+
 
 
 # ------------------------------------------------------------------------- the user directory
@@ -218,6 +219,8 @@ class ClusterRecord:
     version: str = ""
     #: The cluster's TLS certificate, when it uses TLS (drivers need it too).
     tls_cert: str | None = None
+    #: The node group a launcher started this node in (``nc.cluster``), if any.
+    group: str | None = None
     format: int = RECORD_FORMAT
     #: Where the record was read from (not stored).
     path: str = field(default="", compare=False)
@@ -273,6 +276,8 @@ class ClusterRecord:
                 what += f" (kernel {self.kernel_id[:8]})"
         elif self.started_by == "script":
             what = f"script pid {self.driver_pid}: {self.command}" if self.command else "a script"
+        elif self.role == "node":
+            what = f"joined by nbcluster start --address (node {self.node_address})"
         else:
             what = "nbcluster start --head"
         users = [a.notebook or f"kernel {(a.kernel_id or '?')[:8]}" for a in self.attached]
@@ -422,18 +427,21 @@ def live_clusters() -> list[ClusterRecord]:
     in ``attached``; a cluster only a kernel knows (it attached to one elsewhere) is that
     kernel's record.
     """
-    records = [r for r in live_records() if r.role in CLUSTER_ROLES]
     by_address: dict[str, ClusterRecord] = {}
     kernels: dict[str, list[ClusterRecord]] = {}
+    records = live_records()
     for r in records:
         if r.role == "head":
             by_address[r.address] = r
-        else:
+        elif r.role == "kernel":
             kernels.setdefault(r.address, []).append(r)
+    for r in records:  # a node joined to a head elsewhere stands for its cluster
+        if r.role == "node" and r.group is None and r.address not in by_address:
+            by_address[r.address] = r
     for address, attached in kernels.items():
         if address in by_address:
-            head = by_address[address]
-            by_address[address] = dataclasses.replace(head, attached=tuple(attached))
+            found = by_address[address]
+            by_address[address] = dataclasses.replace(found, attached=tuple(attached))
         else:
             first, *rest = attached
             by_address[address] = dataclasses.replace(first, attached=tuple(rest))

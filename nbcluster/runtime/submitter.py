@@ -438,6 +438,10 @@ class Submitter:
         else:
             self._fail_raw(spec, results[0][1])
         if spec.actor is None and spec.cls is not None:
+            if spec.cls.strategy == SPREAD and lease in spec.cls.leases and not lease.inflight:
+                # A SPREAD lease serves one task: the next task's lease is placed afresh.
+                spec.cls.leases.remove(lease)
+                lease.agent.notify("return_lease", lease.worker_id, False)
             self._mark_dirty(spec.cls)
             if lease is not None and not lease.inflight and time.monotonic() < self._eager_until:
                 self.core.loop.call_soon(self._reap_idle, False)

@@ -51,6 +51,9 @@ class Endpoint:
         self.on_open: Callable[[Connection], None] | None = None
         self.on_close: Callable[[Connection], None] | None = None
         self.loop_thread: int | None = None
+        #: Other tokens a server side accepts, each for a narrow purpose: token -> (label,
+        #: the only request methods such a connection may call). Node join tokens.
+        self.restricted_tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self._req_ids = itertools.count(1)
 
     def next_req_id(self) -> int:
@@ -109,6 +112,8 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._hs_timer: asyncio.TimerHandle | None = None
+        #: Set when the peer authenticated with a restricted token: what it may call.
+        self.allowed: frozenset[str] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,6 +136,8 @@ class Connection(asyncio.Protocol):
         try:
             self._unpacker.feed(data)
             for msg in self._unpacker:
+                if self.allowed is not None and not self._permitted(msg):
+                    continue
                 handlers[msg[0]](self, msg)
         except Exception as e:  # malformed input from an authenticated peer: drop the link
             if (
@@ -175,6 +182,13 @@ class Connection(asyncio.Protocol):
                 return
             finish = auth.server_check(token, self._nonce, self._hs_buf)
             if finish is None:
+                for other, (label, allowed) in self.endpoint.restricted_tokens.items():
+                    finish = auth.server_check(other, self._nonce, self._hs_buf)
+                    if finish is not None:
+                        self.allowed = allowed
+                        self.info["token_label"] = label
+                        break
+            if finish is None:
                 self._deny("wrong token")
                 return
             self.transport.write(finish)
@@ -218,6 +232,27 @@ class Connection(asyncio.Protocol):
             self.endpoint.on_open(self)
         if not self.ready.done():
             self.ready.set_result(None)
+
+    def _permitted(self, msg: list[Any]) -> bool:
+        """For a restricted peer: only requests for its allowed methods pass; any other
+        request is answered with why not, any other message dropped."""
+        assert self.allowed is not None
+        if msg[0] != REQUEST:
+            return False
+        if msg[2] in self.allowed:
+            return True
+        log.warning(
+            "refused %r from %s: it authenticated with a %s", msg[2], self.peer,
+            self.info.get("token_label"),
+        )  # fmt: skip
+        if msg[1]:
+            why = (
+                f"this connection authenticated with a {self.info.get('token_label')}, which "
+                "is only good for joining the cluster as a node (nbcluster start --address); "
+                "a driver needs the cluster token"
+            )
+            self.send((REPLY, msg[1], False, ["AuthenticationError", why]))
+        return False
 
     def _deny(self, why: str) -> None:
         log.warning("refused connection from %s: %s", self.peer, why)

@@ -1,0 +1,91 @@
+"""Live notebook widgets: the cluster, the ObjectRef graph, the object store and progress.
+
+``nc.widgets.cluster()``, ``graph(refs=None)``, ``store()`` and ``progress(refs)`` return
+widgets that a cell displays; they update by themselves, pushed by the cluster's event
+stream (one subscription per kernel, at most ten updates a second each). Without
+ipywidgets/anywidget, or in a front end without widget support, each shows as an HTML (or
+plain-text) table of the same state instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nbcluster.runtime.object_ref import ObjectRef
+
+#: Seconds a new widget waits for the history replay before its first drawing.
+_CATCH_UP_S = 5.0
+
+
+def available() -> bool:
+    """Whether live widgets can be shown here (anywidget and ipywidgets are installed)."""
+    try:
+        import anywidget  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Static:
+    """What a widget function returns without ipywidgets: its state as a table, now."""
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+
+    def _repr_html_(self) -> str:
+        return str(self.view.html())
+
+    def __repr__(self) -> str:
+        return str(self.view.text())
+
+
+def _open(view: Any, name: str) -> Any:
+    from nbcluster.widgets.feed import feed
+
+    f = feed()
+    f.attach(view)
+    f.wait_caught_up(_CATCH_UP_S)
+    with f.lock:
+        view.tick(f.tables)
+    if not available():
+        f.detach(view)
+        return Static(view)
+    from nbcluster.widgets.live import widget_class
+
+    widget = widget_class(name)(view)
+    with f.lock:
+        view.widget = widget
+        view.resync(f.tables)
+    return widget
+
+
+def _refs(refs: Any) -> list[ObjectRef]:
+    if isinstance(refs, ObjectRef):
+        return [refs]
+    if not isinstance(refs, Sequence) or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError(f"expected an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
+    return list(refs)
+
+
+def progress(refs: Any, title: str = "") -> Any:
+    """A progress bar per function for the tasks behind ``refs``, with rate, ETA, the first
+    error and a Cancel button that cancels those of them that have not ended."""
+    from nbcluster.widgets.progress import ProgressView
+
+    return _open(ProgressView(_refs(refs), title), "progress")
+
+
+def graph(refs: Any = None) -> Any:
+    """The live ObjectRef graph: of the work this cell launches (no argument, in a notebook),
+    or of the lineage of ``refs``. Click a node for its details."""
+    from nbcluster.widgets.graph import GraphView
+    from nbcluster.widgets.names import current_cell
+
+    if refs is not None:
+        return _open(GraphView(refs=_refs(refs)), "graph")
+    cell, number = current_cell()
+    return _open(GraphView(cell=cell, cell_number=number), "graph")
+
+
+__all__ = ["Static", "available", "graph", "progress"]

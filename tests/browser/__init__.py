@@ -1,0 +1,1 @@
+"""Tests in a real JupyterLab and a real headless Chromium (see ``lab.py``)."""

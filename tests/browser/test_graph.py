@@ -1,0 +1,73 @@
+"""The live ObjectRef graph in JupyterLab: the right task and object nodes, the failed task
+drawn in the theme's error colour, its details (with the remote error) a click away, and a
+10,000-node graph grouped by function on screen."""
+
+from __future__ import annotations
+
+from browser.lab import Notebook, expect
+
+SETUP = """
+import nbcluster as nc
+
+@nc.remote
+def load(i):
+    return list(range(i))
+
+@nc.remote
+def merge(a, b):
+    return a + b
+
+@nc.remote
+def check(x):
+    raise ValueError(f"bad merge of {len(x)} items")
+"""
+
+
+def test_graph_shows_tasks_objects_and_the_failed_one_in_red(notebook: Notebook) -> None:
+    notebook.run(SETUP)
+    index = notebook.run(
+        "g = nc.widgets.graph()\n"
+        "a, b = load.remote(3), load.remote(4)\n"
+        "merged = merge.remote(a, b)\n"
+        "verdict = check.remote(merged)\n"
+        "g"
+    )
+    view = notebook.cell(index).locator(".nbc-graph")
+    expect(view).to_have_attribute("data-tasks", "4", timeout=20_000)
+    expect(view).to_have_attribute("data-objects", "4")
+    expect(view).to_have_attribute("data-failed", "1", timeout=20_000)
+    expect(view).to_have_attribute("data-mode", "svg")
+    tasks = view.locator(".nbc-node[data-kind='task']")
+    expect(tasks).to_have_count(4)
+    expect(view.locator(".nbc-node[data-kind='object']")).to_have_count(4)
+    failed = view.locator(".nbc-node[data-kind='task'][data-state='failed']")
+    expect(failed).to_have_count(1)
+    expect(view.locator(".nbc-node[data-kind='task'][data-state='finished']")).to_have_count(3)
+    error_color = notebook.page.evaluate(
+        "() => { const p = document.createElement('div'); document.body.append(p);"
+        " p.style.color = 'var(--jp-error-color1)'; const c = getComputedStyle(p).color;"
+        " p.remove(); return c; }"
+    )
+    assert failed.evaluate("e => getComputedStyle(e).fill") == error_color
+    expect(view.locator("text", has_text="merged")).to_have_count(1)  # the variable's name
+    expect(view.locator("text", has_text="check")).to_have_count(1)
+    failed.click()
+    expect(view.locator(".nbc-details")).to_contain_text("ValueError: bad merge of 7 items")
+    expect(view.locator(".nbc-details")).to_contain_text("check")
+    assert notebook.errors == []
+
+
+def test_ten_thousand_nodes_are_grouped_by_function(notebook: Notebook) -> None:
+    notebook.run(SETUP)
+    index = notebook.run(
+        "refs = [load.remote(0) for _ in range(5000)]\n"
+        "nc.get(refs)\n"
+        "nc.widgets.graph(refs)",
+        timeout=120,
+    )
+    view = notebook.cell(index).locator(".nbc-graph")
+    expect(view).to_have_attribute("data-tasks", "5000", timeout=30_000)
+    expect(view).to_have_attribute("data-mode", "grouped")
+    expect(view.locator(".nbc-banner")).to_contain_text("grouped by function")
+    expect(view.locator(".nbc-group")).to_have_count(1)
+    expect(view.locator("text", has_text="10000")).to_have_count(1)
