@@ -308,7 +308,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     nc = _connect(args)
     try:
         path = args.output or f"nbcluster-timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        trace = nc.timeline(path)
+        trace = nc.timeline()
+        with open(path, "w") as f:
+            json.dump(trace, f)
         tasks = sum(1 for e in trace if e.get("ph") == "X")
         print(f"wrote {tasks} tasks to {path}; open it in https://ui.perfetto.dev")
     finally:

@@ -37,6 +37,8 @@ START_TIMEOUT_S = 30.0
 #: How long a node may take to be gone after SIGTERM (the CLI itself waits 5 s for it).
 STOP_TIMEOUT_S = 10.0
 NODE_MODULE = "nbcluster.runtime.head"
+#: How ``ps`` shows a node process once it runs (``nbcluster.runtime.proctitle``).
+NODE_TITLES = ("nbcluster::head", "nbcluster::node")
 _STARTED = re.compile(r"nbcluster (?:head )?node started at ([^\s,]+)")
 
 
@@ -233,7 +235,7 @@ class CliCluster:
         node.node_pid = next(
             p.pid
             for p in psutil.Process(node.cli.pid).children()
-            if NODE_MODULE in " ".join(p.cmdline())
+            if any(t in " ".join(p.cmdline()) for t in (NODE_MODULE, *NODE_TITLES))
         )
         node.processes()
         return node

@@ -33,6 +33,7 @@ from nbcluster.runtime.join import JoinError, JoinService, join_head
 from nbcluster.runtime.node_agent import NodeAgent
 from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
+from nbcluster.runtime.proctitle import set_title
 from nbcluster.runtime.protocol import HELLO
 from nbcluster.runtime.store_service import StoreService
 from nbcluster.runtime.transport import (
@@ -70,6 +71,7 @@ def main() -> None:
         format="[nbcluster node %(asctime)s %(levelname)s] %(message)s",
     )
     cfg = json.loads(sys.stdin.readline())
+    set_title("head" if cfg.get("head_address") is None else "node")
     os.chdir(cfg.get("cwd") or os.getcwd())
     for p in reversed(cfg.get("sys_path") or []):
         if p not in sys.path:
