@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outdir = join(here, "..", "nbcluster", "widgets", "static");
-export const WIDGETS = ["progress", "graph"];
+export const WIDGETS = ["progress", "graph", "cluster", "store"];
 const check = process.argv.includes("--check");
 
 const result = await esbuild.build({

@@ -24,13 +24,14 @@ from nbcluster.runtime.api import put as put
 from nbcluster.runtime.api import remote as remote
 from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
+from nbcluster.runtime.dashboard_link import dashboard_url as dashboard_url
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
 
 def __getattr__(name: str) -> object:
-    """``nbcluster.util`` and ``nbcluster.cluster`` load on first use: node and worker
-    processes never need them."""
+    """``nbcluster.util``, ``nbcluster.cluster`` and ``nbcluster.widgets`` load on first
+    use: node and worker processes never need them."""
     if name == "util":
         import nbcluster.util
 
@@ -39,6 +40,10 @@ def __getattr__(name: str) -> object:
         import nbcluster.cluster
 
         return nbcluster.cluster
+    if name == "widgets":
+        import nbcluster.widgets
+
+        return nbcluster.widgets
     raise AttributeError(f"module 'nbcluster' has no attribute {name!r}")
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
     "cancel",
     "cluster",
     "cluster_resources",
+    "dashboard_url",
     "exceptions",
     "get",
     "get_actor",
@@ -65,4 +71,5 @@ __all__ = [
     "timeline",
     "util",
     "wait",
+    "widgets",
 ]

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Any
 
-from nbcluster.runtime import sessions
+from nbcluster.runtime import hub_service, sessions
+from nbcluster.runtime.config import CONFIG
 from nbcluster.status_report import format_bytes as _bytes
 
 
@@ -60,6 +61,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.address and not token:
         raise CliError("joining a cluster needs its token: --token-file FILE or NBCLUSTER_TOKEN")
     _configure_tls(args)
+    hub_service.configure_from_args(args)
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
     store = args.object_store_memory or default_object_store_memory()
     node = start_head(
@@ -69,6 +71,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         inherit_output=args.block and not args.log_file, cli=True,
         node_ip=args.node_ip, interface=args.interface,
         labels={"nbcluster.io/group": args.group} if args.group else None,
+        dashboard_port=args.dashboard_port if args.head else None,
+        dashboard_host=args.dashboard_host, kind="standalone",
     )  # fmt: skip
     if args.head:
         print(f"nbcluster head node started at {node.address}")
@@ -80,6 +84,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"    nbcluster start --address {node.address} --token-file TOKEN_FILE")
         print("  to connect from Python elsewhere:")
         print(f"    nbcluster.init(address={node.address!r}, token=...)  # or NBCLUSTER_TOKEN")
+        if args.dashboard_port is not None:
+            print(f"  dashboard (one-time login link): {_login_link(node.address, node.token)}")
+            print("    `nbcluster dashboard` prints a new one")
     else:
         print(f"nbcluster node started at {node.address}, joined {args.address}")
     if args.log_file:
@@ -114,6 +121,9 @@ def _configure_tls(args: argparse.Namespace) -> None:
     if args.tls_cert:
         os.environ["NBCLUSTER_TLS_CERT"] = os.path.abspath(args.tls_cert)
         os.environ["NBCLUSTER_TLS_KEY"] = os.path.abspath(args.tls_key or args.tls_cert)
+        # this process dials the head too (a joining node trades its token first)
+        CONFIG.tls_cert = os.environ["NBCLUSTER_TLS_CERT"]
+        CONFIG.tls_key = os.environ["NBCLUSTER_TLS_KEY"]
         print(f"TLS on; certificate sha256 {tls.fingerprint(args.tls_cert)}")
         print("  drivers: set NBCLUSTER_TLS_CERT (and NBCLUSTER_TLS_KEY) to the same files")
 
@@ -178,6 +188,26 @@ def _connect(args: argparse.Namespace) -> Any:
         address, token = record.address, record.read_token()
     nc.init(address=address, token=token)
     return nc
+
+
+def _login_link(address: str, token: str) -> str:
+    import nbcluster as nc
+
+    nc.init(address=address, token=token)
+    try:
+        return nc.dashboard_url(jupyter=False)
+    finally:
+        nc.shutdown()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Print a one-time login link to the cluster's own dashboard (opened if it was not)."""
+    nc = _connect(args)
+    try:
+        print(nc.dashboard_url(jupyter=False))
+    finally:
+        nc.shutdown()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -399,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tls", action="store_true", help="generate a self-signed certificate and use TLS"
     )
+    s.add_argument(
+        "--dashboard-port", type=int, help="serve the head's dashboard on this port (0: any)"
+    )
+    s.add_argument(
+        "--dashboard-host", default="127.0.0.1", help="interface the dashboard listens on"
+    )
+    hub_service.add_start_arguments(s)
     s.set_defaults(fn=cmd_start)
     st = sub.add_parser(
         "stop", parents=[common], help="stop the nodes you started with `start` on this machine"
@@ -411,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--format", choices=("table", "json"), default="table")
     cl.set_defaults(fn=cmd_clusters)
     _add_state_parsers(sub, common)
+    db = sub.add_parser(
+        "dashboard", parents=[common], help="print a login link to the cluster's dashboard"
+    )
+    _connect_args(db)
+    db.set_defaults(fn=cmd_dashboard)
     return p
 
 

@@ -156,6 +156,12 @@ class UnsafeSessionDirectoryError(NbclusterError, PermissionError):
     """The directory for session files is not private to this user, so it is not used."""
 
 
+class QuotaExceededError(NbclusterError, ValueError):
+    """A user of a shared cluster asked for more CPUs or object store bytes than their
+    quota allows; the message says which quota, how much is in use and how much was asked.
+    (A ValueError, as a request no node can ever place: its tasks fail instead of waiting.)"""
+
+
 # Ray's names, so code written for Ray catches the same errors.
 RayError = NbclusterError
 RayTaskError = TaskError
@@ -178,6 +184,7 @@ __all__ = [
     "ObjectStoreFullError",
     "OutOfMemoryError",
     "OwnerDiedError",
+    "QuotaExceededError",
     "RayActorError",
     "RayError",
     "RaySystemError",

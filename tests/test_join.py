@@ -85,17 +85,24 @@ def test_a_node_the_head_cannot_reach_is_refused_with_its_address(
 
 
 def test_a_head_advertising_an_unreachable_address_is_named(pair: Pair, tmp_path: Path) -> None:
-    with CliCluster(tmp_path) as cluster:
-        # listens everywhere, but tells others it is at 127.0.0.1: wrong for another machine
-        cluster.start_head("--host", "0.0.0.0", "--node-ip", "127.0.0.1", "--num-cpus", "1",
-                           prefix=Pair.exec_in(pair.ns1))  # fmt: skip
-        port = cluster.head.port
-        node = cluster.launch(
-            "node", ["--address", f"{pair.ip1}:{port}"], prefix=Pair.exec_in(pair.ns2)
-        )
-        out = refused(node)
-        assert "this node cannot reach node" in out and f"at 127.0.0.1:{port} (" in out, out
-        assert f"the head at {pair.ip1}:{port} gives for them" in out, out
+    # machine 1 has a second address that machine 2 has no route to (another network)
+    other = "10.231.59.1"
+    subprocess.run(["ip", "-n", pair.ns1, "addr", "add", f"{other}/32", "dev", "lo"], check=True)
+    try:
+        with CliCluster(tmp_path) as cluster:
+            # listens everywhere, but tells others to use the address they cannot reach
+            cluster.start_head("--host", "0.0.0.0", "--node-ip", other, "--num-cpus", "1",
+                               prefix=Pair.exec_in(pair.ns1))  # fmt: skip
+            port = cluster.head.port
+            node = cluster.launch(
+                "node", ["--address", f"{pair.ip1}:{port}"], prefix=Pair.exec_in(pair.ns2)
+            )
+            out = refused(node)
+            assert "this node cannot reach node" in out and f"at {other}:{port} (" in out, out
+            assert f"the head at {pair.ip1}:{port} gives for them" in out, out
+    finally:
+        subprocess.run(["ip", "-n", pair.ns1, "addr", "del", f"{other}/32", "dev", "lo"],
+                       check=False)  # fmt: skip
 
 
 def test_a_head_that_does_not_answer_is_named(pair: Pair, tmp_path: Path) -> None:

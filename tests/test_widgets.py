@@ -13,7 +13,7 @@ import nbcluster as nc
 from nbcluster.runtime import long_wait
 from nbcluster.runtime.event_stream import Event
 from nbcluster.widgets import Static, progress
-from nbcluster.widgets.progress import ProgressView
+from nbcluster.widgets.progress_view import ProgressView
 from nbcluster.widgets.tables import Tables, cell_of
 
 TID = "ab" * 16
@@ -113,6 +113,10 @@ def test_progress_of_real_tasks_finishes(cluster: Any) -> None:
         shown.close()
     with pytest.raises(TypeError, match="ObjectRef"):
         progress([1, 2])
+    again = nc.widgets.progress(refs)  # still the function, not a submodule of that name
+    (again.owner if hasattr(again, "owner") else again.view).finished or None
+    for name in ("progress", "graph", "cluster", "store"):
+        assert callable(getattr(nc.widgets, name)), name
     assert isinstance(Static(view).__repr__(), str)
 
 

@@ -175,8 +175,9 @@ class NodeGroup:
             time.sleep(DRAIN_POLL_S)
         self.cancel()
         deadline = time.monotonic() + GONE_WAIT_S
-        while time.monotonic() < deadline and any(
-            n["Alive"] for n in _nodes() if n["NodeID"] in ids
+        while time.monotonic() < deadline and (
+            any(n["Alive"] for n in _nodes() if n["NodeID"] in ids)
+            or any(st.state in (PENDING, RUNNING) for st in self.job_statuses(fresh=True))
         ):
             time.sleep(DRAIN_POLL_S)
 

@@ -72,11 +72,9 @@ class JoinCommand:
         """A POSIX shell line that reads the token from the first line of stdin, puts it in
         the environment and runs the node: for ssh, where the environment is the remote
         sshd's business and the command line is visible to every user of the host."""
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return (
-            "IFS= read -r NBCLUSTER_TOKEN && export NBCLUSTER_TOKEN && "
-            f"exec env {env} {self.shell()}".replace("env  ", "env ")
-        )
+        env = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
+        run = " ".join(["exec", *(["env", *env] if env else []), self.shell()])
+        return f"IFS= read -r NBCLUSTER_TOKEN && export NBCLUSTER_TOKEN && {run}"
 
 
 @dataclass
@@ -88,6 +86,8 @@ class Job:
     handle: Any = None
     #: Where its output goes, when the backend can read it back.
     log_path: str | None = None
+    #: The host it runs on, when the backend chose it.
+    host: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Any
 from nbcluster.cluster import launcher as launchers
 from nbcluster.cluster.group import GROUP_LABEL, NodeGroup
 from nbcluster.cluster.launcher import JoinCommand, LaunchError, node_args, spec_from
+from nbcluster.runtime.addresses import is_loopback, route_to
+from nbcluster.runtime.transport import parse_address
 
 log = logging.getLogger("nbcluster.cluster")
 
@@ -27,6 +29,7 @@ _groups: dict[str, NodeGroup] = {}
 _numbers = itertools.count(1)
 _log_dir: str | None = None
 _hooked = False
+_announced: set[str] = set()
 
 
 def add_nodes(count: int | None = None, backend: str = "local", **options: Any) -> NodeGroup:
@@ -66,8 +69,38 @@ def add_nodes(count: int | None = None, backend: str = "local", **options: Any) 
 
 
 def head_address_for(launcher: launchers.Launcher, core: Any) -> str:
-    """The head address the launcher's nodes should dial."""
-    return str(core.node_info["head_address"])
+    """The head address the launcher's nodes should dial.
+
+    A cluster on loopback (a notebook's, by default) is opened to the network first: the
+    head's machine also listens on the interface that routes to where the nodes will run
+    (see ``runtime.exposure``), and the notebook says so.
+    """
+    head = str(core.node_info["head_address"])
+    host, port = parse_address(head)
+    if not launcher.remote or not is_loopback(host):
+        return head
+    target = launcher.reach_host()
+    if target is None:
+        raise LaunchError(
+            f"the cluster listens on loopback only ({head}), and backend {launcher.name!r} "
+            "cannot tell where its nodes will run: start the cluster with "
+            "nc.init(node_ip=ADDRESS) or NBCLUSTER_NODE_IP set to an address they can reach"
+        )
+    try:
+        reach = route_to(target)
+    except ValueError as e:
+        raise LaunchError(f"cannot add nodes on {target}: {e}") from None
+    if is_loopback(reach):  # the "remote" host is this machine
+        return head
+    opened = core.head_call("expose_head", reach, timeout=30)
+    if reach not in _announced:
+        _announced.add(reach)
+        print(
+            f"nbcluster: the cluster now also listens on {reach} (the interface that routes to "
+            f"{target}), so nodes there can join; every connection still needs the cluster "
+            f"token. Listening on: 127.0.0.1, {', '.join(opened)}"
+        )
+    return f"{reach}:{port}"
 
 
 def groups() -> list[NodeGroup]:

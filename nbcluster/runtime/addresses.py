@@ -18,8 +18,6 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-import psutil
-
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -35,6 +33,29 @@ class NodeAddress:
         """The host this machine's own processes dial: the advertised one unless it is a
         wildcard listener (which also answers on loopback)."""
         return "127.0.0.1" if self.bind in WILDCARDS else self.advertise
+
+
+#: On a machine other than the head's: the head machine's reachable address. Processes on
+#: the head's machine may advertise loopback addresses (a notebook's cluster starts on
+#: loopback and opens to the network only when a remote node is added); from here, those
+#: addresses mean the head's machine. See ``exposure``.
+_loopback_alias: str | None = None
+
+
+def set_loopback_alias(host: str | None) -> None:
+    global _loopback_alias
+    _loopback_alias = host if host and not is_loopback(host) else None
+
+
+def loopback_alias() -> str | None:
+    return _loopback_alias
+
+
+def dial_host(host: str) -> str:
+    """The host to connect to for an advertised ``host`` (see ``set_loopback_alias``)."""
+    if _loopback_alias is not None and is_loopback(host):
+        return _loopback_alias
+    return host
 
 
 def is_loopback(host: str) -> bool:
@@ -74,6 +95,8 @@ def route_to(host: str, port: int = 9) -> str:
 
 def interface_ip(name: str) -> str:
     """The IPv4 address of the network interface ``name`` (``eth0``, ``ib0``...)."""
+    import psutil
+
     addrs = psutil.net_if_addrs()
     for a in addrs.get(name, ()):
         if a.family == socket.AF_INET:
@@ -96,6 +119,8 @@ def primary_ip() -> str:
         return route_to("192.0.2.1")  # TEST-NET-1: never a real host, any default route fits
     except ValueError:
         pass
+    import psutil
+
     stats = psutil.net_if_stats()
     for name, items in sorted(psutil.net_if_addrs().items()):
         if name in stats and not stats[name].isup:
@@ -108,6 +133,8 @@ def primary_ip() -> str:
 
 def local_ips() -> set[str]:
     """Every address of this machine's interfaces."""
+    import psutil
+
     return {a.address for items in psutil.net_if_addrs().values() for a in items}
 
 

@@ -73,6 +73,7 @@ def init(
     ignore_reinit_error: bool = True,
     token: str | None = None,
     include_dashboard: bool | None = None,
+    dashboard: bool | int | None = None,
     namespace: str | None = None,
     node_ip: str | None = None,
     **_ignored: Any,
@@ -83,6 +84,8 @@ def init(
     should not fail — and returns the existing cluster's information. ``node_ip`` (Ray's
     ``_node_ip_address``; or ``NBCLUSTER_NODE_IP``) makes a new cluster listen on and
     advertise that address of this machine instead of loopback, for nodes on other machines.
+    ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
+    cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
     """
     node_ip = node_ip or _ignored.get("_node_ip_address")
     global _head, _driver, _lost, _attached
@@ -95,9 +98,13 @@ def init(
         if address == "auto":
             record = sessions.find_cluster()
             address, token = record.address, token or record.read_token()
+        login = None
         if address:
             token = token or os.environ.get("NBCLUSTER_TOKEN") or _recorded_token(address)
-            if not token:
+            # In a JupyterHub user server, a cluster run as a Hub service takes the user's
+            # own Hub token instead (see ``user_auth``).
+            login = None if token else os.environ.get("JUPYTERHUB_API_TOKEN")
+            if not token and not login:
                 raise ValueError(
                     f"attaching to the cluster at {address} needs its token: "
                     "init(address, token=...) or NBCLUSTER_TOKEN"
@@ -106,9 +113,11 @@ def init(
         else:
             res = node_resources(num_cpus, num_gpus, resources)
             store = object_store_memory or default_object_store_memory()
-            _head = start_head(res, int(store), token=token, node_ip=node_ip)
+            want = dashboard if dashboard is not None else include_dashboard
+            port = None if want is None or want is False else 0 if want is True else int(want)
+            _head = start_head(res, int(store), token=token, node_ip=node_ip, dashboard_port=port)
             agent_address, token = _head.address, _head.token
-        core = CoreWorker("driver", agent_address, token, attach=bool(address))
+        core = CoreWorker("driver", agent_address, token or "", attach=bool(address), login=login)
         try:
             core.start()
         except BaseException as e:
@@ -122,7 +131,7 @@ def init(
         core.on_agent_lost = _on_head_lost
         _driver = core
         _lost = None
-        if address:
+        if address and token:
             _attached = sessions.record_attached_kernel(address, token)
         return _info()
 

@@ -70,12 +70,31 @@ class Config:
     event_max_objects: int = 100_000
     #: How often each node samples its CPU, memory, GPU and object store use (seconds).
     resource_sample_s: float = 1.0
+    #: How much resource-use history the head keeps per node for the dashboard (seconds).
+    metrics_history_s: float = 600.0
+    #: How long a dashboard login link (``nbcluster dashboard``) stays valid, unused (seconds).
+    dashboard_login_ttl_s: float = 3600.0
+    #: The base URL of the Jupyter server this process runs under, when that server has the
+    #: nbcluster extension (which sets it for its kernels): dashboard links then point there.
+    jupyter_base_url: str = ""
 
     #: A driver's ``get``/``wait`` blocked this long calls the long-wait hooks (a notebook
     #: then shows a progress bar under the cell; see ``long_wait``).
     long_wait_s: float = 1.0
     #: Whether the notebook kernel shows that progress bar by itself.
     auto_progress: bool = True
+
+    #: This node belongs to a cluster run as a JupyterHub service: users log in with their
+    #: Hub tokens and get their own namespaces and views (``hub_service``).
+    jupyterhub: bool = False
+    #: Per-user quotas in a JupyterHub service (0: none): CPUs held at once on a node...
+    user_cpus: float = 0.0
+    #: ...and object store bytes on a node.
+    user_store_bytes: int = 0
+    #: Comma-separated Hub users who see and may stop everyone's work (Hub admins too).
+    hub_admin_users: str = ""
+    #: Comma-separated actor namespaces that all users of a JupyterHub service share.
+    shared_namespaces: str = ""
 
     @classmethod
     def from_env(cls) -> Config:

@@ -24,6 +24,7 @@ from typing import Any
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
+from nbcluster.runtime import exposure
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
@@ -70,6 +71,7 @@ class CoreWorker:
         host: str = "127.0.0.1",
         attach: bool = False,
         advertise: str | None = None,
+        login: str | None = None,
     ) -> None:
         self._attach = attach  # agent_address is a head: find this machine's node through it
         self.kind = kind
@@ -78,6 +80,7 @@ class CoreWorker:
         self.agent_address = agent_address
         self.loop = asyncio.new_event_loop()
         self.endpoint = Endpoint(self.loop, token)
+        self.endpoint.login = login  # a JupyterHub token: the first connection logs in
         install_rpc(self.endpoint)
         self.conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
@@ -94,6 +97,8 @@ class CoreWorker:
         self.owned_actors: dict[bytes, bool] = {}  # handle object id -> detached
         self._host = host  # where our server listens
         self._advertise = advertise or host  # how other processes reach it
+        self.port = 0
+        self.listening_also: set[str] = set()  # other hosts we serve on (``exposure``)
         self._thread = threading.Thread(target=self._run_loop, name="nbcluster-io", daemon=True)
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -110,6 +115,7 @@ class CoreWorker:
         h[P.HANDOFF_DONE] = self._on_handoff_done
         h[P.OUTPUT] = self.submitter.on_output
         self.endpoint.rpc["get_object"] = self._rpc_get_object
+        self.endpoint.rpc["listen_also"] = lambda conn, hosts: exposure.listen_also(self, hosts)
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()
         self.endpoint.rpc["lease_queued"] = lambda conn, token: self.submitter.on_lease_queued(
@@ -158,6 +164,7 @@ class CoreWorker:
             self._host = self._advertise = parse_address(target)[0]
         server = await self.endpoint.serve(self._host, 0)
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.port = port
         self.address = f"{self._advertise}:{port}"
         self.refs = ReferenceTable(
             self.address, self._free_owned, self._send_add_borrower, self._send_remove_borrower
@@ -168,6 +175,7 @@ class CoreWorker:
         )
         self.node_info = info
         self.node_id = info["node_id"]
+        await exposure.on_registered(self, info)
         self.agent_address = info["agent_address"]  # as other nodes know our node
         self.head = self.agent
         if info["head_address"] != info["agent_address"]:

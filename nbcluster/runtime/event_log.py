@@ -75,8 +75,9 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         #: submitted, not by when news of them arrived (workers report on their own clocks)
         self._finished: list[tuple[float, bytes]] = []
         self._n_done = 0  # finished, failed or cancelled tasks in the table
-        #: tasks forgotten to bound memory (recent ones): late reports about them are ignored
-        self._evicted: dict[bytes, None] = {}
+        #: tasks forgotten to bound memory (recent ones) -> when their last run started: late
+        #: reports about them are ignored
+        self._evicted: dict[bytes, float] = {}
         #: spills (reported by the store's node) and frees of objects whose creation is not
         #: applied yet: the owner's report may arrive, or be applied, later
         self._early: dict[bytes, str] = {}
@@ -103,6 +104,19 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         rpc["subscribe_events"] = self.subscribe
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
+
+    def also_on(self, kind: int, fn: Callable[[Any, Source], None]) -> None:
+        """Also call ``fn(event, source)`` for each event of ``kind`` applied to the tables,
+        after the log's own handler: how views kept beside the tables (the dashboard's
+        metrics history) follow the log without a hook in its hot path."""
+        own = self._by_kind[kind]
+
+        def both(ev: Any, src: Source) -> None:
+            if own is not None:
+                own(ev, src)
+            fn(ev, src)
+
+        self._by_kind[kind] = both
 
     # -- ingest ---------------------------------------------------------------------------------
     def ingest(
@@ -179,9 +193,12 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         _, ts, tid, name, attempt, deps, nested, nret, tag, site, actor = ev
         rec = self.tasks.get(tid)
         if rec is None:
+            started = self._evicted.get(tid) if self._evicted else None
+            if started is not None and ts <= started:
+                return  # its owner's report, applied after its worker's and the forgetting
             rec = self.tasks[tid] = TaskRecord(tid)
-            if self._evicted:
-                self._evicted.pop(tid, None)  # forgotten, now rebuilt from lineage
+            if started is not None:
+                del self._evicted[tid]  # forgotten, now rebuilt from lineage
         elif rec.creation_time is not None and not (rec.start_time and rec.start_time > ts):
             self._n_done -= RANK[rec.state] == 3
             rec.resubmitted()  # rebuilt from lineage (and not already running again)
@@ -330,7 +347,7 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
                 continue  # forgotten already, or running again since
             del tasks[tid]
             self._n_done -= 1
-            evicted[tid] = None
+            evicted[tid] = rec.start_time or rec.finish_time or 0.0
             if len(evicted) > max(self.max_tasks, 10_000):
                 del evicted[next(iter(evicted))]
         while len(tasks) > 2 * self.max_tasks:

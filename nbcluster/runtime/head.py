@@ -23,10 +23,15 @@ import threading
 from typing import Any, NoReturn
 
 from nbcluster.runtime import events as ev
-from nbcluster.runtime import sessions
+from nbcluster.runtime import hub_service, log_tail, sessions
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.addresses import NodeAddress
+from nbcluster.runtime.cluster_overview import ClusterOverview
+from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.dashboard_port import DashboardPort
+from nbcluster.runtime.dashboard_port import bind as bind_dashboard
 from nbcluster.runtime.event_log import EventLog
+from nbcluster.runtime.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.join import JoinError, JoinService, join_head
@@ -65,6 +70,13 @@ def _worker_main(token: str, address: str, host: str, advertise: str) -> None:
     run_worker(address, token, host, advertise)
 
 
+def _describe(directory: NodeDirectory) -> dict[str, Any]:
+    """The cluster's size, as lists of clusters show it."""
+    total, available = directory.totals()
+    alive = sum(1 for rec in directory.nodes.values() if rec.alive)
+    return {"resources": total, "resources_available": available, "nodes": alive}
+
+
 def main() -> None:
     logging.basicConfig(
         level=os.environ.get("NBCLUSTER_LOG_LEVEL", "WARNING"),
@@ -82,20 +94,34 @@ def main() -> None:
     host = where.bind
     session_dir = cfg["session_dir"]
     ready_fd = int(cfg["ready_fd"])
+    # A JupyterHub service's head takes the Hub credentials before any worker could see them.
+    hub = CONFIG.jupyterhub and head_address is None
+    hub_creds = hub_service.take_credentials() if hub else None
     store = ObjectStore(int(cfg["object_store_memory"]), os.path.join(session_dir, "spill"))
     try:
         sock = _bind(host, int(cfg.get("port", 0)))
     except OSError as e:
         _fail(ready_fd, f"cannot listen on {host}:{cfg.get('port', 0)}: {e}")
+    dash_host = cfg.get("dashboard_host") or "127.0.0.1"
+    dash_sock = None
+    if head_address is None and cfg.get("dashboard_port") is not None:
+        try:  # asked for and not possible: the start fails, and says why
+            dash_sock = bind_dashboard(dash_host, int(cfg["dashboard_port"]))
+        except OSError as e:
+            _fail(ready_fd, str(e.strerror))
     address = f"{where.advertise}:{sock.getsockname()[1]}"
     local_address = f"{where.local}:{sock.getsockname()[1]}"
     fork_server = ForkServer.start(
         lambda: _worker_main(token, local_address, host, where.advertise),
-        close_fds=[sock.fileno(), ready_fd],
+        close_fds=[sock.fileno(), ready_fd, *([dash_sock.fileno()] if dash_sock else [])],
     )
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+
+    def stop(*_: Any) -> None:
+        loop.stop()
+
     endpoint = Endpoint(loop, token)
     endpoint.loop_thread = threading.get_ident()
     install_rpc(endpoint)
@@ -111,18 +137,32 @@ def main() -> None:
         "store_capacity": store.capacity,
         "labels": cfg.get("labels") or {},
     }
+    node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
+    dashboard: DashboardPort | None = None
     if head_address is None:
         directory = NodeDirectory(endpoint)
-        JoinService(endpoint, directory)
+        head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
+        JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
-        ActorManager(endpoint, agent, directory, address)
+        ClusterOverview(endpoint, event_log)
+        log_tail.install(endpoint)
+        dashboard = DashboardPort(
+            endpoint, node_id, address, local_address, session_dir, stop,
+            kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
+        )  # fmt: skip
+        actors = ActorManager(endpoint, agent, directory, address)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
         agent.fetch_view = directory.view
         directory.register_node(None, node_id, node_info)
         closers.append(directory.on_close)
+    if CONFIG.jupyterhub:
+        users = hub_service.install_node(endpoint, agent, storesvc)
+        if hub_creds is not None:
+            hub_service.install_head(endpoint, users, hub_creds, actors)
+
     def on_close(conn: Connection) -> None:
         for fn in closers:
             fn(conn)
@@ -148,9 +188,6 @@ def main() -> None:
     agent_conns: dict[str, Connection] = {}
     storesvc.send_to_agent = send_to_agent
 
-    def stop(*_: Any) -> None:
-        loop.stop()
-
     # Serve before joining: the head dials this node back before it lets it in.
     loop.run_until_complete(
         loop.create_server(lambda: Connection(endpoint, True), sock=sock, **tls_server_args())
@@ -163,6 +200,8 @@ def main() -> None:
             _fail(ready_fd, str(e))
     ev.attach_node(agent, event_log.ingest if event_log is not None else None)
     agent.start_pool()
+    if dashboard is not None and dash_sock is not None:
+        dashboard.adopt(dash_sock, dash_host)
     _publish(cfg, address, head_address, session_dir)
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())
     os.close(ready_fd)
@@ -191,6 +230,8 @@ def main() -> None:
         loop.run_forever()
         clean = True
     finally:
+        if dashboard is not None:
+            dashboard.close()
         agent.close()
         if clean:  # a crash keeps its log; the next look at the sessions removes it
             sessions.remove_record(os.getpid())
@@ -201,8 +242,6 @@ def main() -> None:
 
 def _publish(cfg: dict[str, Any], address: str, head_address: str | None, session: str) -> None:
     """Write this node's session record, so local tools find it (``sessions``)."""
-    from nbcluster.runtime.config import CONFIG
-
     sessions.write_record(
         sessions.ClusterRecord(
             role="head" if head_address is None else "node",

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
+from nbcluster.runtime.addresses import dial_host, is_loopback, set_loopback_alias
 from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.node_directory import HEARTBEAT_S, NodeDirectory
@@ -75,7 +76,7 @@ async def reachable(loop: asyncio.AbstractEventLoop, address: str, timeout: floa
     """None if a TCP connection to ``address`` opens within ``timeout``, else why not."""
     try:
         host, port = parse_address(address)
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(dial_host(host), port), timeout)
     except asyncio.TimeoutError:
         return f"no answer within {timeout:g} s"
     except (OSError, ValueError) as e:
@@ -105,9 +106,15 @@ class JoinService:
     listing nodes, submitting — is refused with the reason (see ``transport``).
     """
 
-    def __init__(self, endpoint: Endpoint, directory: NodeDirectory) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        directory: NodeDirectory,
+        on_joined: Callable[[Connection, str], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.directory = directory
+        self.on_joined = on_joined
         self.grants: dict[str, JoinGrant] = {}  # group -> its grant
         for name in ("join_node", "create_join_token", "revoke_join_token",
                      "exchange_join_token"):  # fmt: skip
@@ -167,7 +174,10 @@ class JoinService:
             )
             log.warning("refused node: %s", why)
             raise JoinError(why)
-        return self.directory.register_node(conn, node_id, info)
+        view = self.directory.register_node(conn, node_id, info)
+        if self.on_joined is not None:
+            self.on_joined(conn, address)
+        return view
 
 
 def _label(group: str) -> str:
@@ -194,8 +204,8 @@ def exchange_token(head_address: str, token: str, where: str) -> str:
             conn = await endpoint.connect(host, port)
         except AuthenticationError:
             raise JoinError(
-                f"the head at {head_address} refused this node's token (neither its cluster "
-                "token nor a join token it made)"
+                f"authentication failed: the head at {head_address} refused this node's "
+                "token (neither its cluster token nor a join token it made)"
             ) from None
         except ClusterConnectionError as e:
             raise JoinError(
@@ -222,6 +232,9 @@ async def join_head(
 ) -> None:
     """The node's side: reach the head, pass its checks, check the peers, hold the lease."""
     host, port = parse_address(head_address)
+    if not is_loopback(host):  # we are on another machine: loopback addresses are the head's
+        set_loopback_alias(host)
+        agent.loopback_alias = host
     try:
         conn = await endpoint.connect(host, port)
     except ClusterConnectionError as e:

@@ -63,14 +63,18 @@ def start_head(
     node_ip: str | None = None,
     interface: str | None = None,
     labels: dict[str, str] | None = None,
+    dashboard_port: int | None = None,
+    dashboard_host: str = "127.0.0.1",
+    kind: str = "driver",
     cli: bool = False,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
     With ``lifeline`` the node exits when this process does; without it (``nbcluster
     start`` in the background) it runs until ``nbcluster stop``. ``host``, ``node_ip`` and
-    ``interface`` pick where it listens and what it advertises (see ``addresses``). The
-    node publishes its session record (``sessions``) saying who started it: ``cli`` for
+    ``interface`` pick where it listens and what it advertises (see ``addresses``). A head
+    with a ``dashboard_port`` (0: any free one) serves its dashboard there (``dashboard_port``).
+    The node publishes its session record (``sessions``) saying who started it: ``cli`` for
     ``nbcluster start``, else this script or notebook kernel.
     """
     try:
@@ -99,6 +103,9 @@ def start_head(
         "head_address": head_address,
         "lifeline": lifeline,
         "labels": labels or {},
+        "dashboard_port": dashboard_port,
+        "dashboard_host": dashboard_host,
+        "kind": kind,
         "record": sessions.starter_fields(cli),
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the

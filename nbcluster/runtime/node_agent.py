@@ -125,6 +125,10 @@ class NodeAgent:
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.clients: dict[Connection, dict[str, Any]] = {}
         self.closing = False
+        #: other addresses this node's processes listen on (see ``exposure``)
+        self.listen_also: list[str] = []
+        #: on a machine other than the head's: the head machine's address (``addresses``)
+        self.loopback_alias: str | None = None
         self.on_actor_worker_gone: Callable[[WorkerInfo], None] | None = None
         self.on_owner_gone: Callable[[str], None] | None = None
         rpc = endpoint.rpc
@@ -232,6 +236,9 @@ class NodeAgent:
             "resources": self.total,
             "cluster_resources": self.cluster_total(),
             "session_dir": self.session_dir,
+            # where this machine's processes must also listen, and what loopback means here
+            "listen_also": list(self.listen_also),
+            "loopback_alias": self.loopback_alias,
         }
 
     def cluster_total(self, conn: Connection | None = None) -> dict[str, float]:

@@ -14,6 +14,7 @@ __all__ = [
     "HANDOFF_DONE",
     "HELLO",
     "OUTPUT",
+    "PROTOCOL_VERSION",
     "PUSH_TASK",
     "REMOVE_BORROWER",
     "REPLY",
@@ -21,6 +22,10 @@ __all__ = [
     "TASK_DONE",
     "TASK_REQUEUE",
 ]
+
+#: The version of this wire protocol. Tools that find a cluster through its session record
+#: (the jupyter-server extension) compare it before talking, and say so when it differs.
+PROTOCOL_VERSION = 1
 
 #: [HELLO, server_address, kind, worker_id(bytes), pid] — first message of a connecting side.
 HELLO = 3

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbcluster.events")
 
 KINDS = ("tasks", "actors", "objects", "nodes", "workers")
+#: Record attributes whose public field has the same name and value (filtered before the
+#: records become dicts).
+_QUICK = ("state", "name")
 #: How long ``state_memory`` waits for each process's reference table.
 REFS_TIMEOUT_S = 3.0
 
@@ -97,19 +100,20 @@ class StateQueries:
         flt = check_filters(filters)
         records = self._records(kind)
         rss = self._rss() if kind == "workers" else {}
-        quick = [(k, str(v).lower()) for k, op, v in flt if op == "=" and k in ("state", "name")]
+        cap = len(records) if limit is None or limit < 0 else int(limit)
+        if not flt:  # the common page view: the newest few of many, counted without a walk
+            newest = records[len(records) - cap :] if cap else []
+            return {"items": [self._public(kind, r, rss) for r in newest], "total": len(records)}
+        # States and names narrow the records before any is turned into a dict (a page asking
+        # for the failed few among 100,000 tasks); one pass per filter, no call per record.
+        for k, v in [(k, str(v).lower()) for k, op, v in flt if op == "=" and k in _QUICK]:
+            records = [r for r in records if isinstance(r, dict)
+                       or str(getattr(r, k, "")).lower() == v]  # fmt: skip
         out: list[dict[str, Any]] = []
         total = 0
-        cap = len(records) if limit is None or limit < 0 else int(limit)
         for rec in reversed(records):
-            if (
-                quick
-                and not isinstance(rec, dict)
-                and any(str(getattr(rec, k, "")).lower() != v for k, v in quick)
-            ):
-                continue
             item = self._public(kind, rec, rss)
-            if flt and not matches(item, flt):
+            if not matches(item, flt):
                 continue
             total += 1
             if len(out) < cap:

@@ -24,6 +24,7 @@ from typing import Any
 
 from nbcluster.exceptions import AuthenticationError, ObjectLostError
 from nbcluster.runtime import auth, tls
+from nbcluster.runtime.addresses import dial_host
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.transport import parse_address
 
@@ -93,13 +94,23 @@ class TransferServer:
         self._open = open_object
         self.sock = socket.create_server((host, 0), backlog=64)
         self.port = self.sock.getsockname()[1]
+        self._extra: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, name="transfer-accept", daemon=True).start()
 
-    def _accept(self) -> None:
+    def listen_also(self, host: str) -> None:
+        """Serve on ``host`` too, on the same port (see ``exposure``)."""
+        sock = socket.create_server((host, self.port), backlog=64)
+        self._extra.append(sock)
+        threading.Thread(
+            target=self._accept, args=(sock,), name="transfer-accept", daemon=True
+        ).start()
+
+    def _accept(self, sock: socket.socket | None = None) -> None:
+        sock = sock or self.sock
         while not self._closed:
             try:
-                conn, peer = self.sock.accept()
+                conn, peer = sock.accept()
             except OSError:
                 return
             threading.Thread(
@@ -140,6 +151,8 @@ class TransferServer:
     def close(self) -> None:
         self._closed = True
         self.sock.close()
+        for sock in self._extra:
+            sock.close()
 
 
 class Puller:
@@ -190,6 +203,7 @@ class Puller:
 
     def _fetch(self, oid: bytes, source: str, allocate: Callable[[int], memoryview]) -> None:
         host, port = parse_address(source)
+        host = dial_host(host)
         with socket.create_connection((host, port), timeout=CONFIG.handshake_timeout_s) as raw:
             ctx = tls.client_context()
             sock = ctx.wrap_socket(raw, server_hostname="nbcluster") if ctx is not None else raw

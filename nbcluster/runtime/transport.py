@@ -27,7 +27,8 @@ from typing import Any
 import msgpack
 
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
-from nbcluster.runtime import auth, tls
+from nbcluster.runtime import auth, tls, user_auth
+from nbcluster.runtime.addresses import dial_host
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
@@ -55,6 +56,13 @@ class Endpoint:
         #: the only request methods such a connection may call). Node join tokens.
         self.restricted_tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self._req_ids = itertools.count(1)
+        # Users of a shared cluster (see ``user_auth``): the user this process belongs to
+        # (``token`` is then their user key), a Hub token to log in with first, and on
+        # the head of a JupyterHub service, how to check one.
+        self.user: str | None = None
+        self.login: str | None = None
+        self.hub_login: user_auth.HubLogin | None = None
+        self.accept_users = CONFIG.jupyterhub  # a JupyterHub service's processes do
 
     def next_req_id(self) -> int:
         return next(self._req_ids)
@@ -67,6 +75,7 @@ class Endpoint:
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
         timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
+        host = dial_host(host)
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -114,6 +123,10 @@ class Connection(asyncio.Protocol):
         self._hs_timer: asyncio.TimerHandle | None = None
         #: Set when the peer authenticated with a restricted token: what it may call.
         self.allowed: frozenset[str] | None = None
+        #: The user the peer proved to be (``user_auth``); None for the cluster's own.
+        self.user: str | None = None
+        self._hs_key = ""
+        self._login_pending = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,7 +138,8 @@ class Connection(asyncio.Protocol):
             CONFIG.handshake_timeout_s, self._handshake_timeout
         )
         if self.server_side:
-            self._nonce, hello = auth.server_hello()
+            user = self.endpoint.user
+            self._nonce, hello = auth.server_hello() if user is None else user_auth.user_hello(user)
             transport.write(hello)
 
     def data_received(self, data: bytes) -> None:
@@ -173,7 +187,10 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if self.server_side:
             if len(self._hs_buf) >= 4 and self._hs_buf[:4] != auth.MAGIC:
-                self._deny("not an nbcluster client (bad magic)")
+                if self._hs_buf[:4] in user_auth.REPLY_MAGICS:
+                    user_auth.server_step(self)
+                else:
+                    self._deny("not an nbcluster client (bad magic)")
                 return
             if len(self._hs_buf) < auth.CLIENT_REPLY_LEN:
                 return
@@ -194,6 +211,10 @@ class Connection(asyncio.Protocol):
             self.transport.write(finish)
             self._open()
         else:
+            ep = self.endpoint
+            if self._hs_key or ep.user or ep.login or self._hs_buf[:4] == user_auth.UHELLO:
+                user_auth.client_step(self)
+                return
             if not self._nonce:
                 if len(self._hs_buf) < auth.SERVER_HELLO_LEN:
                     return
@@ -399,6 +420,7 @@ _REMOTE_ERRORS: dict[str, type[Exception]] = {
     "KeyError": KeyError,
     "LookupError": LookupError,
     "RuntimeError": RuntimeError,
+    "PermissionError": PermissionError,
 }
 
 

@@ -71,7 +71,7 @@ def _refs(refs: Any) -> list[ObjectRef]:
 def progress(refs: Any, title: str = "") -> Any:
     """A progress bar per function for the tasks behind ``refs``, with rate, ETA, the first
     error and a Cancel button that cancels those of them that have not ended."""
-    from nbcluster.widgets.progress import ProgressView
+    from nbcluster.widgets.progress_view import ProgressView
 
     return _open(ProgressView(_refs(refs), title), "progress")
 
@@ -79,7 +79,7 @@ def progress(refs: Any, title: str = "") -> Any:
 def graph(refs: Any = None) -> Any:
     """The live ObjectRef graph: of the work this cell launches (no argument, in a notebook),
     or of the lineage of ``refs``. Click a node for its details."""
-    from nbcluster.widgets.graph import GraphView
+    from nbcluster.widgets.graph_view import GraphView
     from nbcluster.widgets.names import current_cell
 
     if refs is not None:
@@ -88,4 +88,18 @@ def graph(refs: Any = None) -> Any:
     return _open(GraphView(cell=cell, cell_number=number), "graph")
 
 
-__all__ = ["Static", "available", "graph", "progress"]
+def cluster() -> Any:
+    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines."""
+    from nbcluster.widgets.cluster_view import ClusterView
+
+    return _open(ClusterView(), "cluster")
+
+
+def store() -> Any:
+    """The object stores and their largest objects: who holds each and why; Free a ``put``."""
+    from nbcluster.widgets.store_view import StoreView
+
+    return _open(StoreView(), "store")
+
+
+__all__ = ["Static", "available", "cluster", "graph", "progress", "store"]

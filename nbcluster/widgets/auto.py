@@ -47,7 +47,7 @@ def on_long_wait(kernel: Any, wait: long_wait.LongWait) -> None:
         return
     from nbcluster.widgets.feed import feed
     from nbcluster.widgets.live import new_display_id, widget_class
-    from nbcluster.widgets.progress import ProgressView
+    from nbcluster.widgets.progress_view import ProgressView
 
     n = len(wait.refs)
     view = ProgressView(wait.refs, title=f"{wait.kind} on {n} ref{'s' if n != 1 else ''}")

@@ -4,6 +4,9 @@ drawn in the theme's error colour, its details (with the remote error) a click a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from browser.lab import Notebook, expect
 
 SETUP = """
@@ -54,6 +57,10 @@ def test_graph_shows_tasks_objects_and_the_failed_one_in_red(notebook: Notebook)
     failed.click()
     expect(view.locator(".nbc-details")).to_contain_text("ValueError: bad merge of 7 items")
     expect(view.locator(".nbc-details")).to_contain_text("check")
+    # NBCLUSTER_SCREENSHOTS=docs keeps the README's picture of the graph current.
+    shots = os.environ.get("NBCLUSTER_SCREENSHOTS")
+    if shots:
+        notebook.screenshot(Path(shots) / "widgets-graph.png", ".nbc-graph")
     assert notebook.errors == []
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from nbcluster.widgets import html as H
 from nbcluster.widgets import names
-from nbcluster.widgets.tables import STATES, TERMINAL, Changes, Obj, Tables, Task
+from nbcluster.widgets.tables import STATES, Changes, Obj, Tables, Task
 
 #: State codes in the binary state column (index into ``STATES``); objects: 5 live, 6 freed.
 CODES = {s: i for i, s in enumerate(STATES)} | {"live": 5, "freed": 6}
@@ -130,11 +130,8 @@ class GraphView:
         self._refresh_names(now)
         if self._dirty or self._new_edges:
             self._send_delta(tables)
-        settled = not self._dirty and all(
-            (tables.tasks.get(t) or Task(t)).state in TERMINAL for t in self.tasks
-        )
         if self._snapshot_due or (now - self._last_snapshot > SNAPSHOT_S and self._sent
-                                  and (settled or self._changed_since_snapshot)):  # fmt: skip
+                                  and self._changed_since_snapshot):  # fmt: skip
             self._snapshot(tables, now)
 
     _changed_since_snapshot = False

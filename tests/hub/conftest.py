@@ -1,0 +1,142 @@
+"""Fixtures for the JupyterHub tests: one real hub per run, with real OS users.
+
+``hub`` starts JupyterHub (configurable-http-proxy from PyPI, installed by the ``test``
+extra) on loopback ports with two fresh OS accounts, made with ``useradd`` and removed
+afterwards with their processes and files. Their servers run under their own uids
+(LocalProcessSpawner), so what one user's files and clusters let another do is tested for
+real. Without root, ``useradd``, JupyterHub or the proxy the tests skip (or fail under
+``NBCLUSTER_TEST_REQUIRE_PARTS=1``) through ``parts.missing``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from parts import missing
+
+from hub.realhub import VENV_BIN, OsUsers, RealHub, free_ports, unreadable_for_others
+from nbcluster.kernel.kernelspec import ensure_installed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/hub/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.slow)
+
+
+def _require_parts() -> None:
+    if os.geteuid() != 0:
+        missing("root", "the hub tests make OS users (useradd) and run servers as them")
+    for tool in ("useradd", "userdel"):
+        if shutil.which(tool) is None:
+            missing(tool, "the hub tests make real OS users (Debian's passwd package)")
+    try:
+        import jupyterhub  # noqa: F401
+    except ImportError:
+        missing("jupyterhub", "pip install -e '.[test]' installs it")
+    if not (VENV_BIN / "configurable-http-proxy").exists():
+        missing("configurable-http-proxy", f"not in {VENV_BIN}; the test extra installs it")
+
+
+def _let_others_traverse(paths: list[Path]) -> list[tuple[str, int]]:
+    """Give o+x to the folders on the way to the venv and the source tree that lack it.
+
+    The users' servers run this interpreter and import nbcluster from this tree; a venv
+    whose ``python`` links to a pyenv build under a 0700 ``/root`` (as here), or a checkout
+    under one, is unusable to them ("Permission denied" when the hub spawns). Only the
+    traverse bit is added (no listing), and ``_restore`` puts the old modes back.
+    """
+    changed = []
+    for d in unreadable_for_others(paths):
+        mode = os.stat(d).st_mode
+        os.chmod(d, mode | stat.S_IXOTH)
+        changed.append((d, mode))
+    return changed
+
+
+def _restore(changed: list[tuple[str, int]]) -> None:
+    for d, mode in changed:
+        if os.stat(d).st_mode == mode | stat.S_IXOTH:  # unless someone changed it since
+            os.chmod(d, stat.S_IMODE(mode))
+
+
+@pytest.fixture(scope="package")
+def os_users() -> Iterator[OsUsers]:
+    """Two real OS accounts (and their homes), removed with all they left after the run."""
+    _require_parts()
+    root = Path(tempfile.mkdtemp(prefix="nbcluster-hubtest-"))
+    os.chmod(root, 0o755)  # the users' homes live below it
+    users = OsUsers(root)
+    interpreter = Path(os.path.realpath(sys.executable))  # a venv's python is a symlink
+    changed = _let_others_traverse([Path(sys.prefix), interpreter.parent, Path(sys.base_prefix),
+                                    REPO_ROOT])  # fmt: skip
+    try:
+        suffix = os.getpid() % 100000
+        users.add(f"alice{suffix}")
+        users.add(f"bob{suffix}")
+        yield users
+    finally:
+        users.remove()
+        _restore(changed)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class SharedCluster:
+    """The nbcluster cluster the hub runs as its service ``nbcluster``."""
+
+    address: str
+    users: list[str]  # may use it (their role has the service's access scope)
+    outsider: str  # a hub user without that scope
+    user_cpus: float = 1.0
+    user_store: int = 8 * 2**20
+
+
+@pytest.fixture(scope="package")
+def hub(os_users: OsUsers) -> Iterator[RealHub]:
+    """One JupyterHub for every hub test; its users' servers and kernels stop with it.
+
+    Real OS users (``os_users``) each run their own clusters. The hub also runs a shared
+    cluster as its service ``nbcluster`` (``hub.shared``); hub-only users, whose servers
+    run as the hub's own account on this machine, attach to it with their hub tokens.
+    """
+    ensure_installed()  # the users' servers list the nbcluster kernel from this venv
+    *ports, service_port = free_ports(4)
+    suffix = os.getpid() % 100000
+    shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
+                           f"erin{suffix}")  # fmt: skip
+    service_dir = os_users.root / "service"
+    service_dir.mkdir(mode=0o700)
+    command = [
+        str(VENV_BIN / "nbcluster"), "start", "--head", "--block", "--jupyterhub",
+        "--port", str(service_port), "--num-cpus", "2", "--object-store-memory", str(2**28),
+        "--user-cpus", str(shared.user_cpus), "--user-store", str(shared.user_store),
+        "--shared-namespaces", "team",
+    ]  # fmt: skip
+    real = RealHub(
+        os_users.root / "hub", list(os_users.names), ports,
+        shared_users=[*shared.users, shared.outsider],
+        shared_env={"NBCLUSTER_ADDRESS": shared.address},
+        services=[{"name": "nbcluster", "command": command,
+                   "environment": {"NBCLUSTER_TEMP_DIR": str(service_dir)}}],
+        roles=[{"name": "nbcluster-users", "users": shared.users,
+                "scopes": ["access:services!service=nbcluster"]}],
+        server_token_scopes=["users:activity!user", "access:servers!server",
+                             "access:services!service=nbcluster"],
+    )  # fmt: skip
+    real.shared = shared  # type: ignore[attr-defined]
+    try:
+        real.start()
+        yield real
+    finally:
+        real.stop()

@@ -1,0 +1,197 @@
+"""One nbcluster cluster for a team, run by JupyterHub as its service ``nbcluster``.
+
+The hub starts ``nbcluster start --head --jupyterhub`` itself (``c.JupyterHub.services``);
+the spawner gives every server ``NBCLUSTER_ADDRESS``, and the users' kernels attach with
+their own hub tokens: no cluster token is handed to anyone. Two users with the service's
+access scope share the cluster, each seeing only their own work; a third user without the
+scope is refused; quotas give clear errors. All through the hub's proxy, as a browser would.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hub.realhub import Cell, HubUser, RealHub, poll
+
+
+def _open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def team(hub: RealHub) -> Iterator[dict[str, tuple[HubUser, str]]]:
+    """carol, dave (both may use the cluster) and erin (may not), each with a kernel."""
+    shared = hub.shared  # type: ignore[attr-defined]
+    poll(lambda: _open(shared.address), 60, f"the nbcluster service at {shared.address}")
+    users = [hub.user(n) for n in (*shared.users, shared.outsider)]
+    hub.spawn(*users)
+    kernels = {u.name: (u, hub.start_kernel(u)) for u in users}
+    yield kernels
+    for u, kid in kernels.values():
+        hub.api("DELETE", f"{u.server}api/kernels/{kid}", u.token)
+        hub.api("DELETE", f"/hub/api/users/{u.name}/server", u.token)
+
+
+def _run(hub: RealHub, who: tuple[HubUser, str], code: str) -> Cell:
+    return hub.run(who[0], who[1], code)
+
+
+def _json(hub: RealHub, who: tuple[HubUser, str], code: str) -> Any:
+    return _run(hub, who, code).last_json()
+
+
+JOBS = """
+import json, os
+import nbcluster as nc
+from nbcluster.util import state
+
+@nc.remote
+def {name}_job(x):
+    return x + 1
+
+results = nc.get([{name}_job.remote(i) for i in range(3)])
+tasks = state.list_tasks(limit=None)
+print(json.dumps({{
+    "results": results,
+    "address": nc.nodes()[0]["Address"],
+    "task_names": sorted({{t.name for t in tasks}}),
+    "token_env": "NBCLUSTER_TOKEN" in os.environ,
+}}))
+"""
+
+
+def test_users_attach_with_their_hub_tokens_and_see_only_their_work(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    shared = hub.shared  # type: ignore[attr-defined]
+    seen = {}
+    for name in shared.users:
+        short = name.rstrip("0123456789")
+        seen[short] = _json(hub, team[name], JOBS.format(name=short))
+    for short, got in seen.items():
+        assert got["results"] == [1, 2, 3]
+        assert got["address"] == shared.address  # the service's cluster, not one of their own
+        assert got["token_env"] is False  # no cluster token was handed to anyone
+        assert got["task_names"] == [f"{short}_job"], got  # only their own tasks
+
+
+def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
+    shared = hub.shared  # type: ignore[attr-defined]
+    cell = _run(hub, team[shared.outsider], "import nbcluster as nc\nnc.get(nc.put(1))")
+    assert cell.status == "error"
+    shown = cell.stderr + cell.error
+    assert f"JupyterHub user {shared.outsider!r} may not use this cluster" in shown, shown
+    assert "access:services!service=nbcluster" in shown, shown
+
+
+def test_a_wrong_hub_token_is_refused_and_the_cluster_runs_on(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    shared = hub.shared  # type: ignore[attr-defined]
+    code = """
+import json, os, subprocess, sys
+probe = "import nbcluster as nc; nc.init()"
+env = dict(os.environ, JUPYTERHUB_API_TOKEN="0" * 32)
+r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                   env=env)
+print(json.dumps(r.stderr.strip().splitlines()[-1]))
+"""
+    last = _json(hub, team[shared.users[0]], code)
+    assert "AuthenticationError" in last and "does not accept this API token" in last, last
+    assert _json(hub, team[shared.users[1]], "import nbcluster as nc, json\n"
+                 "print(json.dumps(nc.get(nc.put(41)) + 1))") == 42  # fmt: skip
+
+
+ACTORS = """
+import json
+import nbcluster as nc
+
+@nc.remote
+class Counter:
+    def __init__(self, start):
+        self.n = start
+    def incr(self):
+        self.n += 1
+        return self.n
+
+mine = Counter.options(name="counter").remote({start})
+got = nc.get(nc.get_actor("counter").incr.remote())
+print(json.dumps({{"value": got, "id": mine._actor_id.hex()}}))
+"""
+
+
+def test_named_actors_are_per_user_and_only_their_owner_kills_them(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    carol, dave = (team[n] for n in hub.shared.users)  # type: ignore[attr-defined]
+    c = _json(hub, carol, ACTORS.format(start=100))
+    d = _json(hub, dave, ACTORS.format(start=200))
+    assert (c["value"], d["value"]) == (101, 201)  # two actors named "counter"
+    kill = f"""
+import json
+from nbcluster.runtime.object_ref import get_core
+try:
+    get_core().head_call("kill_actor", bytes.fromhex({c["id"]!r}), True, timeout=30)
+    print(json.dumps("killed"))
+except PermissionError as e:
+    print(json.dumps(str(e)))
+"""
+    assert _json(hub, dave, kill) == "the actor belongs to another user"
+    again = "import json, nbcluster as nc\nprint(json.dumps(nc.get(mine.incr.remote())))"
+    assert _json(hub, carol, again) == 102  # still alive
+
+
+def test_a_shared_namespace_is_common_to_all(hub: RealHub, team: dict[str, Any]) -> None:
+    carol, dave = (team[n] for n in hub.shared.users)  # type: ignore[attr-defined]
+    _json(hub, carol, """
+import json, nbcluster as nc
+@nc.remote
+class Board:
+    def __init__(self):
+        self.notes = []
+    def add(self, note):
+        self.notes.append(note)
+        return list(self.notes)
+board = Board.options(name="board", namespace="team", lifetime="detached").remote()
+print(json.dumps(nc.get(board.add.remote("from carol"))))
+""")
+    got = _json(hub, dave, """
+import json, nbcluster as nc
+print(json.dumps(nc.get(nc.get_actor("board", namespace="team").add.remote("from dave"))))
+""")
+    assert got == ["from carol", "from dave"]
+
+
+def test_quotas_give_clear_errors(hub: RealHub, team: dict[str, Any]) -> None:
+    shared = hub.shared  # type: ignore[attr-defined]
+    carol = team[shared.users[0]]
+    got = _json(hub, carol, """
+import json, numpy as np, nbcluster as nc
+out = {}
+@nc.remote(num_cpus=2)
+def big():
+    return 1
+try:
+    nc.get(big.remote(), timeout=60)
+except Exception as e:
+    out["cpus"] = f"{type(e).__name__}: {e}"
+try:
+    nc.put(np.zeros(16 * 2**20, dtype=np.uint8))
+except Exception as e:
+    out["store"] = f"{type(e).__name__}: {e}"
+out["after"] = nc.get(nc.remote(lambda: 7).remote())
+print(json.dumps(out))
+""")
+    assert "may use 1 CPUs at once; this task asks for 2" in got["cpus"], got
+    assert got["store"].startswith("QuotaExceededError"), got
+    assert "may keep 8.0 MiB in the object store" in got["store"], got
+    assert got["after"] == 7  # within quota, work goes on
