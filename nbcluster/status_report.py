@@ -76,5 +76,24 @@ def _store_and_demand() -> list[str]:
     if not demand:
         out.append("  (no resource demands)")
     for shape, count in sorted(demand.items()):
-        out.append(f"  {shape}: {count}+ pending lease request(s)")
+        never = _fits_no_node(shape, [n.resources_total for n in nodes])
+        out.append(f"  {shape}: {count}+ pending lease request(s){never}")
     return out
+
+
+def _fits_no_node(shape: str, totals: list[dict[str, float]]) -> str:
+    """`` (infeasible: ...)`` when no alive node could ever hold a request of ``shape``
+    (say 9 CPUs on nodes of 2 and 8: the cluster has 10, no node has 9)."""
+    import ast
+
+    from nbcluster.runtime.resources import fits
+
+    try:
+        wanted = ast.literal_eval(shape)
+    except (ValueError, SyntaxError):
+        return ""
+    if not isinstance(wanted, dict) or not totals or any(fits(t, wanted) for t in totals):
+        return ""
+    largest = max(totals, key=lambda t: tuple(t.get(k, 0.0) for k in sorted(wanted)))
+    has = ", ".join(f"{k}: {largest.get(k, 0.0):g}" for k in sorted(wanted))
+    return f"  (infeasible: no node has that much; the largest offers {has})"

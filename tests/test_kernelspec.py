@@ -74,3 +74,18 @@ def test_a_jupyter_in_another_environment_runs_the_installed_kernel(tmp_path: Pa
     report = json.loads(launched.stdout.strip().splitlines()[-1])
     assert report["launcher"] != sys.executable
     assert report["kernel_said"].split() == [sys.executable, "True"], report
+
+
+def test_the_kernel_module_says_what_it_does() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nbcluster.kernel", "--help"], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for command in ("install [--user", "run-notebook NOTEBOOK", "-f CONNECTION_FILE"):
+        assert command in done.stdout, done.stdout
+    sub = subprocess.run(
+        [sys.executable, "-m", "nbcluster.kernel", "run-notebook", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert sub.returncode == 0 and "--timeout" in sub.stdout, sub.stderr

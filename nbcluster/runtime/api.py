@@ -10,6 +10,7 @@ import atexit
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,9 @@ _head: HeadProcess | None = None
 _driver: CoreWorker | None = None
 #: The record a notebook kernel writes for a cluster it attached to (``sessions``).
 _attached: sessions.ClusterRecord | None = None
+#: The resource options the running cluster was started with; None: the defaults, chosen
+#: implicitly (by the nbcluster kernel, or by a first ``remote()`` before any ``init``).
+_started_with: dict[str, Any] | None = None
 
 
 _lost: str | None = None
@@ -58,7 +62,7 @@ def core_for_submit() -> CoreWorker:
     """The core to submit with, starting a local cluster on first use (as Ray does)."""
     core = object_ref_mod.get_core()
     if core is None:
-        init()
+        init(_implicit=True)
         core = object_ref_mod.get_core()
     return core  # type: ignore[no-any-return]
 
@@ -86,12 +90,24 @@ def init(
     advertise that address of this machine instead of loopback, for nodes on other machines.
     ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
     cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
+
+    Asking for other resources while connected: a cluster started with the defaults behind
+    the user's back (by the nbcluster kernel, or by a first ``remote()`` call) is restarted
+    with them, after saying so; any other cluster stays, and ``init`` raises a ValueError
+    that says to call ``shutdown()`` first.
     """
     node_ip = node_ip or _ignored.get("_node_ip_address")
-    global _head, _driver, _lost, _attached
+    implicit = bool(_ignored.pop("_implicit", False))
+    asked = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
+             ("resources", resources), ("object_store_memory", object_store_memory))
+             if v is not None}  # fmt: skip
+    global _head, _driver, _lost, _attached, _started_with
     with _lock:
         if _driver is not None and not _driver.closed:
-            return _info()
+            if not asked or asked == _started_with:
+                return _info()
+            _reinit(asked)  # raises, or stops the implicit cluster so a new one starts
+        _started_with = None if implicit else asked
         address = address or os.environ.get("NBCLUSTER_ADDRESS")
         if address == "local":
             address = None
@@ -134,6 +150,31 @@ def init(
         if address and token:
             _attached = sessions.record_attached_kernel(address, token)
         return _info()
+
+
+def _reinit(asked: dict[str, Any]) -> None:
+    """``init`` with resource options while connected (see ``init``)."""
+    wanted = ", ".join(f"{k}={v!r}" for k, v in asked.items())
+    if _started_with is None and _head is not None:
+        print(
+            f"nbcluster: restarting this process's cluster with {wanted}: it was started with "
+            "the defaults (by the kernel, or by a first remote call); objects and actors from "
+            "before are gone",
+            file=sys.stderr,
+        )
+        shutdown()
+        return
+    if _head is None:
+        raise ValueError(
+            f"init({wanted}): this process is attached to the cluster at "
+            f"{_driver.agent_address if _driver else '?'}, whose resources are those its "
+            "nodes were started with (nbcluster start --num-cpus/--resources ...)"
+        )
+    started = ", ".join(f"{k}={v!r}" for k, v in (_started_with or {}).items())
+    raise ValueError(
+        f"init({wanted}): this process already runs a cluster started with "
+        f"init({started}); call nbcluster.shutdown() first to start another"
+    )
 
 
 def _recorded_token(address: str) -> str | None:

@@ -96,6 +96,10 @@ class Config:
     #: Comma-separated actor namespaces that all users of a JupyterHub service share.
     shared_namespaces: str = ""
 
+    #: Show nbcluster's own frames and chained internal errors in notebook tracebacks (for
+    #: debugging nbcluster itself); by default a user sees their frames and one clear error.
+    traceback_internals: bool = False
+
     @classmethod
     def from_env(cls) -> Config:
         cfg = cls()
