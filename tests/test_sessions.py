@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from cluster_helpers import REPO_ROOT, CliCluster, poll
 from conftest import session_files
@@ -236,3 +237,20 @@ def test_a_kernel_attached_to_a_cluster_records_it_for_the_tools(
     assert "used by shared.ipynb" in user.cli("clusters").stdout
     kernel.shutdown()
     poll(lambda: len(sessions_of(user)) == 1, 20, lambda: session_files(user.temp_dir))
+
+
+def test_a_crashed_clusters_files_go_at_the_next_start(user: CliCluster) -> None:
+    first = user.cli("start", "--head", "--num-cpus", "1")
+    assert first.returncode == 0, first.stderr
+    (record,) = [json.loads(p.read_text()) for p in (user.temp_dir / "clusters").glob("*")]
+    os.kill(record["pid"], signal.SIGKILL)  # no chance to clean up after itself
+    poll(lambda: not psutil.pid_exists(record["pid"]) or psutil.Process(record["pid"]).status()
+         == psutil.STATUS_ZOMBIE, 10, "the head did not die")  # fmt: skip
+    assert Path(record["session_dir"], "token").exists()  # left behind, for now
+    second = user.cli("start", "--head", "--num-cpus", "1")
+    assert second.returncode == 0, second.stderr
+    assert not Path(record["session_dir"]).exists()
+    assert not (user.temp_dir / "clusters" / f"{record['pid']}.json").exists()
+    assert len(sessions_of(user)) == 1
+    assert user.cli("stop").returncode == 0
+    poll(lambda: not session_files(user.temp_dir), 10, lambda: session_files(user.temp_dir))

@@ -86,6 +86,7 @@ def start_head(
 
         token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
+    sessions.live_records()  # reading them removes what crashed clusters left behind
     session_dir = sessions.new_session_dir()
     sessions.write_token(session_dir, token)
     ready_r, ready_w = os.pipe()
