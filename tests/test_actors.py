@@ -141,6 +141,12 @@ def test_actor_keeps_state_between_calls(cluster):
     assert isinstance(Counter, nbcluster.actor.ActorClass)
 
 
+def test_an_actor_takes_an_object_ref_that_is_already_ready(cluster):
+    start = nc.put(41)  # ready at once: creation must not wait for it
+    c = Counter.remote(start)
+    assert nc.get(c.incr.remote(), timeout=T) == 42
+
+
 def test_each_actor_is_its_own_worker_process(cluster):
     a, b = Counter.remote(), Counter.remote()
     pa, pb = nc.get([a.pid.remote(), b.pid.remote()], timeout=T)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def jp_server_config() -> dict[str, Any]:
+def jp_server_config(session_dir: Path) -> dict[str, Any]:
+    """The extension enabled, in a server that starts after the session files' place is set
+    (its kernels inherit its environment)."""
     return {"ServerApp": {"jpserver_extensions": {"nbcluster.extension": True}}}
 
 
@@ -126,15 +128,15 @@ class Lab:
 
 
 @pytest.fixture
-async def lab(
+def lab(
     jp_fetch: Any, jp_ws_fetch: Any, jp_serverapp: Any, session_dir: Path,
-    nbcluster_kernelspec: None, jp_root_dir: Path,
-) -> AsyncIterator[Lab]:  # fmt: skip
+    nbcluster_kernelspec: None, jp_root_dir: Path, jp_asyncio_loop: Any,
+) -> Iterator[Lab]:  # fmt: skip
     (jp_root_dir / "work").mkdir()
     the_lab = Lab(jp_fetch, jp_ws_fetch, jp_serverapp)
     yield the_lab
-    the_lab.close()
-    await jp_serverapp.kernel_manager.shutdown_all(now=True)
+    the_lab.close()  # kernels (and their clusters) stop before the server does
+    jp_asyncio_loop.run_until_complete(jp_serverapp.kernel_manager.shutdown_all(now=True))
 
 
 async def test_a_notebooks_cluster_is_listed_read_and_streamed(lab: Lab, jp_base_url: str) -> None:
@@ -179,6 +181,13 @@ async def test_a_notebooks_cluster_is_listed_read_and_streamed(lab: Lab, jp_base
     assert "Traceback" in detail["error_message"]
     overview = await lab.api(cid, "overview")
     assert overview["tasks"]["by_state"]["FAILED"] == 1
+    # The cell that launched it: its tasks are tagged with the cell's request id.
+    cells = (await lab.api(cid, "cells"))["cells"]
+    mine = [c for c in cells if c["tag"] == task["tag"]]
+    assert len(mine) == 1 and mine[0]["by_state"] == {"FAILED": 1}
+    assert mine[0]["error"]["task_id"] == task["task_id"]
+    same_cell = await lab.api(cid, "tasks", params={"tag": task["tag"]})
+    assert [t["task_id"] for t in same_cell["items"]] == [task["task_id"]]
 
     # Pages and assets are served under the escaped base URL, with the base in the page.
     page = await lab.fetch("nbcluster", "clusters", cid, "")
@@ -211,9 +220,11 @@ async def test_nothing_is_served_without_jupyters_login(
             code = r.code
         except HTTPClientError as e:
             code = e.code
-        # REST: 403; pages: a redirect to Jupyter's login page.
-        assert code in (403, 302), (path, code)
-        assert code == 403 or path in ("/", f"/clusters/{cid}/"), (path, code)
+        # REST: 403; pages and their assets: a redirect to Jupyter's login page.
+        page = path in ("/", f"/clusters/{cid}/", "/static/dashboard.js")
+        assert code == (302 if page else 403), (path, code)
+        if page:
+            assert "/login" in r.headers["Location"], r.headers
     with pytest.raises(HTTPClientError) as refused:
         await lab.ws_fetch("nbcluster", "api", "clusters", cid, "events",
                            headers={"Authorization": ""})  # fmt: skip
@@ -243,6 +254,7 @@ async def test_stopping_a_notebooks_cluster_restarts_its_kernel(lab: Lab) -> Non
 async def test_a_standalone_cluster_is_listed_and_stopped(
     lab: Lab, tmp_path: Path, session_dir: Path
 ) -> None:
+    (tmp_path / "cli").mkdir()
     cluster = CliCluster(tmp_path / "cli")
     cluster.temp_dir = session_dir
     cluster.env["NBCLUSTER_TEMP_DIR"] = str(session_dir)

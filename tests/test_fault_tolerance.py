@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cluster_helpers import REPO_ROOT, CliCluster, attach
+from cluster_helpers import REPO_ROOT, CliCluster, attach, node_entry, node_id_of
 from conftest import Clusters, is_gone, read_pid, read_report, wait_for_file, wait_until, write_pid
 from faults.helpers import (
     DEATHS,
@@ -205,20 +205,22 @@ class Doubler:
     def pid(self) -> int:
         return os.getpid()
 
-    def double(self, x: int) -> int:
-        sum(range(20_000))  # a little work per call, so calls are still in flight at the kill
+    def double(self, x: int, gate: str = "") -> int:
+        if gate:  # held until the test opens the gate: still in flight at the kill
+            wait_for_file(gate)
         return 2 * x
 
 
-def kill_under_load(actor: Any) -> tuple[list[Any], int]:
-    """Send CALLS calls, SIGKILL the actor's process once a fifth are done; the calls' refs,
-    and how many had finished when it died."""
+def kill_under_load(actor: Any, gate: Path) -> tuple[list[Any], int]:
+    """Send CALLS calls, SIGKILL the actor's process once the first fifth are done, while
+    the rest wait behind ``gate`` (opened after the kill, for calls retried by a restarted
+    actor); the calls' refs, and its pid."""
     pid = nc.get(actor.pid.remote(), timeout=T)
-    refs = [actor.double.remote(i) for i in range(CALLS)]
-    nc.wait(refs, num_returns=CALLS // 5, timeout=T)
+    free = CALLS // 5
+    refs = [actor.double.remote(i, "" if i < free else str(gate)) for i in range(CALLS)]
+    nc.wait(refs, num_returns=free, timeout=T)
     os.kill(pid, signal.SIGKILL)
-    finished, _ = nc.wait(refs, num_returns=CALLS, timeout=0)
-    assert len(finished) < CALLS, "every call was done before the kill: nothing was in flight"
+    gate.touch()
     return refs, pid
 
 
@@ -227,7 +229,7 @@ def test_an_actor_killed_under_load_restarts_and_retries_every_call_in_flight(
 ) -> None:
     inits = tmp_path / "inits"
     actor = Doubler.options(max_restarts=1, max_task_retries=-1).remote(str(inits))
-    refs, first = kill_under_load(actor)
+    refs, first = kill_under_load(actor, tmp_path / "gate")
     assert nc.get(refs, timeout=T) == [2 * i for i in range(CALLS)]
     assert nc.get(actor.pid.remote(), timeout=T) != first
     assert runs(inits) == 2  # the constructor ran again
@@ -237,7 +239,7 @@ def test_an_actor_killed_under_load_without_task_retries_fails_the_calls_in_flig
     cluster: Any, tmp_path: Path
 ) -> None:
     actor = Doubler.options(max_restarts=1).remote(str(tmp_path / "inits"))
-    refs, _ = kill_under_load(actor)
+    refs, _ = kill_under_load(actor, tmp_path / "gate")
     outcomes: list[Any] = []
     t0 = time.monotonic()
     for i, ref in enumerate(refs):
@@ -249,7 +251,7 @@ def test_an_actor_killed_under_load_without_task_retries_fails_the_calls_in_flig
     done = outcomes.count(True)
     # Calls run in order: those done before the kill are a prefix; every later one failed.
     assert outcomes == [True] * done + ["died"] * (CALLS - done)
-    assert CALLS // 5 <= done < CALLS
+    assert done == CALLS // 5
     # The actor itself restarted: new calls are served.
     assert nc.get(actor.double.remote(21), timeout=T) == 42
 
@@ -258,9 +260,9 @@ def test_an_actor_out_of_restarts_fails_pending_and_new_calls_with_actor_died(
     cluster: Any, tmp_path: Path
 ) -> None:
     actor = Doubler.options(max_restarts=1, max_task_retries=-1).remote(str(tmp_path / "inits"))
-    refs, _ = kill_under_load(actor)
+    refs, _ = kill_under_load(actor, tmp_path / "gate1")
     assert nc.get(refs, timeout=T) == [2 * i for i in range(CALLS)]  # restart 1 of 1
-    refs, _ = kill_under_load(actor)  # and no restart left
+    refs, _ = kill_under_load(actor, tmp_path / "gate2")  # and no restart left
     died = 0
     for i, ref in enumerate(refs):
         try:
@@ -778,6 +780,62 @@ def test_tasks_waiting_for_a_node_that_is_cut_off_run_on_its_replacement(
     finally:
         gate.touch()
         kill_node(node)
+
+
+def test_a_get_from_a_frozen_node_keeps_its_timeout_and_moves_on_once_the_node_is_dead(
+    nodes: CliCluster, tmp_path: Path
+) -> None:
+    node, node_id = join(nodes, "frozen", '{"frozen": 1}')
+    made = tmp_path / "made"
+    there = NodeAffinitySchedulingStrategy(node_id, soft=True)
+    ref = make_big.options(scheduling_strategy=there).remote(8, str(made))
+    nc.wait([ref], timeout=T, fetch_local=False)
+    try:
+        cut_off(node)  # the object's only copy is on a node that answers nothing
+        t0 = time.monotonic()
+        with pytest.raises(exc.GetTimeoutError):
+            nc.get(ref, timeout=1)
+        assert time.monotonic() - t0 < 1 + 2, "get did not keep its timeout"
+        # Without a timeout, the get waits until the node is declared dead; then the pull
+        # from it is given up and the object rebuilt here.
+        assert float(nc.get(ref, timeout=T).sum()) == big_sum(8)
+        assert not node_entry(node_id)["Alive"]
+        assert runs(made) == 2
+    finally:
+        kill_node(node)
+
+
+def test_a_reader_that_stops_reading_does_not_pin_the_object_forever(
+    nodes: CliCluster, tmp_path: Path
+) -> None:
+    """A node pulling an object that freezes mid-transfer: the sender gives up once it
+    makes no progress for the node timeout, and releases its pin on the object."""
+    import socket
+
+    from nbcluster.runtime import transfer
+    from nbcluster.runtime.object_ref import get_core
+
+    on_head = NodeAffinitySchedulingStrategy(node_id_of(nodes.head.address))
+    ref = make_big.options(scheduling_strategy=on_head).remote(9, str(tmp_path / "made"))
+    nc.wait([ref], timeout=T, fetch_local=False)
+    core = get_core()
+    head = next(v for v in core.head_call("cluster_view", timeout=T).values()
+                if v["address"] == nodes.head.address)  # fmt: skip
+
+    def pins() -> int:
+        objects = core.agent_call("store_objects", timeout=T)
+        return next(o["pins"] for o in objects if o["oid"] == ref.hex())
+
+    host, port = head["transfer"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=T) as sock:
+        transfer.client_handshake(sock, nodes.token)
+        sock.sendall(bytes([len(ref.binary())]) + ref.binary())
+        sock.recv(1 << 20)  # the first bytes of 100 MB, then nothing more: frozen
+        assert pins() == 1, "the sender pins the object while it sends"
+        t0 = time.monotonic()
+        wait_until(lambda: pins() == 0, T, message="the stalled transfer still pins it")
+        assert time.monotonic() - t0 < 2 + 5  # the node timeout, and slack for load
+    assert float(nc.get(ref, timeout=T).sum()) == big_sum(9)
 
 
 EVICTING_DRIVER = r"""

@@ -41,7 +41,7 @@ export function timeChart(series: Series[], opts: {
   // The window grows with the history (1 to 10 minutes), so a new page is not an empty chart.
   let first = now;
   for (const se of series) if (se.time.length) first = Math.min(first, se.time[0]);
-  const span = opts.window ?? Math.min(600, Math.max(60, now - first));
+  const span = opts.window ?? Math.min(600, Math.max(30, now - first));
   const t0 = now - span;
   let max = opts.max ?? 0;
   if (!opts.max) for (const se of series) for (const v of se.values) max = Math.max(max, v);

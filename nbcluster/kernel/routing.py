@@ -38,6 +38,10 @@ class CellTag:
     header: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     plain: bool = field(default=False, compare=False, hash=False)
 
+    def __str__(self) -> str:
+        """What the state API shows as a task's ``tag`` (and filters on): the cell's msg_id."""
+        return self.msg_id
+
 
 class KernelLike(Protocol):
     """What the router needs from an ipykernel ``Kernel`` (any kernel, not only ours)."""

@@ -113,7 +113,9 @@ class ActorClass(Exportable):
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
             entries = [core._entry(r) for r in deps]
-            core.wait_entries([e for e in entries if e.state == PENDING], len(entries), None)
+            pending = [e for e in entries if e.state == PENDING]
+            if pending:  # waiting for more entries than were passed would never end
+                core.wait_entries(pending, len(pending), None)
             for e in entries:
                 if e.state != READY:
                     core.value_of(e)  # raises the argument's error
@@ -136,13 +138,23 @@ class ActorClass(Exportable):
             "class_name": desc.name,
             "create": create,
         }
-        got_id, created, owner = core.head_call("create_actor", actor_id, spec)
+        # The handle's object exists before the head hears of the actor: another thread of
+        # this process asking for the same name (``get_if_exists``) may get its id back
+        # before this call returns, and must find the object it owns already here.
+        mine = core.refs.create_owned(actor_id + _HANDLE_SUFFIX)
+        mine.state, mine.kind, mine.data = READY, KIND_INLINE, pickle.dumps(None)
+        mine.contained = [*deps, *held]
+        core.owned_actors[mine.oid] = lifetime == "detached"
+        try:
+            got_id, created, owner = core.head_call("create_actor", actor_id, spec)
+        except BaseException:
+            core.refs.forget_unreferenced(mine)
+            core.owned_actors.pop(mine.oid, None)
+            raise
+        if not created:  # an existing actor of that name: ours is never made
+            core.refs.forget_unreferenced(mine)
+            core.owned_actors.pop(mine.oid, None)
         handle_oid = got_id + _HANDLE_SUFFIX
-        if created:
-            e = core.refs.create_owned(handle_oid)
-            e.state, e.kind, e.data = READY, KIND_INLINE, pickle.dumps(None)
-            e.contained = [*deps, *held]
-            core.owned_actors[handle_oid] = lifetime == "detached"
         return ActorHandle(
             got_id, desc.name, self._methods, o.get("max_task_retries", 0),
             ObjectRef(handle_oid, owner),

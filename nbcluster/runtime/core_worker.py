@@ -11,6 +11,7 @@ lock and hand I/O to the loop thread with one wake-up per burst, never a round t
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -28,6 +29,7 @@ from nbcluster.runtime import exposure
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
+from nbcluster.runtime.addresses import route_to
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.ids import put_object_id, random_id
 from nbcluster.runtime.object_ref import ObjectRef
@@ -41,6 +43,7 @@ from nbcluster.runtime.reference_table import (
     Entry,
     ReferenceTable,
 )
+from nbcluster.runtime.remote_store import RemoteStore
 from nbcluster.runtime.store_client import StoreMapping
 from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
 
@@ -51,6 +54,11 @@ HEAD_PING_S = 1.0
 
 # Per thread and per asyncio task, so concurrent actor calls each see their own task.
 _CURRENT_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("nbcluster_task", default=None)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a ``time.monotonic`` time), never negative; None: no limit."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def error_bytes(err: BaseException) -> bytes:
@@ -89,8 +97,14 @@ class CoreWorker:
         self.node_id = ""
         self.node_info: dict[str, Any] = {}
         self.store: StoreMapping | None = None
+        #: No node on this machine: objects' bytes go through the agent (``remote_store``).
+        self.client_mode = False
         self._pins: dict[bytes, list[Any]] = {}  # oid -> [offset, size, live views]
         self._pins_lock = threading.Lock()
+        # Releases queued by finalizers, applied on the loop (see ``release_ref``).
+        self._dropped_refs: collections.deque[bytes] = collections.deque()
+        self._dropped_pins: collections.deque[bytes] = collections.deque()
+        self._release_scheduled = False
         self.closed = False
         self.executor: Any = None  # set in worker processes (executor.Executor)
         self.handoffs: dict[bytes, list[Any]] = {}
@@ -160,8 +174,14 @@ class CoreWorker:
     async def _startup(self) -> None:
         target = self.agent_address
         if self._attach:  # our node is the one on this machine; serve where it does
-            target = await self._local_node()
-            self._host = self._advertise = parse_address(target)[0]
+            local = await self._local_node()
+            if local is None:  # none here: client mode, through the node we were given
+                self.client_mode = True
+                self._host = self._advertise = route_to(parse_address(target)[0])
+                log.info("no node on this machine: client mode through %s", target)
+            else:
+                target = local
+                self._host = self._advertise = parse_address(target)[0]
         server = await self.endpoint.serve(self._host, 0)
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self.port = port
@@ -180,15 +200,19 @@ class CoreWorker:
         self.head = self.agent
         if info["head_address"] != info["agent_address"]:
             self.head = await self.connect(info["head_address"])
-        self.store = StoreMapping(info["store_path"], info["store_capacity"])
+        if self.client_mode:
+            self.store = RemoteStore(self, info["store_capacity"])
+        else:
+            self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
         if self.kind == "driver":
             self._head_answered = time.monotonic()
             self.loop.call_later(HEAD_PING_S, self._ping_head)
         ev.attach_core(self)  # ship this process's events to the head
 
-    async def _local_node(self) -> str:
-        """The agent address of a live node on this machine (the head's, if it is local)."""
+    async def _local_node(self) -> str | None:
+        """The agent address of a live node on this machine (the head's, if it is local);
+        None when no node runs here."""
         import psutil
 
         local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
@@ -201,13 +225,7 @@ class CoreWorker:
         for n in mine:
             if n["Address"] == self.agent_address:
                 return str(n["Address"])
-        if not mine:
-            raise exc.ClusterConnectionError(
-                f"no nbcluster node runs on this machine (cluster nodes: "
-                f"{[n['Address'] for n in nodes]}); start one here with "
-                f"`nbcluster start --address {self.agent_address}`"
-            )
-        return str(mine[0]["Address"])
+        return str(mine[0]["Address"]) if mine else None
 
     def shutdown(self) -> None:
         if self.closed:
@@ -482,6 +500,7 @@ class CoreWorker:
             return total
         assert self.store is not None
         s.write_to(self.store, offset)
+        self.store.commit(offset)
         self.agent.notify("store_seal", oid)
         return total
 
@@ -496,14 +515,23 @@ class CoreWorker:
         for r in refs:
             if not isinstance(r, ObjectRef):
                 raise TypeError(f"get() expects ObjectRefs, got {type(r).__name__}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         entries = [self._entry(r) for r in refs]
         pending = [e for e in entries if e.state == PENDING]
-        if pending and not self.wait_entries(pending, len(pending), timeout):
-            raise exc.GetTimeoutError(
-                f"get timed out after {timeout} s: {sum(e.state == PENDING for e in pending)}"
-                f" of {len(refs)} objects not ready"
-            )
-        return [self.value_of(e) for e in entries]
+        # As Ray: the first error among the objects is raised as soon as it is known, without
+        # waiting for the others.
+        if pending and not self.wait_entries(pending, len(pending), timeout, stop_on_error=True):
+            raise self._timed_out(timeout, sum(e.state == PENDING for e in pending), len(refs))
+        for e in entries:
+            if e.state == FAILED:
+                self.value_of(e)  # raises its error
+        return [self.value_of(e, deadline) for e in entries]
+
+    @staticmethod
+    def _timed_out(timeout: float | None, waiting: int, total: int) -> exc.GetTimeoutError:
+        return exc.GetTimeoutError(
+            f"get timed out after {timeout} s: {waiting} of {total} objects not ready"
+        )
 
     def _entry(self, ref: ObjectRef) -> Entry:
         e = self.refs.get(ref._id)
@@ -514,16 +542,23 @@ class CoreWorker:
             assert e is not None
         return e
 
-    def wait_entries(self, entries: Sequence[Entry], num: int, timeout: float | None) -> bool:
-        """Block until ``num`` of ``entries`` are no longer pending; False on timeout."""
+    def wait_entries(
+        self,
+        entries: Sequence[Entry],
+        num: int,
+        timeout: float | None,
+        stop_on_error: bool = False,
+    ) -> bool:
+        """Block until ``num`` of ``entries`` are no longer pending (or, with
+        ``stop_on_error``, until one of them failed); False on timeout."""
         ev = threading.Event()
         lock = threading.Lock()
         remaining = [num]
 
-        def waiter(_: Entry) -> None:
+        def waiter(e: Entry) -> None:
             with lock:
                 remaining[0] -= 1
-                if remaining[0] <= 0:
+                if remaining[0] <= 0 or (stop_on_error and e.state == FAILED):
                     ev.set()
 
         registered = []
@@ -534,26 +569,25 @@ class CoreWorker:
                     self._fetch(e)
             else:
                 waiter(e)
-        if remaining[0] > 0:
-            blocked = (
-                self.executor is not None
-                and self.current_task is not None
-                and self.executor.actor_host.instance is None
-            )
+        if not ev.is_set():
+            executor = self.executor
+            blocked = executor is not None and self.current_task is not None
             if blocked:
-                self.executor.notify_blocked()
+                executor.notify_blocked()
             try:
                 ok = ev.wait(timeout)
             finally:
                 if blocked:
-                    self.executor.notify_unblocked()
+                    executor.notify_unblocked()
             if not ok:
                 for e in registered:
                     self.refs.remove_waiter(e, waiter)
                 return False
         return True
 
-    def value_of(self, e: Entry, _recover: bool = True) -> Any:
+    def value_of(self, e: Entry, deadline: float | None = None, _recover: bool = True) -> Any:
+        """The value of a settled entry (raising its error); ``deadline`` bounds the reads
+        from the store, which may pull the object from another node or rebuild it."""
         if e.state == FAILED:
             err = pickle.loads(e.data) if e.data else exc.ObjectLostError(e.oid.hex(), "freed")
             if isinstance(err, exc.TaskError):
@@ -562,7 +596,7 @@ class CoreWorker:
         if e.kind == KIND_INLINE:
             return ser.deserialize_inline(e.data)
         try:
-            return self.store_read(e.oid, e.data)
+            return self.store_read(e.oid, e.data, deadline)
         except exc.ObjectLostError:
             if not _recover:
                 raise
@@ -571,14 +605,14 @@ class CoreWorker:
             self.call_soon(self.submitter.reconstruct, e)
         else:
             self.call_soon(self._refetch, e)
-        self._wait_changed(e)
-        return self.value_of(e, _recover=False)
+        self._wait_changed(e, deadline)
+        return self.value_of(e, deadline, _recover=False)
 
     def _refetch(self, e: Entry) -> None:
         self.refs.reset_pending(e)
         self._fetch(e)
 
-    def _wait_changed(self, e: Entry) -> None:
+    def _wait_changed(self, e: Entry, deadline: float | None) -> None:
         """Wait until ``e`` went pending and then resolved again (or failed)."""
         done = threading.Event()
 
@@ -588,13 +622,15 @@ class CoreWorker:
             done.set()
 
         self.call_soon(check)  # runs after the reconstruct/refetch queued before it
-        done.wait()
+        if not done.wait(_left(deadline)):
+            raise exc.GetTimeoutError("get timed out while the object was being rebuilt")
 
-    def store_read(self, oid: bytes, location: str | None = None) -> Any:
+    def store_read(self, oid: bytes, location: str | None = None,
+                   deadline: float | None = None) -> Any:  # fmt: skip
         """Read an object from this node's store, zero-copy; pinned while a view lives.
 
         ``location`` is the agent of the node holding it; if that is another node, our agent
-        pulls a copy first.
+        pulls a copy first, within ``deadline`` (``GetTimeoutError`` past it).
         """
         assert self.store is not None
         with self._pins_lock:
@@ -602,10 +638,7 @@ class CoreWorker:
             if pin is not None:
                 pin[2] += 1
         if pin is None:
-            try:
-                got = self.agent_call("store_open", oid, location)
-            except Exception as err:
-                raise exc.ObjectLostError(oid.hex(), str(err)) from None
+            got = self._store_open(oid, location, deadline)
             if got is None:
                 raise exc.ObjectLostError(oid.hex(), "it is no longer in the object store")
             with self._pins_lock:
@@ -624,10 +657,42 @@ class CoreWorker:
         del view
         if buffers:  # the value reads the store in place: pinned until the last reader goes
             del buffers
-            weakref.finalize(exporter, self._unpin, oid)
+            weakref.finalize(exporter, self._release_pin, oid)
         else:
             self._unpin(oid)
         return value
+
+    def _store_open(self, oid: bytes, location: str | None, deadline: float | None) -> Any:
+        """Ask our agent to pin ``oid`` (pulling it here first if need be). A caller that
+        gives up at its deadline leaves no pin behind: an answer that comes later is
+        released at once."""
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def start() -> None:
+            def done(f: asyncio.Future[Any]) -> None:
+                got = None if f.cancelled() or f.exception() is not None else f.result()
+                if not answer.set_running_or_notify_cancel():  # the reader gave up
+                    if got is not None:
+                        self.agent.notify("store_release", oid)
+                    return
+                if f.cancelled() or f.exception() is not None:
+                    answer.set_exception(
+                        exc.ObjectLostError(oid.hex(), str(f.exception() or "cancelled"))
+                    )
+                else:
+                    answer.set_result(got)
+
+            self.agent.call("store_open", oid, location).add_done_callback(done)
+
+        self.call_soon(start)
+        try:
+            return answer.result(_left(deadline))
+        except concurrent.futures.TimeoutError:
+            if answer.cancel():
+                raise exc.GetTimeoutError(
+                    f"get timed out reading object {oid.hex()} (fetching it from {location})"
+                ) from None
+            return answer.result()
 
     def _unpin(self, oid: bytes) -> None:
         with self._pins_lock:
@@ -640,6 +705,40 @@ class CoreWorker:
             del self._pins[oid]
         if not self.closed:
             self.agent.notify("store_release", oid)
+
+    # -- releases from finalizers -------------------------------------------------------------
+    def release_ref(self, oid: bytes) -> None:
+        """An ObjectRef died. The garbage collector may call this on any thread, even one
+        holding the reference table's lock (the I/O thread, say): so it only appends to a
+        lock-free queue that the loop applies."""
+        self._dropped_refs.append(oid)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self._schedule_releases()
+
+    def _release_pin(self, oid: bytes) -> None:
+        """The last zero-copy view of ``oid`` died (a finalizer): as ``release_ref``."""
+        self._dropped_pins.append(oid)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            self._schedule_releases()
+
+    def _schedule_releases(self) -> None:
+        try:
+            if self.on_loop():
+                self.loop.call_soon(self._apply_releases)
+            else:
+                self.loop.call_soon_threadsafe(self._apply_releases)
+        except RuntimeError:  # the loop is closed: this process left the cluster
+            pass
+
+    def _apply_releases(self) -> None:
+        self._release_scheduled = False  # before draining: a later append schedules again
+        refs, pins = self._dropped_refs, self._dropped_pins
+        while refs:
+            self.refs.remove_local(refs.popleft())
+        while pins:
+            self._unpin(pins.popleft())
 
     # -- wait -------------------------------------------------------------------------------
     def wait(

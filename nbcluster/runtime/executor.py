@@ -69,6 +69,7 @@ class Executor:
         self.cancelled: set[bytes] = set()
         self.blocked = False
         self._block_depth = 0
+        self._block_lock = threading.Lock()
         self.current_conn: Connection | None = None
         #: the task running on the main thread (what a cancel can interrupt); read by the
         #: loop thread, so a plain attribute, not the per-thread current_task
@@ -101,17 +102,41 @@ class Executor:
         if self.main_task is not None and self.cancel_target == self.main_task:
             raise KeyboardInterrupt
 
-    # -- blocking in get (main thread) ------------------------------------------------------
+    # -- blocking in get (any thread running a task or an actor call) -----------------------
     def notify_blocked(self) -> None:
-        self._block_depth += 1
-        if self._block_depth == 1:
-            self.blocked = True
-            self.core.call_soon(self._give_back_backlog)
+        """A task (or actor call) waits in ``get``: lend its CPU to the node meanwhile, so
+        the work it waits for finds one. A task also gives back the tasks queued behind it
+        (they can run elsewhere); an actor's calls cannot move.
+
+        The notifications go out from the loop in the order they happen (a later
+        ``worker_unblocked`` overtaking its ``worker_blocked`` would leave the node lending
+        a CPU that is in use); the depth counts threads of a threaded actor blocked at once.
+        """
+        with self._block_lock:
+            self._block_depth += 1
+            if self._block_depth == 1:
+                self.blocked = self.actor_host.instance is None
+                self.core.call_soon(self._blocked_on_loop)
 
     def notify_unblocked(self) -> None:
-        self._block_depth -= 1
-        if self._block_depth == 0:
-            self.blocked = False
+        with self._block_lock:
+            self._block_depth -= 1
+            if self._block_depth == 0:
+                self.blocked = False
+                self.core.call_soon(self._unblocked_on_loop)
+
+    def _lends_cpu(self) -> bool:
+        host = self.actor_host
+        return host.instance is None or host.resources.get("CPU", 0.0) > 0
+
+    def _blocked_on_loop(self) -> None:
+        if self.actor_host.instance is None:
+            self._give_back_backlog()
+        if self._lends_cpu():
+            self.core.agent.notify("worker_blocked")
+
+    def _unblocked_on_loop(self) -> None:
+        if self._lends_cpu():
             self.core.agent.notify("worker_unblocked")
 
     def _give_back_backlog(self) -> None:
@@ -126,7 +151,6 @@ class Executor:
             backlog.setdefault(conn, []).append(msg[1])
         for conn, tids in backlog.items():
             conn.send((P.TASK_REQUEUE, tids))
-        self.core.agent.notify("worker_blocked")
 
     # -- main thread ------------------------------------------------------------------------
     def run_forever(self) -> None:

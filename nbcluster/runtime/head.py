@@ -40,6 +40,7 @@ from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
 from nbcluster.runtime.proctitle import set_title
 from nbcluster.runtime.protocol import HELLO
+from nbcluster.runtime.remote_store import StoreProxy
 from nbcluster.runtime.store_service import StoreService
 from nbcluster.runtime.transport import (
     Connection,
@@ -138,6 +139,7 @@ def main() -> None:
         "labels": cfg.get("labels") or {},
     }
     node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
+    StoreProxy(endpoint, storesvc.arena)
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
@@ -162,6 +164,7 @@ def main() -> None:
         users = hub_service.install_node(endpoint, agent, storesvc)
         if hub_creds is not None:
             hub_service.install_head(endpoint, users, hub_creds, actors)
+            hub_service.serve_dashboard(dashboard, hub_creds, users)
 
     def on_close(conn: Connection) -> None:
         for fn in closers:

@@ -7,7 +7,8 @@ JupyterHub API token (``user_auth``); the head asks the Hub whose token it is wi
 this service's access scope (``access:services!service=<name>``). From then on every
 connection of theirs is tagged with their name, and the policies below read that tag:
 
-- **Cluster-only requests** (joining, node reports, killing workers...) are refused to users.
+- **Cluster-only requests** (joining, join tokens, node reports, the head's own dashboard
+  and logs...) are refused to users: they make only the requests a driver makes.
 - **Namespaces**: a user's named actors live in ``<user>/<namespace>``, so two users may
   both name an actor ``counter``; namespaces an admin lists as shared are common to all.
 - **What a user sees**: the state API lists only the user's own tasks, actors and objects
@@ -45,12 +46,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbcluster.hub")
 
-#: Requests only the cluster's own processes make.
-CLUSTER_ONLY = (
-    "register_node", "node_update", "join_node", "kill_worker", "lease_actor_worker",
-    "actor_exiting", "actor_worker_gone", "owner_gone", "cluster_view_update",
-    "worker_blocked", "worker_unblocked", "store_copied",
-)  # fmt: skip
+#: The requests a user's driver makes; every other request is the cluster's own.
+USER_REQUESTS = frozenset((
+    "register", "request_lease", "return_lease", "cancel_lease_requests", "kill_worker",
+    "ping", "node_stats", "cluster_total", "get_nodes", "cluster_view",
+    "store_create", "store_seal", "store_open", "store_release", "store_delete",
+    "create_actor", "wait_actor", "get_named_actor", "kill_actor", "list_actors",
+    "events", "subscribe_events", "unsubscribe_events",
+    "state_list", "state_get", "state_summary", "state_timeline", "state_memory",
+    "dash_info", "dash_metrics", "dash_overview", "dash_cells", "dash_timeline",
+    "dash_actor_calls",
+))  # fmt: skip
 #: Environment variables holding the service's own Hub credentials, kept from workers.
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 #: How long a lease request over quota waits before looking again (leases also end
@@ -65,6 +71,8 @@ class HubCredentials:
     api_token: str
     api_url: str
     access_scopes: set[str]
+    #: where the Hub proxies /services/<name>/ to (the service's ``url``), if anywhere
+    service_url: str = ""
 
 
 def take_credentials() -> HubCredentials:
@@ -87,6 +95,7 @@ def take_credentials() -> HubCredentials:
         api_token=token,
         api_url=os.environ.get("JUPYTERHUB_API_URL") or "http://127.0.0.1:8081/hub/api",
         access_scopes=scopes or {f"access:services!service={service}"},
+        service_url=os.environ.get("JUPYTERHUB_SERVICE_URL") or "",
     )
 
 
@@ -158,9 +167,19 @@ def install_node(endpoint: Endpoint, agent: NodeAgent, store: Any) -> Users:
     learn which driver is whose, and enforce the per-node quotas."""
     users = Users()
     rpc = endpoint.rpc
-    for name in CLUSTER_ONLY:
-        if name in rpc:
-            rpc[name] = _cluster_only(name, rpc[name])
+    for name in [n for n in rpc if n not in USER_REQUESTS]:
+        rpc[name] = _cluster_only(name, rpc[name])
+    kill_worker = rpc["kill_worker"]
+
+    def kill_own_worker(conn: Connection | None, worker_id: bytes) -> Any:
+        if conn is not None and conn.user is not None:  # cancel(force=True) of a user's task
+            w = agent.workers.get(worker_id)
+            lessee = w.lease[0] if w is not None and w.lease is not None else None
+            if lessee is None or lessee.user != conn.user:
+                raise PermissionError("that worker runs no task of yours")
+        return kill_worker(conn, worker_id)
+
+    rpc["kill_worker"] = kill_own_worker
 
     register = rpc["register"]
 
@@ -194,6 +213,23 @@ def install_head(
     endpoint.hub_login = HubLogin(creds, users)
     _actor_policies(endpoint, users, actors)
     _state_views(endpoint, users, actors)
+
+
+def serve_dashboard(port: Any, creds: HubCredentials, users: Users) -> None:
+    """The dashboard at /services/<name>/ (``dashboard.hub_server``), when the service has
+    a URL; started from the head's running loop."""
+    if not creds.service_url:
+        return
+
+    def start() -> None:
+        from nbcluster.dashboard import hub_server
+
+        try:
+            hub_server.serve(port, creds.api_token, creds.service_url, users.admins)
+        except Exception:
+            log.exception("the dashboard for JupyterHub users did not start")
+
+    asyncio.get_event_loop().call_soon(start)
 
 
 def _cluster_only(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -446,6 +482,76 @@ def _state_views(endpoint: Endpoint, users: Users, actors: ActorManager) -> None
     rpc.update(state_list=state_list, state_get=state_get, state_summary=state_summary,
                state_timeline=state_timeline, state_memory=state_memory,
                subscribe_events=subscribe_events)  # fmt: skip
+    if "dash_overview" in rpc:
+        _dashboard_views(rpc, users, state_list)
+
+
+def _dashboard_views(rpc: dict[str, Any], users: Users, state_list: Callable[..., Any]) -> None:
+    """The dashboard's views of a user: their own tasks, actors and objects in the counts,
+    the timeline, the cells and the actor calls; nodes and resources are everyone's."""
+    orig = {name: rpc[name] for name in (
+        "dash_overview", "dash_cells", "dash_timeline", "dash_actor_calls",
+    )}  # fmt: skip
+
+    def mine(conn: Connection, kind: str) -> list[dict[str, Any]]:
+        return list(state_list(conn, kind, None, None)["items"])
+
+    def dash_overview(conn: Connection | None, since: float | None = None) -> Any:
+        out = orig["dash_overview"](conn, since)
+        if users.restricted(conn) is None:
+            return out
+        assert conn is not None
+        tasks, actors, objects = (mine(conn, k) for k in ("tasks", "actors", "objects"))
+        out = dict(out)
+        out["tasks"] = {"total": len(tasks), "by_state": _count(t["state"] for t in tasks)}
+        out["actors"] = {"total": len(actors), "by_state": _count(a.get("state") for a in actors)}
+        out["objects"] = {
+            "total": len(objects), "bytes": sum(o["object_size"] or 0 for o in objects),
+            "spilled": sum(1 for o in objects if o["spilled"]),
+        }  # fmt: skip
+        ids = {t["task_id"] for t in tasks}
+        out["recent_errors"] = [e for e in out.get("recent_errors", [])
+                                if e.get("task_id") in ids]  # fmt: skip
+        return out
+
+    def dash_cells(conn: Connection | None) -> Any:
+        out = orig["dash_cells"](conn)
+        if users.restricted(conn) is None:
+            return out
+        assert conn is not None
+        tags = {_tag_key(t["tag"]) for t in mine(conn, "tasks") if t["tag"] is not None}
+        return {"cells": [c for c in out["cells"] if _tag_key(c["tag"]) in tags]}
+
+    def dash_timeline(conn: Connection | None, *args: Any) -> Any:
+        out = orig["dash_timeline"](conn, *args)
+        if users.restricted(conn) is None:
+            return out
+        assert conn is not None
+        ids = {t["task_id"] for t in mine(conn, "tasks")}
+        rows = [r for r in out["rows"] if r[1] in ids]
+        return dict(out, rows=rows, total=len(rows))
+
+    def dash_actor_calls(conn: Connection | None) -> Any:
+        out = orig["dash_actor_calls"](conn)
+        if users.restricted(conn) is None:
+            return out
+        assert conn is not None
+        ids = {a["actor_id"] for a in mine(conn, "actors")}
+        return {k: v for k, v in out.items() if k in ids}
+
+    rpc.update(dash_overview=dash_overview, dash_cells=dash_cells, dash_timeline=dash_timeline,
+               dash_actor_calls=dash_actor_calls)  # fmt: skip
+
+
+def _count(values: Iterable[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
+
+
+def _tag_key(tag: Any) -> str:
+    return str(tag.get("msg_id", "")) if isinstance(tag, dict) else str(tag)
 
 
 # --------------------------------------------------------------------------- command line

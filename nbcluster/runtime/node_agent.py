@@ -485,6 +485,7 @@ class NodeAgent:
             for client in list(self.clients):
                 if not client.closed:
                     client.notify("node_dead", address)
+        self.store.nodes_gone(gone)
         self.store.transfer_of = {v["address"]: v["transfer"] for v in view.values()}
         self._try_grant()
 

@@ -38,10 +38,12 @@ class ObjectRef:
             core.refs.add_local(oid, owner)
 
     def __del__(self) -> None:
+        # The garbage collector runs this on any thread, possibly one holding the runtime's
+        # locks: it only queues the release (see ``CoreWorker.release_ref``), never blocks.
         core = self._core
         if core is not None and core is _core:
             try:
-                core.refs.remove_local(self._id)
+                core.release_ref(self._id)
             except Exception:  # interpreter shutdown: nothing left to free
                 pass
 

@@ -88,6 +88,12 @@ class ReferenceTable:
             self.entries[oid] = e
         return e
 
+    def forget_unreferenced(self, e: Entry) -> None:
+        """Drop an entry that never had a reference (creation was abandoned): no release."""
+        with self.lock:
+            if e.local <= 0 and not e.borrowers and self.entries.get(e.oid) is e:
+                del self.entries[e.oid]
+
     # -- local counts (ObjectRef lifetime) ---------------------------------------------------
     def add_local(self, oid: bytes, owner: str) -> None:
         new_borrow = None

@@ -132,6 +132,11 @@ class StoreMapping:
                 self._mmap.madvise(_MADV_POPULATE_WRITE, lo, hi - lo)
             i = j
 
+    def commit(self, offset: int) -> None:
+        """The object written at ``offset`` is complete (nothing to do: it is shared memory;
+        a driver in client mode uploads it here, see ``remote_store``)."""
+        return None
+
     def readonly(self, offset: int, size: int) -> memoryview:
         """A read-only, zero-copy view of ``size`` bytes at ``offset``."""
         return self._slice(offset, size).toreadonly()

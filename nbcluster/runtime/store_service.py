@@ -172,6 +172,14 @@ class StoreService:
             got = self.store.open(oid, reader)
         return got
 
+    def nodes_gone(self, agents: list[str]) -> None:
+        """Nodes were declared dead: pulls from them fail now (they may be frozen, not
+        closed), so their readers move on to a rebuilt copy."""
+        for agent in agents:
+            source = self.transfer_of.get(agent)
+            if source is not None:
+                self.puller.abort(source)
+
     def _pull(self, oid: bytes, location: str, source: str) -> None:
         created = []
 

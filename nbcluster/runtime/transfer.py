@@ -8,6 +8,10 @@ whole-object copy is ever made in Python memory on either side, and the event lo
 Wire format after the token handshake (``auth``): the puller sends the object id (a length
 byte and the id); the server answers an 8-byte size (all ones if it does not have the object)
 followed by exactly that many bytes.
+
+A peer that freezes or is cut off must not hold anything forever: both sides give up when
+the other makes no progress for ``node_timeout_s`` (the sender then releases its pin on the
+object), and a pull from a node the head declares dead is aborted at once.
 """
 
 from __future__ import annotations
@@ -127,9 +131,14 @@ class TransferServer:
                 if not server_handshake(conn, self.token):
                     log.warning("refused transfer connection from %s: wrong token", peer)
                     return
-                conn.settimeout(None)
+                # A puller that stops reading (frozen, cut off) makes sendall fail here
+                # instead of holding this thread and the object's pin forever.
+                conn.settimeout(CONFIG.node_timeout_s)
                 while True:
-                    head = conn.recv(1)
+                    try:
+                        head = conn.recv(1)
+                    except TimeoutError:
+                        return  # an idle connection: pullers open one per object
                     if not head:
                         return
                     oid = _recv_exact(conn, head[0])
@@ -162,6 +171,18 @@ class Puller:
         self.token = token
         self._inflight: dict[bytes, concurrent.futures.Future[None]] = {}
         self._lock = threading.Lock()
+        #: open transfer sockets by the transfer address they pull from
+        self._sockets: dict[str, set[socket.socket]] = {}
+
+    def abort(self, source: str) -> None:
+        """The node serving ``source`` is dead: fail the pulls from it now."""
+        with self._lock:
+            socks = list(self._sockets.get(source, ()))
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def pull(
         self,
@@ -205,19 +226,34 @@ class Puller:
         host, port = parse_address(source)
         host = dial_host(host)
         with socket.create_connection((host, port), timeout=CONFIG.handshake_timeout_s) as raw:
-            ctx = tls.client_context()
-            sock = ctx.wrap_socket(raw, server_hostname="nbcluster") if ctx is not None else raw
-            client_handshake(sock, self.token)
-            sock.settimeout(None)
-            sock.sendall(bytes([len(oid)]) + oid)
-            (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
-            if size == MISSING:
-                raise ObjectLostError(oid.hex(), f"the node at {source} no longer has it")
-            dest = allocate(size)
-            got = 0
-            while got < size:
-                k = sock.recv_into(dest[got:], min(CHUNK, size - got))
-                if k == 0:
-                    raise ConnectionError(f"the node at {source} closed the transfer")
-                got += k
-            dest.release()
+            with self._lock:
+                self._sockets.setdefault(source, set()).add(raw)
+            try:
+                self._fetch_on(raw, oid, source, allocate)
+            finally:
+                with self._lock:
+                    socks = self._sockets.get(source)
+                    if socks is not None:
+                        socks.discard(raw)
+                        if not socks:
+                            del self._sockets[source]
+
+    def _fetch_on(
+        self, raw: socket.socket, oid: bytes, source: str, allocate: Callable[[int], memoryview]
+    ) -> None:
+        ctx = tls.client_context()
+        sock = ctx.wrap_socket(raw, server_hostname="nbcluster") if ctx is not None else raw
+        client_handshake(sock, self.token)
+        sock.settimeout(CONFIG.node_timeout_s)  # a sender that stops sending is given up
+        sock.sendall(bytes([len(oid)]) + oid)
+        (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
+        if size == MISSING:
+            raise ObjectLostError(oid.hex(), f"the node at {source} no longer has it")
+        dest = allocate(size)
+        got = 0
+        while got < size:
+            k = sock.recv_into(dest[got:], min(CHUNK, size - got))
+            if k == 0:
+                raise ConnectionError(f"the node at {source} closed the transfer")
+            got += k
+        dest.release()

@@ -183,6 +183,10 @@ class JupyterLab:
             path = settings / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(value))
+        # What `pip install .` does for a wheel: jupyter-server loads the nbcluster extension.
+        server_d = self.home / "jconf" / "jupyter_server_config.d"
+        server_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "nbcluster" / "extension" / "config" / "nbcluster.json", server_d)
         self.port = self.port or free_port()
         args = [
             sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",

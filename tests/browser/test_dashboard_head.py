@@ -16,10 +16,6 @@ from conftest import wait_for_file
 import nbcluster as nc
 from browser.lab import REPO_ROOT, expect
 
-#: Where the README's screenshots live; the test refreshes them when asked to
-#: (NBCLUSTER_UPDATE_SCREENSHOTS=1), and always leaves its own copies in ``shots``.
-DOCS_IMAGES = REPO_ROOT / "docs" / "images"
-
 
 def waits_then_fails(gate: str) -> None:
     wait_for_file(gate)
@@ -41,12 +37,14 @@ def page(chromium: Any) -> Iterator[Any]:
     context.close()
 
 
-def keep(shots: Path, name: str, page: Any) -> None:
+def keep(shots: Path, name: str, page: Any, readme: bool = False) -> None:
+    """A screenshot in the test's folder; NBCLUSTER_SCREENSHOTS=docs also keeps the README's
+    picture current."""
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / name))
-    if os.environ.get("NBCLUSTER_UPDATE_SCREENSHOTS") == "1":
-        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shots / name, DOCS_IMAGES / name)
+    docs = os.environ.get("NBCLUSTER_SCREENSHOTS")
+    if docs and readme:
+        shutil.copy(shots / name, REPO_ROOT / docs / name)
 
 
 def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
@@ -68,7 +66,6 @@ def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
     expect(page.locator("[data-card=nodes] .card-big")).to_have_text("1")
     expect(page.locator("[data-state-count=FINISHED]")).to_have_text("8", timeout=20_000)
     expect(page.locator(".chart-box[data-chart=CPU] polyline")).to_have_count(1, timeout=20_000)
-    keep(shots, "dashboard-overview.png", page)
 
     # A task appears in the table as it starts, without reloading the page...
     page.locator("[data-tab=tasks]").click()
@@ -91,7 +88,7 @@ def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
     expect(traceback).to_contain_text("Traceback")
     expect(traceback).to_contain_text("the input was not what this task expected")
     expect(traceback).to_contain_text("waits_then_fails")
-    keep(shots, "dashboard-task.png", page)
+    keep(shots, "dashboard-task.png", page, readme=True)
 
     # The timeline: one slice per task that ran, the failed one among them.
     page.locator("[data-tab=timeline]").click()
@@ -107,6 +104,7 @@ def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
     expect(page.locator(f".error-list li[data-task-id='{ref.task_id().hex()}']")).to_contain_text(
         "RuntimeError", timeout=20_000
     )
+    keep(shots, "dashboard-overview.png", page)
     assert page.errors == []
 
     # The link was for one use: another browser using it is refused.

@@ -98,6 +98,7 @@ class SharedCluster:
     address: str
     users: list[str]  # may use it (their role has the service's access scope)
     outsider: str  # a hub user without that scope
+    admin: str  # has the scope, and is one of the service's --admin-users
     user_cpus: float = 1.0
     user_store: int = 8 * 2**20
 
@@ -111,25 +112,26 @@ def hub(os_users: OsUsers) -> Iterator[RealHub]:
     run as the hub's own account on this machine, attach to it with their hub tokens.
     """
     ensure_installed()  # the users' servers list the nbcluster kernel from this venv
-    *ports, service_port = free_ports(4)
+    *ports, service_port, dashboard_port = free_ports(5)
     suffix = os.getpid() % 100000
     shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
-                           f"erin{suffix}")  # fmt: skip
+                           f"erin{suffix}", f"frank{suffix}")  # fmt: skip
     service_dir = os_users.root / "service"
     service_dir.mkdir(mode=0o700)
     command = [
         str(VENV_BIN / "nbcluster"), "start", "--head", "--block", "--jupyterhub",
         "--port", str(service_port), "--num-cpus", "2", "--object-store-memory", str(2**28),
         "--user-cpus", str(shared.user_cpus), "--user-store", str(shared.user_store),
-        "--shared-namespaces", "team",
+        "--shared-namespaces", "team", "--admin-users", shared.admin,
     ]  # fmt: skip
     real = RealHub(
         os_users.root / "hub", list(os_users.names), ports,
-        shared_users=[*shared.users, shared.outsider],
+        shared_users=[*shared.users, shared.outsider, shared.admin],
         shared_env={"NBCLUSTER_ADDRESS": shared.address},
         services=[{"name": "nbcluster", "command": command,
+                   "url": f"http://127.0.0.1:{dashboard_port}", "oauth_no_confirm": True,
                    "environment": {"NBCLUSTER_TEMP_DIR": str(service_dir)}}],
-        roles=[{"name": "nbcluster-users", "users": shared.users,
+        roles=[{"name": "nbcluster-users", "users": [*shared.users, shared.admin],
                 "scopes": ["access:services!service=nbcluster"]}],
         server_token_scopes=["users:activity!user", "access:servers!server",
                              "access:services!service=nbcluster"],

@@ -8,14 +8,13 @@ borrowed token or with ``init("auto")``, or find the other's token on a command 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from hub.realhub import HubUser, RealHub
+from hub.realhub import HubUser, RealHub, poll
 
 # Two users' clusters on one host need per-user session directories.
 pytest.importorskip("nbcluster.runtime.sessions", reason="no per-user session directories")
@@ -125,14 +124,40 @@ print(json.dumps(out))
     assert "ATTACHED" not in out["auto"] or b["address"] in out["auto"], out["auto"]
 
 
-def test_kernels_restart_and_stop_cleanly_per_user(hub: RealHub, two_users: Any) -> None:
-    """A user's cluster processes all run as that user and stop with their kernel."""
+def test_each_user_s_jupyter_lists_only_their_own_clusters(
+    hub: RealHub, two_users: Any
+) -> None:
+    """``{base_url}nbcluster/`` (the jupyter-server extension) of each user's server."""
+    alice, bob = two_users
+    mine = {u[0].name: _cluster_of(hub, u)["address"] for u in (alice, bob)}
+    for me, other in ((alice, bob), (bob, alice)):
+        r = hub.api("GET", f"{me[0].server}nbcluster/api/clusters", me[0].token)
+        assert r.status_code == 200, r.text
+        listed = {c["address"] for c in r.json()["clusters"]}
+        assert mine[me[0].name] in listed, (me[0].name, listed)
+        assert mine[other[0].name] not in listed, (me[0].name, listed)
+        # and the other user's server (with this user's token) is closed to them
+        r = hub.api("GET", f"{other[0].server}nbcluster/api/clusters", me[0].token)
+        assert r.status_code == 403, r.status_code
+
+
+def test_a_second_kernel_gets_its_own_cluster_which_stops_with_it(
+    hub: RealHub, two_users: Any, os_users: Any
+) -> None:
+    """Every process of a user's kernel cluster runs as that user, and goes with the kernel."""
     alice, _ = two_users
-    a = _cluster_of(hub, alice)
+    first = _cluster_of(hub, alice)["address"]
     kid = hub.start_kernel(alice[0])
     second = hub.run(alice[0], kid, "import nbcluster as nc, json\n"
                                    "print(json.dumps(nc.init()['address']))").last_json()
-    assert second != a["address"]
+    assert second != first
+
+    def heads() -> list[Any]:
+        return [p for p in os_users.processes()
+                if "nbcluster.runtime.head" in " ".join(p.cmdline())]  # fmt: skip
+
+    uid = os_users.uid(alice[0].name)
+    assert len(heads()) == 2 and all(p.uids().real == uid for p in heads())
     r = hub.api("DELETE", f"{alice[0].server}api/kernels/{kid}", alice[0].token)
     assert r.status_code == 204, r.text
-    json.dumps(second)
+    poll(lambda: len(heads()) == 1, 30, "the second kernel's cluster stopping")

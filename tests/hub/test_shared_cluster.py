@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from hub.realhub import Cell, HubUser, RealHub, poll
 
@@ -84,6 +85,66 @@ def test_users_attach_with_their_hub_tokens_and_see_only_their_work(
         assert got["task_names"] == [f"{short}_job"], got  # only their own tasks
 
 
+def test_an_admin_sees_everyones_work(hub: RealHub, team: dict[str, Any]) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    shared = hub.shared  # type: ignore[attr-defined]
+    admin = hub.user(shared.admin)  # a token of the admin's, used by a driver in carol's server
+    code = f"""
+import json, os, subprocess, sys
+probe = ("import json, nbcluster as nc; from nbcluster.util import state; nc.init(); "
+         "print(json.dumps(sorted({{t.name for t in state.list_tasks(limit=None)}})))")
+env = dict(os.environ, JUPYTERHUB_API_TOKEN={admin.token!r})
+r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                   env=env)
+print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else json.dumps(r.stderr[-800:]))
+"""
+    names = _json(hub, team[shared.users[0]], code)
+    assert {"carol_job", "dave_job"} <= set(names), names
+
+
+DASHBOARD = "/services/nbcluster/"
+
+
+def test_the_dashboard_needs_hub_login_and_shows_each_user_their_own_work(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    shared = hub.shared  # type: ignore[attr-defined]
+    r = requests.get(hub.url + DASHBOARD, allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and "/hub/" in r.headers["Location"], (r.status_code, r.headers)
+    carol = hub.user(shared.users[0])
+    r = hub.api("GET", f"{DASHBOARD}nbcluster/api/clusters", carol.token)
+    assert r.status_code == 200, r.text
+    (cluster,) = r.json()["clusters"]
+    assert cluster["address"] == shared.address
+    tasks = f"{DASHBOARD}nbcluster/api/clusters/{cluster['id']}/tasks?limit=1000"
+    seen = {}
+    for name in (*shared.users, shared.admin):
+        r = hub.api("GET", tasks, hub.user(name).token)
+        assert r.status_code == 200, r.text
+        seen[name] = {t["name"] for t in r.json()["items"]}
+    assert seen[shared.users[0]] == {"carol_job"}, seen
+    assert seen[shared.users[1]] == {"dave_job"}, seen
+    assert {"carol_job", "dave_job"} <= seen[shared.admin], seen
+    overview = hub.api("GET", f"{DASHBOARD}nbcluster/api/clusters/{cluster['id']}/overview",
+                       carol.token).json()  # fmt: skip
+    assert overview["tasks"]["total"] == 3 and overview["tasks"]["by_state"] == {"FINISHED": 3}
+    r = hub.api("GET", tasks, hub.user(shared.outsider).token)
+    assert r.status_code == 403, r.status_code
+
+    # A browser: log in at the hub, then the Hub's OAuth brings it back to the page.
+    s = requests.Session()
+    s.get(hub.url + "/hub/login", timeout=30)
+    r = s.post(hub.url + "/hub/login", allow_redirects=False, timeout=30,
+               data={"username": carol.name, "password": hub.password,
+                     "_xsrf": s.cookies["_xsrf"]})  # fmt: skip
+    assert r.status_code == 302, r.status_code
+    r = s.get(hub.url + DASHBOARD, timeout=30)
+    assert r.status_code == 200 and '"server": "jupyterhub"' in r.text, (r.status_code, r.text)
+    r = s.get(hub.url + tasks, timeout=30)
+    assert {t["name"] for t in r.json()["items"]} == {"carol_job"}
+
+
 def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
     shared = hub.shared  # type: ignore[attr-defined]
     cell = _run(hub, team[shared.outsider], "import nbcluster as nc\nnc.get(nc.put(1))")
@@ -109,6 +170,23 @@ print(json.dumps(r.stderr.strip().splitlines()[-1]))
     assert "AuthenticationError" in last and "does not accept this API token" in last, last
     assert _json(hub, team[shared.users[1]], "import nbcluster as nc, json\n"
                  "print(json.dumps(nc.get(nc.put(41)) + 1))") == 42  # fmt: skip
+
+
+def test_users_make_only_the_requests_a_driver_makes(
+    hub: RealHub, team: dict[str, Any]
+) -> None:
+    """A join token would buy the cluster token: users may not ask for one."""
+    carol = team[hub.shared.users[0]]  # type: ignore[attr-defined]
+    got = _json(hub, carol, """
+import json
+from nbcluster.runtime.object_ref import get_core
+try:
+    get_core().head_call("create_join_token", "mine", 1, timeout=30)
+    print(json.dumps("granted"))
+except PermissionError as e:
+    print(json.dumps(str(e)))
+""")
+    assert got == "create_join_token is for the cluster's own processes, not users"
 
 
 ACTORS = """

@@ -52,6 +52,12 @@ export class TasksView implements View {
   private table: KeyedTable<Task>;
   private total = h("span", { class: "muted", dataset: { count: "tasks" } });
   private missing = new Set<string>();
+  // Events about tasks whose submission has not arrived yet: a worker may report a task
+  // before its owner does (they flush on their own clocks). Applied when it arrives.
+  private early = new Map<string, LiveEvent[]>();
+  // Events that arrive while a snapshot is on its way: applied on top of it once it is in
+  // (the snapshot may predate them; applying one twice changes nothing).
+  private loading: LiveEvent[] | null = null;
   private fetchMissing = debounce(() => void this.loadMissing(), 300);
   private detail: TaskDetail | null = null;
 
@@ -101,6 +107,7 @@ export class TasksView implements View {
     }
     this.el.replaceChildren(this.form(), h("div", { class: "table-head" },
       h("span", null, "Newest tasks: showing "), this.total), this.table.el);
+    this.loading = [];
     try {
       const got = await this.ctx.api.get(this.ctx.api.cluster(this.ctx.id, "tasks", { ...this.filters(), limit: LIMIT }));
       const items: Task[] = got.items.slice().reverse();
@@ -108,6 +115,10 @@ export class TasksView implements View {
       this.total.textContent = `${items.length} of ${got.total}`;
     } catch (e) {
       this.ctx.failed(e);
+    } finally {
+      const queued = this.loading;
+      this.loading = null;
+      if (queued.length) this.onEvents(queued);
     }
   }
 
@@ -137,6 +148,7 @@ export class TasksView implements View {
 
   onEvents(evs: LiveEvent[]): void {
     if (this.detail) { this.detail.onEvents(evs); return; }
+    if (this.loading) { this.loading.push(...evs); return; }
     for (const ev of evs) {
       if (!ev.type.startsWith("TASK_")) continue;
       const id = ev.data.task_id;
@@ -150,10 +162,20 @@ export class TasksView implements View {
       } else if (ev.type === "TASK_SUBMITTED") {
         const t: Task = { task_id: id, state: "PENDING_NODE_ASSIGNMENT" };
         applyTaskEvent(t, ev);
+        for (const e of this.early.get(id) || []) applyTaskEvent(t, e);
+        this.early.delete(id);
         if (this.matches(t)) this.table.put(t, true);
-      } else if (!this.missing.has(id) && Object.keys(this.filters()).length) {
-        this.missing.add(id);  // a task that may now match: ask for its record
-        this.fetchMissing();
+      } else {
+        const list = this.early.get(id);
+        if (list) list.push(ev);
+        else {
+          this.early.set(id, [ev]);
+          if (this.early.size > 5000) this.early.delete(this.early.keys().next().value!);
+        }
+        if (!this.missing.has(id) && Object.keys(this.filters()).length) {
+          this.missing.add(id);  // a task that may now match: ask for its record
+          this.fetchMissing();
+        }
       }
     }
   }
