@@ -145,6 +145,47 @@ def test_the_dashboard_needs_hub_login_and_shows_each_user_their_own_work(
     assert {t["name"] for t in r.json()["items"]} == {"carol_job"}
 
 
+@pytest.fixture
+def browser_page(tmp_path: Any) -> Iterator[Any]:
+    """A page in Debian's headless Chromium (the browser tests' settings)."""
+    from browser.lab import CHROMIUM, CHROMIUM_FLAGS, browser_env, have_chromium
+    from parts import missing
+
+    if not have_chromium():
+        missing("chromium", f"{CHROMIUM} not found; scripts/test-parts.sh installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright", "pip install -e '.[test]' installs it")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=CHROMIUM_FLAGS, env=browser_env(tmp_path))  # fmt: skip
+        try:
+            yield browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+        finally:
+            browser.close()
+
+
+def test_the_dashboard_in_a_browser_shows_the_user_their_own_work(
+    hub: RealHub, team: dict[str, Any], browser_page: Any
+) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    from browser.lab import expect
+
+    page = browser_page
+    carol = hub.shared.users[0]  # type: ignore[attr-defined]
+    page.goto(hub.url + DASHBOARD)  # not logged in: the hub's login page
+    page.fill("#username_input", carol)
+    page.fill("#password_input", hub.password)
+    page.click("#login_submit")  # ...then the Hub's OAuth brings the browser back
+    expect(page.locator("[data-state-count=FINISHED]")).to_have_text("3", timeout=30_000)
+    assert page.url.startswith(hub.url + DASHBOARD), page.url
+    page.locator("[data-tab=tasks]").click()
+    names = page.locator("[data-col=name]")
+    expect(names.first).to_have_text("carol_job", timeout=30_000)
+    assert set(names.all_inner_texts()) <= {"carol_job", "name", "Name"}, names.all_inner_texts()
+
+
 def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
     shared = hub.shared  # type: ignore[attr-defined]
     cell = _run(hub, team[shared.outsider], "import nbcluster as nc\nnc.get(nc.put(1))")
