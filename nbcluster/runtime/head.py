@@ -138,13 +138,15 @@ def main() -> None:
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
+    if head_address is not None:
+        log_tail.install(endpoint)  # the head reaches this node's log through its connection
     if head_address is None:
         directory = NodeDirectory(endpoint)
         head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
         JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
         ClusterOverview(endpoint, event_log)
-        log_tail.install(endpoint)
+        log_tail.install(endpoint, directory)
         dashboard = DashboardPort(
             endpoint, node_id, address, local_address, session_dir, stop,
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
