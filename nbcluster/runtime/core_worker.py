@@ -200,10 +200,14 @@ class CoreWorker:
         self.head = self.agent
         if info["head_address"] != info["agent_address"]:
             self.head = await self.connect(info["head_address"])
+        if not self.client_mode:
+            try:
+                self.store = StoreMapping(info["store_path"], info["store_capacity"])
+            except PermissionError:  # the node is another account's (a shared Hub service)
+                self.client_mode = True
+                log.info("the node's store is not ours to map: client mode through %s", target)
         if self.client_mode:
             self.store = RemoteStore(self, info["store_capacity"])
-        else:
-            self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
         if self.kind == "driver":
             self._head_answered = time.monotonic()
