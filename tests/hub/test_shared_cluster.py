@@ -53,6 +53,7 @@ def _json(hub: RealHub, who: tuple[HubUser, str], code: str) -> Any:
 JOBS = """
 import json, os
 import nbcluster as nc
+from nbcluster.runtime.object_ref import get_core
 from nbcluster.util import state
 
 @nc.remote
@@ -66,6 +67,7 @@ print(json.dumps({{
     "address": nc.nodes()[0]["Address"],
     "task_names": sorted({{t.name for t in tasks}}),
     "token_env": "NBCLUSTER_TOKEN" in os.environ,
+    "client_mode": get_core().client_mode,
 }}))
 """
 
@@ -82,6 +84,7 @@ def test_users_attach_with_their_hub_tokens_and_see_only_their_work(
         assert got["results"] == [1, 2, 3]
         assert got["address"] == shared.address  # the service's cluster, not one of their own
         assert got["token_env"] is False  # no cluster token was handed to anyone
+        assert got["client_mode"] is True  # the service's node is not the user's to map
         assert got["task_names"] == [f"{short}_job"], got  # only their own tasks
 
 
@@ -228,6 +231,18 @@ except PermissionError as e:
     print(json.dumps(str(e)))
 """)
     assert got == "create_join_token is for the cluster's own processes, not users"
+    # In client mode a user reads and writes the store's arena only where their objects are.
+    got = _json(hub, carol, """
+import json
+from nbcluster.runtime.object_ref import get_core
+core = get_core()
+try:
+    core.agent_call("store_read_range", core.store.capacity - 64, 64, timeout=30)
+    print(json.dumps("read"))
+except PermissionError as e:
+    print(json.dumps(str(e)))
+""")
+    assert got == "that part of the object store is not an object you opened"
 
 
 ACTORS = """
