@@ -24,7 +24,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from nbcluster.runtime.config import CONFIG
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
-pytest.importorskip("nbcluster.runtime.sessions", reason="clusters are found by their records")
 
 pytestmark = pytest.mark.slow
 
