@@ -145,6 +145,7 @@ class Host:
         return proc, json.loads(line[len("READY ") :])
 
     def close(self) -> None:
+        self.nbcluster(None, "stop")  # what a test started with `nbcluster start`, if any
         for proc in self.procs:
             if proc.poll() is None:
                 assert proc.stdin is not None
@@ -273,6 +274,16 @@ def test_two_users_clusters_on_one_machine_stay_apart(host: Host, other_user: Os
         mine_dir, mine["token_file"],
     )  # fmt: skip
     assert peek.stdout.split() == ["DENIED", "DENIED"], peek
+    # `nbcluster stop` is per user: the other user's stops nothing of mine.
+    head = host.nbcluster(None, "start", "--head", "--num-cpus", "1")
+    assert head.returncode == 0, head.stderr
+    theirs_stop = host.nbcluster(other_user, "stop")
+    assert theirs_stop.returncode == 0, theirs_stop.stderr
+    assert "no nodes started with `nbcluster start` are running for you" in theirs_stop.stdout
+    mine_now = host.nbcluster(None, "clusters", "--format", "json")
+    assert len(json.loads(mine_now.stdout)) == 2, mine_now  # my script's and my head
+    stopped = host.nbcluster(None, "stop")
+    assert stopped.stdout.startswith("stopped head node at "), stopped
 
 
 def test_tokens_never_show_on_a_command_line(
