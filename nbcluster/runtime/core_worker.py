@@ -382,7 +382,10 @@ class CoreWorker:
         """The head or our node is gone: nothing pending can finish, so fail it all now."""
         what = "head node" if conn is getattr(self, "head", None) else "node agent"
         reason = f"lost the connection to the cluster's {what} at {conn.peer}"
-        log.error("%s; call nbcluster.init() to start or attach to a cluster again", reason)
+        if self.kind == "driver":
+            log.error("%s; call nbcluster.init() to start or attach to a cluster again", reason)
+        else:  # a worker goes with its node, which says why in the same log
+            log.debug("%s; this worker exits", reason)
         self.lost_reason = reason
         err = error_bytes(exc.ClusterConnectionError(reason))
         with self.refs.lock:
