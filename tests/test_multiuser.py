@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import site
 import subprocess
@@ -94,19 +95,39 @@ def other_user() -> Iterator[OsUser]:
         subprocess.run(["userdel", name], capture_output=True, timeout=30, check=False)
 
 
+_TMP = Path("/tmp").resolve()
+
+
+def _under_tmp() -> list[Path]:
+    """The outermost of the paths these processes need that lie under the real /tmp."""
+    wanted = {REPO_ROOT, TESTS_DIR, Path(sys.prefix), *map(Path, site.getsitepackages())}
+    under = {p.resolve() for p in wanted if p.resolve().is_relative_to(_TMP)}
+    return sorted(p for p in under if not any(p != q and p.is_relative_to(q) for q in under))
+
+
 class Host:
     """Runs commands as root or as the other user, all seeing ``tmp`` as their ``/tmp``."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[str]] = []
+        self.keep = _under_tmp()
+        for path in self.keep:
+            (tmp / path.relative_to(_TMP)).mkdir(parents=True, exist_ok=True)
 
     def argv(self, user: OsUser | None, argv: list[str]) -> list[str]:
         drop = [] if user is None else _drop_to(user.uid, user.gid)
         if user is not None and argv[0] == sys.executable:
             argv = [user.python, *argv[1:]]
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount --bind "$0" /tmp && exec "$@"', str(self.tmp), *drop, *argv]  # fmt: skip
+        # What lives under the real /tmp and must stay in sight (this checkout, its virtual
+        # environment) is bound into the test's directory first, at the same place.
+        keep = "".join(
+            f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(self.tmp / p.relative_to(_TMP)))}"
+            " && " for p in self.keep
+        )  # fmt: skip
+        script = f'{keep}mount --rbind "$0" /tmp && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                str(self.tmp), *drop, *argv]  # fmt: skip
 
     @staticmethod
     def env() -> dict[str, str]:
@@ -145,6 +166,7 @@ class Host:
         return proc, json.loads(line[len("READY ") :])
 
     def close(self) -> None:
+        self.nbcluster(None, "stop")  # what a test started with `nbcluster start`, if any
         for proc in self.procs:
             if proc.poll() is None:
                 assert proc.stdin is not None
@@ -273,6 +295,16 @@ def test_two_users_clusters_on_one_machine_stay_apart(host: Host, other_user: Os
         mine_dir, mine["token_file"],
     )  # fmt: skip
     assert peek.stdout.split() == ["DENIED", "DENIED"], peek
+    # `nbcluster stop` is per user: the other user's stops nothing of mine.
+    head = host.nbcluster(None, "start", "--head", "--num-cpus", "1")
+    assert head.returncode == 0, head.stderr
+    theirs_stop = host.nbcluster(other_user, "stop")
+    assert theirs_stop.returncode == 0, theirs_stop.stderr
+    assert "no nodes started with `nbcluster start` are running for you" in theirs_stop.stdout
+    mine_now = host.nbcluster(None, "clusters", "--format", "json")
+    assert len(json.loads(mine_now.stdout)) == 2, mine_now  # my script's and my head
+    stopped = host.nbcluster(None, "stop")
+    assert stopped.stdout.startswith("stopped head node at "), stopped
 
 
 def test_tokens_never_show_on_a_command_line(

@@ -160,7 +160,9 @@ RUNNING_NOW: dict[bytes, tuple[float, str, float | None]] = {}
 
 
 #: Worker: tasks whose reply is on its way and whose run is not recorded yet (a set: adding
-#: and discarding are atomic, from any executor thread).
+#: and discarding are atomic, from any executor thread). One add and one discard per task,
+#: ~50 ns of the ~45 us a worker spends per no-op task: below what events_overhead.py tells
+#: apart on this machine.
 REPLYING: set[bytes] = set()
 #: How long a confirmed flush waits for such records (they take microseconds).
 _REPLYING_WAIT_S = 0.05
