@@ -354,6 +354,8 @@ class Executor:
         borrowed = (
             [[e.oid, e.owner] for e in self.core.refs.mark_registered(fresh)] if fresh else []
         )
+        if ev.ENABLED:  # a flush meanwhile waits for the record (``events.flush_confirmed``)
+            ev.REPLYING.add(task_id)
         conn.send((P.TASK_DONE, task_id, status, results, contained, borrowed))
         if ev.ENABLED:  # after the reply: the owner need not wait for the record
             ev.task_replied(task_id, status, results)
