@@ -45,7 +45,22 @@ class TaskError(NbclusterError):
         return self._message()
 
     def __reduce__(self) -> Any:
-        return (TaskError, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+        # The cause travels as its own pickle: a caller that cannot unpickle it (its class
+        # is not importable there, its __init__ wants other arguments) still gets the task's
+        # error and traceback, with a cause that says what went wrong.
+        cause, name = None, ""
+        if self.cause is not None:
+            name = type(self.cause).__name__
+            try:
+                import cloudpickle
+
+                cause = cloudpickle.dumps(self.cause)
+            except Exception:
+                cause = None
+        return (
+            _rebuild_task_error,
+            (self.function_name, self.traceback_str, cause, name, self.pid, self.ip),
+        )
 
     def as_instanceof_cause(self) -> TaskError:
         """Return an error that is both a ``TaskError`` and an instance of the cause's class."""
@@ -64,6 +79,26 @@ class TaskError(NbclusterError):
             return err
         except TypeError:  # a cause class that cannot be subclassed (e.g. final, or bad layout)
             return self
+
+
+def _rebuild_task_error(
+    function_name: str, traceback_str: str, cause: bytes | None, name: str,
+    pid: int | None, ip: str | None,
+) -> TaskError:  # fmt: skip
+    err: BaseException | None = None
+    if cause is not None:
+        import pickle
+
+        try:
+            err = pickle.loads(cause)
+        except Exception as e:
+            err = NbclusterError(
+                f"the task raised {name}, which cannot be rebuilt here "
+                f"({type(e).__name__}: {e}); its traceback is above"
+            )
+    elif name:
+        err = NbclusterError(f"the task raised {name}, which could not be pickled")
+    return TaskError(function_name, traceback_str, err, pid, ip)
 
 
 _DUAL_CACHE: dict[type, type] = {}

@@ -15,11 +15,11 @@ import gc
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -122,12 +122,80 @@ def session_files(root: Path = SESSION_DIR) -> list[str]:
     return sorted(found)
 
 
-def shm_entries() -> set[str]:
-    """Names in /dev/shm that belong to some nbcluster cluster."""
+def own_leaks(pid: int | None = None) -> dict[str, Any]:
+    """What a cluster can leave in a process (default: this one), to compare before and
+    after: mappings of and descriptors on a node's object store (an unnamed memfd, so
+    nothing shows in /dev/shm), threads, listening TCP ports and child processes."""
+    pid = os.getpid() if pid is None else pid
+    proc = f"/proc/{pid}"
     try:
-        return {name for name in os.listdir("/dev/shm") if "nbcluster" in name}
-    except FileNotFoundError:
-        return set()
+        with open(f"{proc}/maps") as f:
+            maps = sorted({line.split()[-2] for line in f if "memfd:nbcluster" in line})
+    except OSError:
+        maps = []
+    fds = []
+    for fd in _listdir(f"{proc}/fd"):
+        try:
+            target = os.readlink(f"{proc}/fd/{fd}")
+        except OSError:
+            continue
+        if "memfd:nbcluster" in target:
+            fds.append(target)
+    if pid == os.getpid():
+        threads = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    else:
+        threads = sorted(_listdir(f"{proc}/task"))
+    try:
+        ports = sorted(
+            c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        )  # fmt: skip
+    except psutil.Error:
+        ports = []
+    return {
+        "store mappings": maps,
+        "store descriptors": sorted(fds),
+        "threads": threads,
+        "listening ports": ports,
+        "child processes": sorted(p.pid for p in descendants(pid)),
+    }
+
+
+def store_inodes(pids: Iterable[int]) -> set[str]:
+    """The inodes of the object stores (memfds) these processes map."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                inodes.update(line.split()[4] for line in f if "memfd:nbcluster" in line)
+        except OSError:
+            pass
+    return inodes
+
+
+def still_mapped(inodes: set[str]) -> list[int]:
+    """Processes anywhere on the machine that still map one of these stores: its memory is
+    only freed once none does."""
+    if not inodes:
+        return []
+    holders = []
+    for name in _listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/maps") as f:
+                if any("memfd:nbcluster" in line and line.split()[4] in inodes for line in f):
+                    holders.append(int(name))
+        except OSError:
+            pass
+    return holders
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 # ---------------------------------------------------------------- helpers called in tasks
@@ -309,11 +377,11 @@ def _cluster_per_module() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
-    """After the whole run, no process of ours, no cluster shared memory and no session file
-    (token, record, log) may remain."""
-    shm_before = shm_entries()
+    """After the whole run, no process, thread, port or store mapping of ours may remain."""
+    before = own_leaks()
     yield
     _CLUSTERS.stop()
+    gc.collect()
     try:
         wait_until(
             lambda: not descendants(),
@@ -321,15 +389,9 @@ def _nothing_left_behind() -> Iterator[None]:
             message=lambda: "child processes left: " + describe(p.pid for p in descendants()),
         )
         wait_until(
-            lambda: not (shm_entries() - shm_before),
+            lambda: own_leaks() == before,
             timeout=CLEANUP_TIMEOUT_S,
-            message=lambda: f"/dev/shm entries left: {sorted(shm_entries() - shm_before)}",
-        )
-        wait_until(
-            lambda: not session_files(),
-            timeout=CLEANUP_TIMEOUT_S,
-            message=lambda: f"session files left in {SESSION_DIR}: {session_files()}",
+            message=lambda: f"left behind: {own_leaks()} (at the start: {before})",
         )
     finally:
         kill_quietly(p.pid for p in descendants())
-        shutil.rmtree(SESSION_DIR, ignore_errors=True)

@@ -23,10 +23,12 @@ from conftest import (
     describe,
     file_barrier,
     kill_quietly,
+    own_leaks,
     read_report,
-    shm_entries,
     start_driver,
     still_alive,
+    still_mapped,
+    store_inodes,
     wait_until,
 )
 from parts import missing
@@ -45,21 +47,23 @@ def meet(directory, parties):
     return file_barrier(directory, parties), os.getpid()
 
 
-def assert_all_gone(pids: set[int], shm_before: set[str], what: str) -> None:
+def assert_all_gone(pids: set[int], stores: set[str], what: str) -> None:
+    """Every process of the cluster is gone, and so is its object store: no process on the
+    machine maps it any more."""
     wait_until(
         lambda: not still_alive(pids),
         CLEANUP_TIMEOUT_S,
         message=lambda: f"{what}: processes left: {describe(still_alive(pids))}",
     )
     wait_until(
-        lambda: not (shm_entries() - shm_before),
+        lambda: not still_mapped(stores),
         CLEANUP_TIMEOUT_S,
-        message=lambda: f"{what}: /dev/shm entries left: {sorted(shm_entries() - shm_before)}",
+        message=lambda: f"{what}: the object store is still mapped by {still_mapped(stores)}",
     )
 
 
 def test_init_shutdown_leaves_nothing_behind(no_cluster):
-    shm_before = shm_entries()
+    before = own_leaks()
     assert not nc.is_initialized()
 
     nc.init(num_cpus=DEFAULT_CPUS)
@@ -68,12 +72,15 @@ def test_init_shutdown_leaves_nothing_behind(no_cluster):
         workers = set(nc.get([pid.remote() for _ in range(8)]))
         cluster_pids = {p.pid for p in descendants()} | workers
         assert workers <= cluster_pids
+        stores = store_inodes(cluster_pids | {os.getpid()})
+        assert stores, "the check sees no object store"
     finally:
         nc.shutdown()
 
     assert not nc.is_initialized()
-    assert_all_gone(cluster_pids, shm_before, "after shutdown()")
-    assert not descendants()
+    assert_all_gone(cluster_pids, stores, "after shutdown()")
+    wait_until(lambda: own_leaks() == before, CLEANUP_TIMEOUT_S,
+               message=lambda: f"left in the driver: {own_leaks()} (before: {before})")
 
 
 def test_shutdown_without_a_cluster_is_harmless(no_cluster):
@@ -154,13 +161,14 @@ nc.get(long_task)        # wait here until killed
 
 
 def run_driver_and_end_it(tmp_path, how: str) -> None:
-    shm_before = shm_entries()
     proc = start_driver(DRIVER, str(tmp_path / "running"), how)
     cluster_pids: set[int] = set()
     try:
         report = read_report(proc, "READY", timeout=60)
         assert report["driver"] == proc.pid
         cluster_pids = {p.pid for p in descendants(proc.pid)} | set(report["workers"])
+        stores = store_inodes(cluster_pids | {proc.pid})
+        assert stores, "the check sees no object store"
         assert set(report["workers"]) <= cluster_pids
         assert len(cluster_pids) >= 3, "expected a head and workers under the driver"
 
@@ -169,7 +177,7 @@ def run_driver_and_end_it(tmp_path, how: str) -> None:
             assert proc.wait(timeout=10) == -signal.SIGKILL
         else:
             assert proc.wait(timeout=30) == 0, "the driver should exit normally"
-        assert_all_gone(cluster_pids, shm_before, f"after the driver's {how}")
+        assert_all_gone(cluster_pids, stores, f"after the driver's {how}")
     finally:
         proc.kill()
         proc.wait()
@@ -188,15 +196,15 @@ def test_kill_9_of_the_driver_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signalled_driver_leaves_nothing_behind(tmp_path, sig):
-    shm_before = shm_entries()
     proc = start_driver(DRIVER, str(tmp_path / "running"), "block")
     cluster_pids: set[int] = set()
     try:
         report = read_report(proc, "READY", timeout=60)
         cluster_pids = {p.pid for p in descendants(proc.pid)} | set(report["workers"])
+        stores = store_inodes(cluster_pids | {proc.pid})
         os.kill(proc.pid, sig)
         proc.wait(timeout=15)
-        assert_all_gone(cluster_pids, shm_before, f"after {sig.name} to the driver")
+        assert_all_gone(cluster_pids, stores, f"after {sig.name} to the driver")
     finally:
         proc.kill()
         proc.wait()

@@ -22,26 +22,23 @@ from nbcluster.runtime import protocol as P
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.ids import new_task_id, object_id, random_id
 from nbcluster.runtime.object_ref import ObjectRef, get_core
+from nbcluster.runtime.options import ACTOR, METHOD, validate
 from nbcluster.runtime.reference_table import KIND_INLINE, PENDING, READY
-from nbcluster.runtime.remote_function import Exportable, validate_options
+from nbcluster.runtime.remote_function import Exportable, check_function_size
 from nbcluster.runtime.resources import task_resources
+from nbcluster.runtime.signatures import Binder, method_params, params_of
 from nbcluster.runtime.task_spec import FunctionDescriptor, TaskSpec, encode_args
 
-ACTOR_OPTIONS = frozenset(
-    {
-        "num_cpus", "num_gpus", "resources", "name", "namespace", "get_if_exists", "lifetime",
-        "max_concurrency", "max_restarts", "max_task_retries", "memory", "scheduling_strategy",
-        "runtime_env",
-    }
-)  # fmt: skip
-METHOD_OPTIONS = frozenset({"num_returns", "name", "max_task_retries", "retry_exceptions"})
 _METHOD_ATTR = "__nbcluster_method_options__"
 _HANDLE_SUFFIX = b"\xff\xff\xff\xff"
 
 
-def method(**options: Any) -> Any:
-    """``@nbcluster.method(num_returns=2)`` on an actor method sets its default options."""
-    validate_options(options, METHOD_OPTIONS)
+def method(*args: Any, **options: Any) -> Any:
+    """``@nbcluster.method(num_returns=2)`` on an actor method sets its default options
+    (``num_returns``, ``concurrency_group``, ...)."""
+    if args:
+        raise TypeError("@method takes keyword options only, e.g. @method(num_returns=2)")
+    validate(options, METHOD, "actor methods")
 
     def wrap(fn: Any) -> Any:
         setattr(fn, _METHOD_ATTR, options)
@@ -50,24 +47,46 @@ def method(**options: Any) -> Any:
     return wrap
 
 
-def _method_table(cls: type) -> dict[str, int]:
-    table = {}
+#: Methods every actor has, as in Ray: readiness, a function run with the instance, and a
+#: graceful exit after the calls before it.
+BUILTIN_METHODS = ("__ray_ready__", "__ray_call__", "__ray_terminate__")
+
+
+def _method_table(cls: type) -> dict[str, list[Any]]:
+    """name -> [num_returns, parameters (``signatures``), concurrency group]: what callers
+    need to call each method, and what travels with handles."""
+    table: dict[str, list[Any]] = {}
     for name, fn in inspect.getmembers(cls, callable):
         if name.startswith("__") and name != "__call__":
             continue
         opts = getattr(fn, _METHOD_ATTR, {})
-        table[name] = int(opts.get("num_returns", 1))
+        table[name] = [int(opts.get("num_returns", 1)), method_params(cls, name),
+                       opts.get("concurrency_group")]  # fmt: skip
+    table["__ray_ready__"] = [1, [], None]
+    table["__ray_call__"] = [1, None, None]
+    table["__ray_terminate__"] = [1, [], None]
     return table
 
 
 class ActorClass(Exportable):
     """What ``@remote`` makes of a class: ``.remote(...)`` creates an actor."""
 
-    def __init__(self, cls: type, options: dict[str, Any]) -> None:
-        validate_options(options, ACTOR_OPTIONS)
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 3 and isinstance(args[1], tuple):  # ``class B(SomeActor)``
+            name, bases = args[0], args[1]
+            base: Any = next(b for b in bases if isinstance(b, ActorClass))
+            raise TypeError(
+                f"Attempted to define subclass '{name}' of actor class '{base._cls.__name__}'. "
+                "Inheriting from actor classes is not currently supported. You can instead "
+                "inherit from a non-actor base class and make the derived class an actor "
+                "class (with @remote)."
+            )
+        cls, options = args
+        validate(options, ACTOR, "actors")
         self._cls = cls
         self._options = options
         self._methods = _method_table(cls)
+        self._init = Binder(f"{cls.__name__}.__init__", params_of(cls))
         self._descriptor: FunctionDescriptor | None = None
         self._lock = threading.Lock()
         self.__name__ = cls.__name__
@@ -79,11 +98,21 @@ class ActorClass(Exportable):
             f"Actors cannot be instantiated directly. Use {self._cls.__name__}.remote() instead."
         )
 
+    def __getattr__(self, name: str) -> Any:
+        """The class's own attributes (constants, static and class methods, along its MRO)
+        read through the actor class, as Ray allows."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
     def options(self, **options: Any) -> ActorClass:
-        validate_options(options, ACTOR_OPTIONS)
+        validate(options, ACTOR, "actors", in_options=True)
+        merged = {**self._options, **options}
+        validate(merged, ACTOR, "actors")
         new = ActorClass.__new__(ActorClass)
         new.__dict__.update(self.__dict__)
-        new._options = {**self._options, **options}
+        new._options = merged
         return new
 
     def _desc(self) -> FunctionDescriptor:
@@ -96,17 +125,18 @@ class ActorClass(Exportable):
                 self._descriptor = FunctionDescriptor(fid, data, self._cls.__name__)
             return self._descriptor
 
+    def _check_size(self) -> None:
+        check_function_size(self._desc(), "actor class")
+
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         from nbcluster.runtime.api import core_for_submit
 
+        self._init.check(args, kwargs)
+        self._check_size()
         core = core_for_submit()
         o = self._options
         lifetime = o.get("lifetime")
-        if lifetime not in (None, "detached", "non_detached"):
-            raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lifetime!r}")
         name = o.get("name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError("an actor name must be a non-empty string")
         hold = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 0.0)
         sched = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 1.0)
         desc = self._desc()
@@ -124,7 +154,9 @@ class ActorClass(Exportable):
             P.PUSH_TASK, new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
             [[e.oid, e.kind, e.data, e.size] for e in (core._entry(r) for r in deps)], 1,
             {"create": actor_id, "max_concurrency": o.get("max_concurrency"),
-             "methods": self._methods},
+             "methods": self._methods, "groups": _groups(o.get("concurrency_groups")),
+             "owner": core.address, "job": core.job_id,
+             "max_task_retries": o.get("max_task_retries", 0)},
         ]  # fmt: skip
         spec = {
             "name": name,
@@ -168,7 +200,7 @@ class ActorHandle:
         self,
         actor_id: bytes,
         class_name: str,
-        methods: dict[str, int],
+        methods: dict[str, list[Any]],
         max_task_retries: int,
         ref: ObjectRef,
     ) -> None:
@@ -180,13 +212,16 @@ class ActorHandle:
         self._method_cache: dict[str, ActorMethod] = {}
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("_"):
+        if name.startswith("_") and name not in BUILTIN_METHODS:
             raise AttributeError(name)
         m = self._method_cache.get(name)
         if m is None:
-            if name not in self._method_table:
+            info = self._method_table.get(name)
+            if info is None:
                 raise AttributeError(f"actor {self._class_name!r} has no method {name!r}")
-            m = ActorMethod(self, name, self._method_table[name], self._max_task_retries)
+            num_returns, params, group = info
+            m = ActorMethod(self, name, num_returns, self._max_task_retries, group,
+                            Binder(f"{self._class_name}.{name}", params))  # fmt: skip
             self._method_cache[name] = m
         return m
 
@@ -212,25 +247,31 @@ class ActorHandle:
 
 
 class ActorMethod:
-    __slots__ = ("_desc", "_handle", "_max_task_retries", "_name", "_num_returns")
+    __slots__ = (
+        "_binder", "_desc", "_group", "_handle", "_max_task_retries", "_name", "_num_returns",
+    )  # fmt: skip
 
     def __init__(
-        self, handle: ActorHandle, name: str, num_returns: int, max_task_retries: int
-    ) -> None:
+        self, handle: ActorHandle, name: str, num_returns: int, max_task_retries: int,
+        group: str | None = None, binder: Binder | None = None,
+    ) -> None:  # fmt: skip
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._max_task_retries = max_task_retries
+        self._group = group
+        self._binder = binder or Binder(name, None)
         self._desc = FunctionDescriptor(b"", b"", f"{handle._class_name}.{name}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"Actor methods cannot be called directly. Use .{self._name}.remote().")
 
     def options(self, **options: Any) -> ActorMethod:
-        validate_options(options, METHOD_OPTIONS)
+        validate(options, METHOD, "actor methods", in_options=True)
         m = ActorMethod(
             self._handle, self._name, options.get("num_returns", self._num_returns),
             options.get("max_task_retries", self._max_task_retries),
+            options.get("concurrency_group", self._group), self._binder,
         )  # fmt: skip
         # ``name`` names the task (state API, timeline, its errors), as in Ray.
         m._desc = FunctionDescriptor(b"", b"", options["name"]) if "name" in options else self._desc
@@ -239,6 +280,7 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from nbcluster.runtime.api import core_for_submit
 
+        self._binder.check(args, kwargs)
         core = core_for_submit()
         h = self._handle
         blob, deps, held = encode_args(args, kwargs, self._desc.name, core.put_serialized)
@@ -251,6 +293,8 @@ class ActorMethod:
         )  # fmt: skip
         spec.actor = h._actor_id
         spec.extra = {"actor": h._actor_id, "method": self._name}
+        if self._group is not None:
+            spec.extra["group"] = self._group
         spec.tag = output.current_tag()
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
@@ -259,6 +303,24 @@ class ActorMethod:
         if n == 1:
             return refs[0]
         return None if n == 0 else refs
+
+
+def _groups(groups: Any) -> dict[str, int] | None:
+    """Concurrency groups as the actor's process takes them: name -> calls at once."""
+    if not groups:
+        return None
+    if isinstance(groups, dict):
+        return {str(k): int(v) for k, v in groups.items()}
+    return {str(g): 1 for g in groups}
+
+
+def handle_of(
+    actor_id: bytes, class_name: str, methods: dict[str, list[Any]], max_task_retries: int,
+    owner: str,
+) -> ActorHandle:  # fmt: skip
+    """A handle to an existing actor (its handle object is owned by ``owner``)."""
+    ref = ObjectRef(actor_id + _HANDLE_SUFFIX, owner)
+    return ActorHandle(actor_id, class_name, methods, max_task_retries, ref)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
@@ -270,8 +332,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if got is None:
         raise ValueError(f"Failed to look up actor with name {name!r}")
     actor_id, owner, class_name, methods, max_task_retries = got
-    ref = ObjectRef(actor_id + _HANDLE_SUFFIX, owner)
-    return ActorHandle(actor_id, class_name, methods, max_task_retries, ref)
+    return handle_of(actor_id, class_name, methods, max_task_retries, owner)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
@@ -281,7 +342,9 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     core = get_core()
     if core is None:
         raise RuntimeError("nbcluster is not initialized")
-    core.head_call("kill_actor", actor._actor_id, no_restart, timeout=30)
+    death = core.head_call("kill_actor", actor._actor_id, no_restart, timeout=30)
+    if death is not None:  # calls made from now on fail, even before the process is gone
+        core.call_soon(core.submitter.actor_dead, actor._actor_id, death)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[str]:

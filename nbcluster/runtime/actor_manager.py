@@ -12,6 +12,7 @@ callers turn into ``ActorDiedError``. Non-detached actors die with their owner.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
 from nbcluster.runtime import protocol as P
+from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.transport import Connection, Endpoint, parse_address
 
 if TYPE_CHECKING:
@@ -88,8 +90,10 @@ class ActorManager:
         self.names: dict[tuple[str, str], bytes] = {}
         self.creating: dict[bytes, ActorInfo] = {}  # creation task id -> actor
         self.conns: dict[str, Connection] = {}
+        self._dead: collections.deque[bytes] = collections.deque()  # oldest death first
         for name in (
-            "create_actor", "wait_actor", "get_named_actor", "kill_actor", "actor_exiting",
+            "create_actor", "wait_actor", "get_named_actor", "kill_actor", "terminate_actor",
+            "actor_exiting",
             "list_actors", "actor_worker_gone", "owner_gone",
         ):  # fmt: skip
             endpoint.rpc[name] = getattr(self, name)
@@ -151,13 +155,16 @@ class ActorManager:
         methods = info.create[-1].get("methods", {})
         return [actor_id, info.owner, info.class_name, methods, info.max_task_retries]
 
-    def kill_actor(self, conn: Connection, actor_id: bytes, no_restart: bool) -> None:
+    def kill_actor(self, conn: Connection, actor_id: bytes, no_restart: bool) -> bytes | None:
+        """Kill the actor's process; with ``no_restart``, it is dead for good: the answer is
+        why, so the caller fails its later calls at once, not once the process is gone."""
         info = self.actors.get(actor_id)
         if info is None or info.state == DEAD:
-            return
+            return info.death if info is not None else None
         if no_restart:
             self._mark_dead(info, exc.ActorDiedError("the actor was killed by nbcluster.kill()"))
         self._kill_worker(info)
+        return info.death if no_restart else None
 
     def _kill_worker(self, info: ActorInfo) -> None:
         w = info.worker
@@ -328,7 +335,33 @@ class ActorManager:
         """A driver or worker that owned actors disconnected: its actors go too."""
         for info in list(self.actors.values()):
             if info.owner == owner and not info.detached and info.state != DEAD:
-                self.kill_actor(None, info.actor_id, True)  # type: ignore[arg-type]
+                self.terminate_actor(None, info.actor_id, "its owner is gone")
+
+    def terminate_actor(self, conn: Connection | None, actor_id: bytes, why: str) -> None:
+        """End an actor gracefully, as Ray does when its handles are gone: the calls already
+        sent to it finish and its atexit handlers run; past ``actor_exit_grace_s`` it is
+        killed."""
+        info = self.actors.get(actor_id)
+        if info is None or info.state == DEAD:
+            return
+        self._mark_dead(info, exc.ActorDiedError(f"The actor {info.class_name} ended: {why}"))
+        w = info.worker
+        if w is None:
+            return
+
+        async def ask() -> None:
+            try:
+                conn = await self._connect(w.addr)
+                conn.notify("exit_actor", False)
+            except Exception:
+                pass
+
+        self.loop.create_task(ask())
+        self.loop.call_later(CONFIG.actor_exit_grace_s, self._kill_if_still, info, w)
+
+    def _kill_if_still(self, info: ActorInfo, w: ActorWorker) -> None:
+        if info.worker is w:
+            self._kill_worker(info)
 
     def _mark_dead(self, info: ActorInfo, err: BaseException) -> None:
         if info.state == DEAD:
@@ -340,6 +373,13 @@ class ActorManager:
         if info.name and self.names.get((info.namespace, info.name)) == info.actor_id:
             del self.names[(info.namespace, info.name)]
         self._wake(info)
+        # Remember the dead for a while (why they died is what later calls report), but not
+        # forever: a long session creates actors without end. Ray prunes them the same way.
+        self._dead.append(info.actor_id)
+        while len(self._dead) > CONFIG.max_dead_actors:
+            old = self.actors.get(self._dead.popleft())
+            if old is not None and old.state == DEAD:
+                del self.actors[old.actor_id]
 
     def _node_address(self, info: ActorInfo) -> str:
         rec = self.directory.nodes.get(info.worker.node_id) if info.worker else None

@@ -23,6 +23,7 @@ from nbcluster.runtime.cluster_info import ClusterInfo
 from nbcluster.runtime.core_worker import CoreWorker
 from nbcluster.runtime.launcher import HeadProcess, start_head
 from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.options import REMOTE_USAGE
 from nbcluster.runtime.remote_function import RemoteFunction
 from nbcluster.runtime.resources import default_object_store_memory, node_resources
 
@@ -262,7 +263,7 @@ def remote(*args: Any, **options: Any) -> Any:
     if len(args) == 1 and not options and callable(args[0]):
         return wrap(args[0])
     if args:
-        raise TypeError("@remote takes keyword options only, e.g. @remote(num_cpus=2)")
+        raise TypeError(REMOTE_USAGE)
     return wrap
 
 
@@ -340,6 +341,43 @@ class RuntimeContext:
     def get_task_id(self) -> str | None:
         t = self._core.current_task
         return t.task_id.hex() if t is not None else None
+
+    def get_job_id(self) -> str:
+        """The driver this work belongs to (a driver's own id; a task's or an actor's is
+        that of the driver that submitted or created it)."""
+        host = self._core.executor.actor_host if self._core.executor is not None else None
+        if host is not None and host.job:
+            return str(host.job)
+        t = self._core.current_task
+        if t is not None and t.conn is not None and t.conn.info.get("job"):
+            return str(t.conn.info["job"])
+        return str(self._core.job_id)
+
+    def get_actor_id(self) -> str | None:
+        """The id of the actor this runs in (``ActorHandle.actor_id``); None outside one."""
+        ex = self._core.executor
+        actor_id = ex.actor_host.actor_id if ex is not None else None
+        return actor_id.hex() if actor_id is not None else None
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this runs in, to pass to others (as Ray's)."""
+        ex = self._core.executor
+        host = ex.actor_host if ex is not None else None
+        if host is None or host.actor_id is None:
+            raise RuntimeError("current_actor is only available inside an actor")
+        from nbcluster.runtime.actor import handle_of
+
+        return handle_of(host.actor_id, host.class_name, host.method_table,
+                         host.max_task_retries, host.owner)  # fmt: skip
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
 
     def get_assigned_resources(self) -> dict[str, float]:
         t = self._core.current_task

@@ -40,6 +40,22 @@ class Config:
     startup_timeout_s: float = 30.0
     #: Most tasks an owner keeps as lineage to rebuild lost objects (oldest evicted first).
     max_lineage_tasks: int = 100_000
+    #: ...and most bytes of their specs and arguments (Ray's bound, 1 GB).
+    max_lineage_bytes: int = 1 << 30
+    #: A remote function or actor class whose pickle is larger than this is refused at
+    #: ``.remote()`` (Ray's FUNCTION_SIZE_ERROR_THRESHOLD): it captured something large.
+    function_size_error_bytes: int = 100 * 1024 * 1024
+    #: An actor ending gracefully (its handles gone, its owner gone) is killed if still
+    #: there after this long (seconds).
+    actor_exit_grace_s: float = 5.0
+    #: Dead actors the head remembers (for get_actor errors and listings); older ones go.
+    max_dead_actors: int = 10_000
+    #: Processes the head's event log remembers as event sources (least recent go first).
+    event_max_sources: int = 10_000
+    #: A node's log is rotated past this size (copied to ``.1``, then truncated)...
+    log_max_bytes: int = 100 * 1024 * 1024
+    #: ...keeping this many old logs (``.1`` newest).
+    log_backups: int = 3
     #: Kill the newest task when the machine's memory use passes this fraction of RAM...
     memory_usage_threshold: float = 0.95
     #: ...or this many bytes, when set (> 0).

@@ -52,6 +52,8 @@ log = logging.getLogger("nbcluster.core")
 
 #: How often a driver checks that the head still answers.
 HEAD_PING_S = 1.0
+#: Threads resolving futures of ObjectRefs (``ref.future()``, ``await ref``).
+FUTURE_THREADS = 4
 
 # Per thread and per asyncio task, so concurrent actor calls each see their own task.
 _CURRENT_TASK: contextvars.ContextVar[Any] = contextvars.ContextVar("nbcluster_task", default=None)
@@ -85,6 +87,9 @@ class CoreWorker:
         self._attach = attach  # agent_address is a head: find this machine's node through it
         self.kind = kind
         self.worker_id = worker_id or random_id()
+        #: The job this process works for: a driver is its own job; a worker takes the job
+        #: of the task it runs (tasks it submits belong to it too), as Ray's job ids.
+        self.job_id = self.worker_id[:4].hex() if kind == "driver" else ""
         self.token = token
         self.agent_address = agent_address
         self.loop = asyncio.new_event_loop()
@@ -106,6 +111,7 @@ class CoreWorker:
         self._dropped_refs: collections.deque[bytes] = collections.deque()
         self._dropped_pins: collections.deque[bytes] = collections.deque()
         self._release_scheduled = False
+        self._futures_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.closed = False
         self.executor: Any = None  # set in worker processes (executor.Executor)
         self.owned_actors: dict[bytes, bool] = {}  # handle object id -> detached
@@ -168,7 +174,10 @@ class CoreWorker:
             self._started.set()
             return
         self._started.set()
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            self._let_go()
 
     async def _startup(self) -> None:
         target = self.agent_address
@@ -240,9 +249,11 @@ class CoreWorker:
 
         def stop() -> None:
             ev.flush_core(self)
+            for server in self.endpoint.servers:
+                server.close()
             for c in list(self.conns.values()):
                 c.close()
-            self.loop.call_later(0.05, self.loop.stop)
+            self.loop.call_later(0.05, self.loop.stop)  # the closes above go out first
 
         try:
             self.loop.call_soon_threadsafe(stop)
@@ -250,6 +261,30 @@ class CoreWorker:
             return
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2)
+
+    def _let_go(self) -> None:
+        """The loop stopped for good (on its own thread): close it and the store mapping,
+        and drop every table, so that ObjectRefs a notebook keeps after ``shutdown`` hold
+        nothing of the old cluster (its shared memory is gigabytes)."""
+        for server in self.endpoint.servers:
+            server.close()
+        for conn in list(self.conns.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.conns.clear()
+        self.loop.close()
+        if self.store is not None:
+            self.store.close()  # views a user still holds keep their pages, nothing more
+        with self._pins_lock:
+            self._pins.clear()
+        if self.refs is not None:
+            with self.refs.lock:
+                self.refs.entries.clear()
+        self.submitter.forget_everything()
+        self.ownership.handoffs.clear()
+        self.owned_actors.clear()
+        if self._futures_pool is not None:
+            self._futures_pool.shutdown(wait=False)
 
     # -- threads ----------------------------------------------------------------------------
     def on_loop(self) -> bool:
@@ -301,7 +336,7 @@ class CoreWorker:
             host, port = parse_address(address)
             conn = await self.endpoint.connect(host, port)
             conn.info["addr"] = address
-            conn.send((P.HELLO, self.address, self.kind, self.worker_id, os.getpid()))
+            conn.send((P.HELLO, self.address, self.kind, self.worker_id, os.getpid(), self.job_id))
             self.conns[address] = conn
             fut.set_result(conn)
             for msg in self._queued.pop(address, []):
@@ -334,8 +369,10 @@ class CoreWorker:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _on_hello(self, conn: Connection, msg: list[Any]) -> None:
-        _, addr, kind, worker_id, pid = msg
+        _, addr, kind, worker_id, pid = msg[:5]
         conn.info.update(addr=addr, kind=kind, worker_id=worker_id, pid=pid)
+        if len(msg) > 5:
+            conn.info["job"] = msg[5]  # whose work comes on this connection (a driver's id)
         existing = self.conns.get(addr)
         if existing is None or existing.closed:
             self.conns[addr] = conn
@@ -405,8 +442,8 @@ class CoreWorker:
         if e.state == READY and e.kind == KIND_STORE:
             self.send_to(e.data, (P.REQUEST, 0, "store_delete", [e.oid]))
         detached = self.owned_actors.pop(e.oid, None)
-        if detached is False:  # the last handle to an actor we created is gone
-            self.head.notify("kill_actor", e.oid[:16], True)
+        if detached is False:  # the last handle to an actor we created is gone: it ends
+            self.head.notify("terminate_actor", e.oid[:16], "its last handle is gone")
         e.contained = None
         if e.spec is not None:
             self.call_soon(self.submitter.on_return_dropped, e)
@@ -738,13 +775,28 @@ class CoreWorker:
     def wait(
         self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        # Ray's rules, in Ray's order and words.
         if isinstance(refs, ObjectRef):
-            raise TypeError("wait() expects a list of ObjectRefs")
-        refs = list(refs)
+            raise TypeError(f"wait() expected a list of ObjectRef, got a single ObjectRef {refs}")
+        if not isinstance(refs, list):
+            raise TypeError(f"wait() expected a list of ObjectRef, got {type(refs)}")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+        for r in refs:
+            if not isinstance(r, ObjectRef):
+                raise TypeError(
+                    f"wait() expected a list of ObjectRef, got list containing {type(r)}"
+                )
+        if not refs:
+            return [], []
         if len(set(refs)) != len(refs):
-            raise ValueError("wait() expects a list of unique ObjectRefs")
-        if num_returns <= 0 or num_returns > len(refs):
-            raise ValueError("num_returns must be between 1 and the number of refs")
+            raise ValueError("Wait requires a list of unique ObjectRefs.")
+        if num_returns <= 0:
+            raise ValueError(f"Invalid number of objects to return {num_returns}.")
+        if num_returns > len(refs):
+            raise ValueError(
+                "num_returns cannot be greater than the number of ObjectRefs provided to wait."
+            )
         entries = [self._entry(r) for r in refs]
         pending = [e for e in entries if e.state == PENDING]
         need = num_returns - (len(entries) - len(pending))
@@ -758,6 +810,19 @@ class CoreWorker:
             else:
                 not_ready.append(r)
         return ready, not_ready
+
+    def _resolver(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The few threads that turn ready objects into values for futures (``await ref``):
+        a thread each would be thousands in a burst."""
+        pool = self._futures_pool
+        if pool is None:
+            with self._pins_lock:
+                if self._futures_pool is None:
+                    self._futures_pool = concurrent.futures.ThreadPoolExecutor(
+                        FUTURE_THREADS, thread_name_prefix="nbcluster-future"
+                    )
+                pool = self._futures_pool
+        return pool
 
     def future_of(self, ref: ObjectRef) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -773,8 +838,11 @@ class CoreWorker:
 
         holder = [ref]  # keep the object alive while only this future refers to it
 
-        def in_thread(e2: Entry) -> None:
-            threading.Thread(target=done, args=(e2,), daemon=True).start()
+        def in_thread(e2: Entry) -> None:  # (reading the value may block: not on the loop)
+            try:
+                self._resolver().submit(done, e2)
+            except RuntimeError:  # shut down meanwhile
+                fut.set_exception(exc.ClusterConnectionError("nbcluster was shut down"))
 
         if self.refs.add_waiter(e, in_thread):
             if not e.owned:

@@ -105,6 +105,9 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         rpc["unsubscribe_events"] = lambda conn: self.subscribers.pop(conn, None) and None
         self.install_queries(rpc)
 
+    def source_count(self) -> int:
+        return len(self._sources)
+
     def also_on(self, kind: int, fn: Callable[[Any, Source], None]) -> None:
         """Also call ``fn(event, source)`` for each event of ``kind`` applied to the tables,
         after the log's own handler: how views kept beside the tables (the dashboard's
@@ -129,6 +132,8 @@ class EventLog(EntityEvents, StateQueries, Subscribers):
         src = self._sources.get(key)
         if src is None:
             src = self._sources[key] = Source(header)
+            if len(self._sources) > CONFIG.event_max_sources:  # processes come and go
+                del self._sources[next(iter(self._sources))]
         if blob:
             self._append(header, blob, self._apply(src, blob))
         if tasks and isinstance(n_tasks, int) and n_tasks > 0:

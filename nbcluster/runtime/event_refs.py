@@ -25,6 +25,31 @@ _STATES = {(0, 0): "PENDING", (0, 1): "PENDING", (0, 2): "PENDING", (1, 0): "INL
 
 def install(core: CoreWorker) -> None:
     core.endpoint.rpc["debug_refs"] = lambda conn: snapshot(core)
+    core.endpoint.rpc["debug_sizes"] = lambda conn: sizes(core)
+
+
+def sizes(core: CoreWorker) -> dict[str, int]:
+    """How big the tables of this process are that a long session could grow: each must
+    stay bounded by what is alive, not by what ever happened (runs on the loop thread)."""
+    sub = core.submitter
+    out = {
+        "objects": len(core.refs.entries),
+        "pins": len(core._pins),
+        "connections": len(core.conns),
+        "tasks": len(sub.tasks),
+        "lineage": len(sub.lineage),
+        "lineage_bytes": sub.lineage.bytes,
+        "scheduling_classes": len(sub.classes),
+        "actor_queues": len(sub.actor_queues),
+        "dead_nodes": len(sub.dead_agents),
+        "handoffs": len(core.ownership.handoffs),
+    }
+    ex = core.executor
+    if ex is not None:
+        out.update(queued=len(ex.queued), cancelled=len(ex.cancelled),
+                   running=len(ex.running), reported=len(ex._borrowed),
+                   function_blobs=len(ex.fn_blobs))  # fmt: skip
+    return out
 
 
 def snapshot(core: CoreWorker, conn: Connection | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ a worker.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
 class TaskContext:
     """What ``get_runtime_context`` reports while a task runs."""
 
-    __slots__ = ("cancelled", "conn", "fn_name", "gpus", "out", "resources", "task_id")
+    __slots__ = (
+        "cancelled", "conn", "fn_name", "gpus", "group", "last", "out", "resources", "task_id",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -55,6 +58,8 @@ class TaskContext:
         self.conn = conn  # where the task came from: its output and result go there
         self.out: dict[str, str] = {}  # the stream -> the partial line it printed last
         self.cancelled = False  # cancel() reached this call while it ran (actors only)
+        self.group: str | None = None  # an actor call's concurrency group
+        self.last = False  # the worker retires after this call (max_calls)
         self.task_id = task_id
         self.fn_name = fn_name
         self.resources = resources
@@ -67,6 +72,10 @@ class Executor:
         core.executor = self
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.fns: dict[bytes, Any] = {}
+        self._calls: dict[bytes, int] = {}  # calls run, per function with max_calls
+        self.retiring = False
+        #: functions received and not loaded yet (their task may have gone back unstarted)
+        self.fn_blobs: dict[bytes, bytes] = {}
         self.cancel_target: bytes | None = None
         # Calls pushed here and not started, those of them cancelled, and those running:
         # a cancel finds its call in one of them or is for a finished one (and dropped).
@@ -86,18 +95,22 @@ class Executor:
         self.actor_host = ActorHost(self)
         core.endpoint.handlers[P.PUSH_TASK] = self.on_push
         core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
+        core.endpoint.handlers[P.STEAL_TASKS] = self.on_steal
+        core.endpoint.rpc["exit_actor"] = self.on_exit_request
         signal.signal(signal.SIGINT, self._on_sigint)
         capture_worker_output(core)
 
     # -- loop thread ------------------------------------------------------------------------
     def on_push(self, conn: Connection, msg: list[Any]) -> None:
-        if self.blocked:
-            conn.send((P.TASK_REQUEUE, [msg[1]]))
+        if self.blocked or self.retiring:
+            conn.send((P.TASK_REQUEUE, [msg[1]], True))
             return
         if ev.ENABLED:
             ev.task_queued(msg[1])
         with self._cancel_lock:
             self.queued.add(msg[1])
+        if msg[3] is not None and msg[2] not in self.fns:  # sent once: kept if its task goes back
+            self.fn_blobs[msg[2]] = msg[3]
         self.queue.put((conn, msg))
 
     def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
@@ -130,6 +143,9 @@ class Executor:
     def start_call(self, ctx: TaskContext) -> bool:
         """A call's turn came: False (and its reply sent) if it was cancelled meanwhile."""
         task_id = ctx.task_id
+        job = self.actor_host.job or (ctx.conn.info.get("job") if ctx.conn is not None else None)
+        if job:
+            self.core.job_id = job  # what we submit from this task is this job's work too
         with self._cancel_lock:
             self.queued.discard(task_id)
             if task_id not in self.cancelled:
@@ -185,22 +201,35 @@ class Executor:
         if self._lends_cpu():
             self.core.agent.notify("worker_unblocked")
 
+    def on_steal(self, conn: Connection, msg: list[Any]) -> None:
+        """The owner has an idle worker: give back the tasks queued here, not started."""
+        self._give_back(conn, blocked=False)
+
     def _give_back_backlog(self) -> None:
+        self._give_back(self.current_conn, blocked=True)
+
+    def _give_back(self, asker: Connection | None, blocked: bool) -> None:
+        """Send the tasks queued here, not started, back to their owners (who always hear
+        from us: ``asker`` even if nothing is left)."""
         backlog: dict[Connection, list[bytes]] = {}
-        if self.current_conn is not None:
-            backlog[self.current_conn] = []
+        if asker is not None:
+            backlog[asker] = []
         while True:
             try:
-                conn, msg = self.queue.get_nowait()
+                item = self.queue.get_nowait()
             except queue.Empty:
                 break
+            if item is None or item[0] == "exit":  # for the main thread: leave it there
+                self.queue.put(item)
+                break
+            conn, msg = item
             backlog.setdefault(conn, []).append(msg[1])
         with self._cancel_lock:
             for tids in backlog.values():
                 self.queued.difference_update(tids)
                 self.cancelled.difference_update(tids)
         for conn, tids in backlog.items():
-            conn.send((P.TASK_REQUEUE, tids))
+            conn.send((P.TASK_REQUEUE, tids, blocked))
 
     # -- main thread ------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -210,6 +239,8 @@ class Executor:
             if item is None:
                 return
             try:
+                if item[0] == "exit":
+                    self.actor_host.exit(None, for_good=item[1])
                 self.execute(*item)
             except KeyboardInterrupt:  # a cancel that landed between tasks
                 continue
@@ -225,6 +256,7 @@ class Executor:
             else:
                 fn = self.fns.get(fn_id)
                 if fn is None:
+                    fn_bytes = self.fn_blobs.pop(fn_id, fn_bytes)
                     if fn_bytes is None:
                         raise exc.NbclusterError(f"function {fn_name} was never sent here")
                     fn = self.fns[fn_id] = cloudpickle.loads(fn_bytes)
@@ -246,8 +278,13 @@ class Executor:
         if "create" in extra:
             self.actor_host.create(fn, args, kwargs, extra, ctx, num_returns)
         elif "actor" in extra:
+            ctx.group = self.actor_host.group_of(extra["method"], extra.get("group"))
             self.actor_host.call(fn, args, kwargs, ctx, num_returns)
         else:
+            max_calls = extra.get("max_calls")
+            if max_calls:  # as Ray: a fresh worker after that many calls of the function
+                n = self._calls[fn_id] = self._calls.get(fn_id, 0) + 1
+                ctx.last = n >= max_calls
             self.run(fn, args, kwargs, ctx, num_returns)
 
     def run(
@@ -285,9 +322,36 @@ class Executor:
             return
         except Exception as e:
             self._reply_error(conn, task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
+            self._after(ctx)
             return
         del args, kwargs
         self.send_results(conn, task_id, ctx.fn_name, value, num_returns)
+        self._after(ctx)
+
+    def _after(self, ctx: TaskContext) -> None:
+        if ctx.last:
+            self.retire()
+        elif self.actor_host.should_exit:  # the call caught exit_actor(): end all the same
+            self.actor_host.exit(None)
+
+    def retire(self) -> None:
+        """``max_calls`` reached: give back the tasks queued here and exit (the node starts
+        a fresh worker)."""
+        self.retiring = True
+        self.core.call_soon(self._give_back_backlog)
+        try:
+            self.core.run_sync(_flushed, timeout=5)  # the replies go out before we do
+        except Exception:
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def on_exit_request(self, conn: Connection, for_good: bool) -> None:
+        """The head or our node asks the actor we host to end gracefully, after the calls
+        already queued here."""
+        if self.actor_host.actor_id is not None:
+            self.queue.put(("exit", for_good))
 
     def _reply_error(
         self, conn: Connection, task_id: bytes, status: int, fn_name: str, e: BaseException
@@ -361,6 +425,10 @@ class Executor:
             ev.task_replied(task_id, status, results)
 
 
+async def _flushed() -> None:
+    """Awaited from another thread: the loop has run (and flushed what was queued)."""
+
+
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -374,11 +442,16 @@ def _format_tb(e: BaseException) -> str:
 
 def _picklable(e: BaseException) -> BaseException | None:
     """The cause to ship: a nested task's error ships its own cause, so the caller's error
-    is still an instance of the class first raised."""
+    is still an instance of the class first raised. One that does not survive pickling
+    (an unpicklable attribute, an ``__init__`` that wants other arguments) is replaced by an
+    error naming it, rather than failing the reply or the caller's unpickling."""
     if isinstance(e, exc.TaskError) and e.cause is not None:
         e = e.cause
     try:
-        cloudpickle.dumps(e)
+        pickle.loads(cloudpickle.dumps(e))
         return e
-    except Exception:
-        return None
+    except Exception as why:
+        return exc.NbclusterError(
+            f"the task raised {type(e).__name__}: {e}; the exception could not be sent "
+            f"back ({type(why).__name__}: {why}); its traceback is above"
+        )

@@ -23,7 +23,7 @@ import threading
 from typing import Any, NoReturn
 
 from nbcluster.runtime import events as ev
-from nbcluster.runtime import hub_service, log_tail, sessions
+from nbcluster.runtime import hub_service, log_rotation, log_tail, sessions
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.addresses import NodeAddress
 from nbcluster.runtime.cluster_overview import ClusterOverview
@@ -51,6 +51,9 @@ from nbcluster.runtime.transport import (
 )
 
 log = logging.getLogger("nbcluster.node")
+#: How long a stopping node waits for its actors to end gracefully (seconds): a kernel
+#: has about 5 s between a shutdown request and SIGKILL.
+ACTOR_END_S = 2.0
 #: Starts and deliberate stops: logged at INFO, shown even when the log level is WARNING.
 lifecycle = logging.getLogger("nbcluster.node.lifecycle")
 lifecycle.setLevel(logging.INFO)
@@ -120,8 +123,12 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    stopping: list[bool] = []
+
     def stop(*_: Any) -> None:
-        loop.stop()
+        if not stopping:  # once: the actors' graceful end runs on the loop after this
+            stopping.append(True)
+            loop.stop()
 
     endpoint = Endpoint(loop, token)
     endpoint.loop_thread = threading.get_ident()
@@ -157,6 +164,9 @@ def main() -> None:
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
         )  # fmt: skip
         actors = ActorManager(endpoint, agent, directory, address)
+        endpoint.rpc["debug_head_sizes"] = lambda conn: {
+            "actors": len(actors.actors), "event_sources": event_log.source_count(),
+        }  # how big the head's tables are (a long session must not grow them)
         directory.listeners.append(lambda view: agent.cluster_view_update(None, view))
         agent.report = lambda available: directory.node_update(None, node_id, available)
         agent.fetch_view = directory.view
@@ -217,6 +227,7 @@ def main() -> None:
         lifecycle.info("stopping: %s", why)
         stop()
 
+    log_rotation.schedule(loop)
     loop.add_signal_handler(signal.SIGTERM, stop_because, "SIGTERM (nbcluster stop, or asked)")
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the driver's Ctrl-C is not ours
 
@@ -234,6 +245,7 @@ def main() -> None:
     try:
         loop.run_forever()
         clean = True
+        loop.run_until_complete(agent.end_actors(ACTOR_END_S))
     finally:
         if dashboard is not None:
             dashboard.close()

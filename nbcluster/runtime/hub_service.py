@@ -51,8 +51,8 @@ USER_REQUESTS = frozenset((
     "register", "request_lease", "return_lease", "cancel_lease_requests", "kill_worker",
     "ping", "node_stats", "cluster_total", "get_nodes", "cluster_view",
     "store_create", "store_seal", "store_open", "store_release", "store_delete",
-    "create_actor", "wait_actor", "get_named_actor", "kill_actor", "list_actors",
-    "events", "subscribe_events", "unsubscribe_events",
+    "create_actor", "wait_actor", "get_named_actor", "kill_actor", "terminate_actor",
+    "list_actors", "events", "subscribe_events", "unsubscribe_events",
     "state_list", "state_get", "state_summary", "state_timeline", "state_memory",
     "store_write_range", "store_read_range",
     "dash_info", "dash_metrics", "dash_overview", "dash_cells", "dash_timeline",
@@ -375,6 +375,7 @@ def _actor_policies(endpoint: Endpoint, users: Users, actors: ActorManager) -> N
     create, named, kill, listing = (
         rpc["create_actor"], rpc["get_named_actor"], rpc["kill_actor"], rpc["list_actors"]
     )  # fmt: skip
+    terminate = rpc["terminate_actor"]
 
     def create_actor(conn: Connection, actor_id: bytes, spec: dict[str, Any]) -> Any:
         user = conn.user if conn is not None else None
@@ -399,12 +400,19 @@ def _actor_policies(endpoint: Endpoint, users: Users, actors: ActorManager) -> N
             namespace = users.namespace(conn.user, namespace)
         return named(conn, name, namespace)
 
-    def kill_actor(conn: Connection, actor_id: bytes, *args: Any) -> Any:
+    def own_actor(conn: Connection, actor_id: bytes) -> None:
         user = users.restricted(conn)
         info = actors.actors.get(actor_id)
         if user is not None and info is not None and users.by_addr.get(info.owner) != user:
             raise PermissionError("the actor belongs to another user")
+
+    def kill_actor(conn: Connection, actor_id: bytes, *args: Any) -> Any:
+        own_actor(conn, actor_id)
         return kill(conn, actor_id, *args)
+
+    def terminate_actor(conn: Connection, actor_id: bytes, *args: Any) -> Any:
+        own_actor(conn, actor_id)
+        return terminate(conn, actor_id, *args)
 
     def list_actors(conn: Connection) -> Any:
         user = users.restricted(conn)
@@ -416,7 +424,8 @@ def _actor_policies(endpoint: Endpoint, users: Users, actors: ActorManager) -> N
         return [a for a in items if a["actor_id"] in mine]
 
     rpc.update(create_actor=create_actor, get_named_actor=get_named_actor,
-               kill_actor=kill_actor, list_actors=list_actors)  # fmt: skip
+               kill_actor=kill_actor, terminate_actor=terminate_actor,
+               list_actors=list_actors)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- state views

@@ -28,7 +28,8 @@ MAX_BYTES = 256 * 1024
 NODE_TIMEOUT_S = 10.0
 
 
-def _log_path() -> str | None:
+def log_path() -> str | None:
+    """The file this process's stdout goes to, if a regular file."""
     try:
         path = os.readlink("/proc/self/fd/1")
         return path if stat.S_ISREG(os.stat(path).st_mode) else None
@@ -41,7 +42,7 @@ def read_log(offset: int | None, max_bytes: int | None = None) -> dict[str, Any]
     last ``max_bytes``), at most ``max_bytes``; ``offset`` in the answer is where the text
     starts, so ``offset + len(bytes)`` is where to ask next."""
     limit = max(1, min(int(max_bytes or MAX_BYTES), MAX_BYTES))
-    path = _log_path()
+    path = log_path()
     if path is None:
         return {"path": None, "size": 0, "offset": 0, "text": "",
                 "note": "this node's output goes to a terminal, not to a file"}  # fmt: skip

@@ -537,6 +537,16 @@ class NodeAgent:
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
 
     # -- shutdown -----------------------------------------------------------------------------
+    async def end_actors(self, grace: float) -> None:
+        """The node is stopping: ask the actors here to end gracefully (their atexit handlers
+        run, as when a Ray driver shuts down), and give them ``grace`` seconds to."""
+        hosts = [w for w in self.workers.values() if w.actor is not None and not w.conn.closed]
+        for w in hosts:
+            w.conn.notify("exit_actor", False)
+        deadline = self.loop.time() + grace
+        while any(w.worker_id in self.workers for w in hosts) and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)  # their exits arrive as fork server events
+
     def close(self) -> None:
         """Stop every worker and free the store. Workers are the fork server's children: it
         kills and reaps them (or, killed itself, takes them along by PDEATHSIG). Never signal

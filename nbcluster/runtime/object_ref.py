@@ -74,10 +74,18 @@ class ObjectRef:
 
     def future(self) -> Any:
         """A concurrent.futures.Future resolved with the value (or the error)."""
-        return _core.future_of(self)
+        core = self._core if self._core is not None else _core
+        if core is None:
+            raise RuntimeError("nbcluster is not initialized: call nbcluster.init() first")
+        return core.future_of(self)
+
+    def as_future(self) -> asyncio.Future[Any]:
+        """An asyncio future of the value, in the running event loop (as Ray's): for
+        ``asyncio.wait_for``, ``asyncio.gather`` and friends."""
+        return asyncio.wrap_future(self.future())
 
     def __await__(self) -> Any:
-        return asyncio.wrap_future(self.future()).__await__()
+        return self.as_future().__await__()
 
 
 def _rebuild(oid: bytes, owner: str) -> ObjectRef:

@@ -18,6 +18,7 @@ __all__ = [
     "REMOVE_BORROWER",
     "REPLY",
     "REQUEST",
+    "STEAL_TASKS",
     "TASK_DONE",
     "TASK_REQUEUE",
 ]
@@ -26,7 +27,8 @@ __all__ = [
 #: (the jupyter-server extension) compare it before talking, and say so when it differs.
 PROTOCOL_VERSION = 1
 
-#: [HELLO, server_address, kind, worker_id(bytes), pid] — first message of a connecting side.
+#: [HELLO, server_address, kind, worker_id(bytes), pid, job_id] — first message of a
+#: connecting side (job_id: the driver whose work it sends; nodes and the head omit it).
 HELLO = 3
 #: [PUSH_TASK, task_id, fn_id, fn_bytes|None, fn_name, args_blob, deps, num_returns, extra]
 #:   deps: [[kind, data, size], ...] resolved top-level ObjectRef arguments, in order
@@ -39,7 +41,8 @@ PUSH_TASK = 4
 #:   borrowed: [[oid, owner], ...] refs the arguments gave the worker that it still holds:
 #:     the caller registers the worker as their borrower (see ``ownership``)
 TASK_DONE = 5
-#: [TASK_REQUEUE, [task_id, ...]] — a worker that blocked gives back tasks it had not started.
+#: [TASK_REQUEUE, [task_id, ...], blocked] — a worker gives back the tasks it had not
+#: started: it blocked in ``get`` (blocked true), or its owner asked (STEAL_TASKS).
 TASK_REQUEUE = 6
 #: [CANCEL_TASK, task_id, force]
 CANCEL_TASK = 7
@@ -50,6 +53,8 @@ REMOVE_BORROWER = 9
 #: [HANDOFF_DONE, task_id] — the caller registered itself for the refs inside a task's result,
 #: so the worker may drop the holds it kept on them.
 HANDOFF_DONE = 10
+#: [STEAL_TASKS] — the owner has an idle worker: give back the tasks queued here, not started.
+STEAL_TASKS = 12
 #: [OUTPUT, task_id, stream, text, where] — what a running task printed, sent to its owner.
 OUTPUT = 11
 

@@ -9,32 +9,26 @@ from typing import Any
 
 from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.gpus import check_amount
+from nbcluster.runtime.options import TASK, validate
 from nbcluster.runtime.placement import encode_strategy
 from nbcluster.runtime.resources import task_resources
+from nbcluster.runtime.signatures import Binder, params_of
 from nbcluster.runtime.task_spec import FunctionDescriptor
 
-TASK_OPTIONS = frozenset(
-    {
-        "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-        "name", "memory", "scheduling_strategy", "runtime_env",
-    }
-)  # fmt: skip
 
-
-def validate_options(opts: dict[str, Any], allowed: frozenset[str]) -> None:
-    for k in opts:
-        if k not in allowed:
-            raise ValueError(f"Invalid option {k!r}; valid options are {sorted(allowed)}")
-    nr = opts.get("num_returns")
-    if nr is not None and (not isinstance(nr, int) or nr < 0):
-        raise ValueError(f"num_returns must be a non-negative int, got {nr!r}")
-    for k in ("num_cpus", "num_gpus"):
-        v = opts.get(k)
-        if v is not None and (not isinstance(v, (int, float)) or v < 0):
-            raise ValueError(f"{k} must be a non-negative number, got {v!r}")
-    if opts.get("num_gpus") is not None:
-        check_amount(opts["num_gpus"])
+def check_function_size(desc: FunctionDescriptor, what: str = "remote function") -> None:
+    """Refuse a function (or actor class) whose pickle is too large to ship, naming its size,
+    as Ray does: it is almost always a closure capturing a large value by accident."""
+    size = len(desc.fn_bytes)
+    limit = CONFIG.function_size_error_bytes
+    if size > limit:
+        raise ValueError(
+            f"The {what} {desc.name} is too large ({size / 2**20:.1f} MiB > "
+            f"NBCLUSTER_FUNCTION_SIZE_ERROR_BYTES={limit / 2**20:.1f} MiB). Check that its "
+            "definition is not implicitly capturing a large array or other object in scope. "
+            "Tip: use nbcluster.put() to put large objects in the object store and pass the "
+            "ObjectRef instead."
+        )
 
 
 class Exportable:
@@ -57,7 +51,7 @@ class RemoteFunction(Exportable):
     """A function that runs as a task on the cluster: ``f.remote(...)`` returns ObjectRefs."""
 
     def __init__(self, fn: Any, options: dict[str, Any]) -> None:
-        validate_options(options, TASK_OPTIONS)
+        validate(options, TASK, "remote functions")
         self._function = fn
         self._options = options
         self._descriptor: FunctionDescriptor | None = None
@@ -69,6 +63,11 @@ class RemoteFunction(Exportable):
         o = self._options
         self._num_returns = 1 if o.get("num_returns") is None else o["num_returns"]
         self._resources = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"))
+        self._binder = Binder(
+            str(o.get("name") or getattr(self._function, "__qualname__", "function")),
+            params_of(self._function),
+        )
+        self._max_calls = int(o.get("max_calls") or 0)
         mr = o.get("max_retries")
         self._max_retries = CONFIG.task_max_retries if mr is None else mr
         self._retry_exceptions = o.get("retry_exceptions", False)
@@ -88,16 +87,19 @@ class RemoteFunction(Exportable):
                 if self._descriptor is None:
                     data = ser.dumps_function(self._function)
                     fid = hashlib.blake2b(data, digest_size=16).digest()
-                    self._descriptor = FunctionDescriptor(fid, data, self._name)
+                    desc = FunctionDescriptor(fid, data, self._name)
+                    check_function_size(desc)
+                    self._descriptor = desc
                 d = self._descriptor
         return d
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from nbcluster.runtime.api import core_for_submit
 
+        self._binder.check(args, kwargs)
         refs = core_for_submit().submitter.submit_task(
             self.descriptor(), args, kwargs, self._num_returns, self._resources,
-            self._max_retries, self._retry_exceptions, self._strategy,
+            self._max_retries, self._retry_exceptions, self._strategy, self._max_calls,
         )  # fmt: skip
         if self._num_returns == 1:
             return refs[0]
@@ -106,7 +108,7 @@ class RemoteFunction(Exportable):
         return refs
 
     def options(self, **opts: Any) -> RemoteFunction:
-        validate_options(opts, TASK_OPTIONS)
+        validate(opts, TASK, "remote functions", in_options=True)
         new = RemoteFunction.__new__(RemoteFunction)
         new.__dict__.update(self.__dict__)
         new._options = {**self._options, **opts}

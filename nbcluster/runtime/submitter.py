@@ -54,11 +54,14 @@ LEASE_RETRY_S = 0.2
 EAGER_RETURN_S = 1.0
 #: Arguments at least this large pull their task to the node that holds them.
 LOCALITY_MIN_BYTES = 1 << 20
+#: Dead nodes an owner remembers (their objects are rebuilt when next needed).
+MAX_DEAD_AGENTS = 1000
 
 
 class Lease:
     __slots__ = (
-        "agent", "blocked", "conn", "gpus", "inflight", "last_used", "oom", "worker_id",
+        "agent", "blocked", "conn", "gpus", "inflight", "last_used", "oom", "stealing",
+        "worker_id",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +75,7 @@ class Lease:
         self.inflight: dict[bytes, TaskSpec] = {}
         self.last_used = time.monotonic()
         self.blocked = False
+        self.stealing = False  # asked for its tasks not started; not answered yet
 
 
 class SchedClass:
@@ -133,7 +137,8 @@ class Submitter:
         self.lineage = Lineage()
         self._by_token: dict[int, SchedClass] = {}
         self._eager_until = 0.0
-        self.dead_agents: set[str] = set()
+        #: agents of nodes that died (the most recent ``MAX_DEAD_AGENTS``), in death order
+        self.dead_agents: dict[str, None] = {}
 
     def start(self) -> None:
         self.core.loop.call_later(0.1, self._reap_idle)
@@ -149,6 +154,7 @@ class Submitter:
         max_retries: int,
         retry_exceptions: Any,
         strategy: Any = None,
+        max_calls: int = 0,
     ) -> list[ObjectRef]:
         core = self.core
         blob, deps, held = encode_args(args, kwargs, fn.name, core.put_serialized)
@@ -160,6 +166,7 @@ class Submitter:
         )  # fmt: skip
         spec.tag = output.current_tag()
         spec.strategy = strategy
+        spec.max_calls = max_calls
         parent = core.current_task
         spec.parent = parent.task_id if parent is not None else None
         for oid in return_ids:
@@ -272,13 +279,19 @@ class Submitter:
         short ones is not throttled by a round trip per task."""
         queue = cls.queue
         self._push_to(cls, 1)
-        want = min(len(queue), MAX_LEASE_REQUESTS)
+        # Tasks stacked behind others (pushed while the cluster was full) are backlog too: a
+        # worker that frees up takes them back (``_steal``) rather than let them wait for a
+        # long task ahead of them.
+        stacked = sum(len(lease.inflight) - 1 for lease in cls.leases if len(lease.inflight) > 1)
+        want = min(len(queue) + stacked, MAX_LEASE_REQUESTS)
         while cls.requests < want:
             cls.requests += 1
             self._request_lease(cls)
         if queue and cls.saturated and cls.strategy != SPREAD:  # SPREAD never stacks
             self._push_to(cls, CONFIG.max_tasks_in_flight_per_worker)
-        if not queue and cls.requests:
+        if stacked and not queue:
+            self._steal(cls)
+        if not queue and not stacked and cls.requests:
             # The backlog is gone: so is what we knew about the cluster being full. Withdraw
             # the requests still waiting, so the next burst asks (and learns) afresh.
             cls.saturated = False
@@ -286,6 +299,16 @@ class Submitter:
                 if not agent.closed:
                     agent.notify("cancel_lease_requests", cls.token)
             cls.asked.clear()
+
+    def _steal(self, cls: SchedClass) -> None:
+        """A lease is idle while another has tasks waiting behind a running one: ask that
+        worker to give back the ones it has not started (they come back as TASK_REQUEUE)."""
+        if not any(not lease.inflight and not lease.blocked for lease in cls.leases):
+            return
+        victim = max(cls.leases, key=lambda lease: len(lease.inflight))
+        if len(victim.inflight) > 1 and not victim.stealing:
+            victim.stealing = True
+            victim.conn.send((P.STEAL_TASKS,))
 
     def on_lease_queued(self, token: int) -> None:
         """An agent queued one of our requests until resources free up: the cluster is
@@ -412,8 +435,10 @@ class Submitter:
                 assert e is not None
                 deps.append([e.oid, e.kind, e.data, e.size])
         extra = spec.extra
-        if extra is None and (lease.gpus or spec.resources):
+        if extra is None and (lease.gpus or spec.resources or spec.max_calls):
             extra = {"res": spec.resources, "gpus": lease.gpus}
+            if spec.max_calls:
+                extra["max_calls"] = spec.max_calls
         conn.send(
             (P.PUSH_TASK, spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
              spec.num_returns, extra)
@@ -563,11 +588,15 @@ class Submitter:
         self._mark_dirty(cls)
 
     def on_requeue(self, conn: Connection, msg: list[Any]) -> None:
-        """The worker blocked in ``get``: take back the tasks it had not started."""
+        """The worker gives back the tasks it had not started: it blocked in ``get``, or we
+        asked (``_steal``)."""
+        blocked = msg[2]
         for cls in self.classes.values():
             for lease in cls.leases:
                 if lease.conn is conn:
-                    lease.blocked = True
+                    lease.stealing = False
+                    if blocked:
+                        lease.blocked = True
         for tid in reversed(msg[1]):
             spec = self.tasks.get(tid)
             if spec is None or spec.lease is None:
@@ -630,7 +659,9 @@ class Submitter:
     # -- lost objects (loop) -----------------------------------------------------------------
     def on_node_dead(self, agent_address: str) -> None:
         """A node died: retry what ran there and rebuild what only it held."""
-        self.dead_agents.add(agent_address)
+        self.dead_agents[agent_address] = None
+        while len(self.dead_agents) > MAX_DEAD_AGENTS:
+            del self.dead_agents[next(iter(self.dead_agents))]
         for cls in list(self.classes.values()):
             if cls.prefer == agent_address:  # tasks drawn to data on that node go anywhere
                 while cls.queue:
@@ -665,7 +696,8 @@ class Submitter:
         spec = e.spec
         if spec is None or spec.lineage_evicted:
             why = (
-                "its lineage was evicted (raise NBCLUSTER_MAX_LINEAGE_TASKS to keep more)"
+                "its lineage was evicted (raise NBCLUSTER_MAX_LINEAGE_TASKS or "
+                "NBCLUSTER_MAX_LINEAGE_BYTES to keep more)"
                 if spec is not None
                 else "it was created by put() and its node died, so it cannot be rebuilt"
             )
@@ -707,10 +739,19 @@ class Submitter:
             aq = self.actor_queues[actor_id] = ActorQueue(actor_id)
         return aq
 
+    def actor_dead(self, actor_id: bytes, death: bytes) -> None:
+        """The actor is dead for good (we killed it): its queued and later calls fail."""
+        aq = self._actor_queue(actor_id)
+        aq.dead = death
+        self._dispatch_actor(aq)
+
     def _dispatch_actor(self, aq: ActorQueue) -> None:
         if aq.dead is not None:
             while aq.queue:
                 self._fail_raw(aq.queue.popleft(), aq.dead)
+            if not aq.inflight and self.actor_queues.get(aq.actor_id) is aq:
+                # Forget it: a later call asks the head again, and fails the same way.
+                del self.actor_queues[aq.actor_id]
             return
         if aq.conn is None or aq.conn.closed:
             self._resolve_actor(aq)
@@ -854,8 +895,12 @@ class Submitter:
             return
         now = time.monotonic()
         timeout = 0.0 if now < self._eager_until else CONFIG.idle_lease_timeout_s
-        for cls in self.classes.values():
+        for cls in list(self.classes.values()):
             if cls.queue:
+                continue
+            if cls.prefer in self.dead_agents and not (cls.leases or cls.requests):
+                del self.classes[cls.key]  # drawn to a dead node: nothing will use it again
+                self._by_token.pop(cls.token, None)
                 continue
             for lease in list(cls.leases):
                 if not lease.inflight and now - lease.last_used >= timeout:
@@ -863,6 +908,15 @@ class Submitter:
                     lease.agent.notify("return_lease", lease.worker_id, False)
         if reschedule:
             self.core.loop.call_later(0.1, self._reap_idle)
+
+    def forget_everything(self) -> None:
+        """This process left the cluster: nothing here can run or be rebuilt any more."""
+        self.tasks.clear()
+        self.classes.clear()
+        self._by_token.clear()
+        self._incoming.clear()
+        self.actor_queues.clear()
+        self.lineage = Lineage()
 
     def return_all_leases(self) -> None:
         for cls in self.classes.values():

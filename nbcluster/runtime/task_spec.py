@@ -45,6 +45,7 @@ class TaskSpec:
         "held",
         "lease",
         "lineage_evicted",
+        "max_calls",
         "max_retries",
         "num_returns",
         "parent",
@@ -93,6 +94,7 @@ class TaskSpec:
         self.strategy: Any = None  # wire form of scheduling_strategy (placement)
         self.cls: Any = None  # the submitter's scheduling class once queued
         self.lineage_evicted = False
+        self.max_calls = 0  # the worker retires after this many calls of the function
         self.parent: bytes | None = None  # the task that submitted this one, if any
 
 

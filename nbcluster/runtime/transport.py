@@ -59,6 +59,7 @@ class Endpoint:
         self.on_open: Callable[[Connection], None] | None = None
         self.on_close: Callable[[Connection], None] | None = None
         self.loop_thread: int | None = None
+        self.servers: list[asyncio.AbstractServer] = []
         #: Other tokens a server side accepts, each for a narrow purpose: token -> (label,
         #: the only request methods such a connection may call). Node join tokens.
         self.restricted_tokens: dict[str, tuple[str, frozenset[str]]] = {}
@@ -75,10 +76,12 @@ class Endpoint:
         return next(self._req_ids)
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
-        return await self.loop.create_server(
+        server = await self.loop.create_server(
             lambda: Connection(self, server_side=True), host, port, reuse_address=True,
             **tls_server_args(),
         )  # fmt: skip
+        self.servers.append(server)  # closed with the endpoint's process's cluster
+        return server
 
     async def connect(self, host: str, port: int, timeout: float | None = None) -> Connection:
         timeout = CONFIG.handshake_timeout_s if timeout is None else timeout
