@@ -136,6 +136,9 @@ def group_of(node: dict[str, Any]) -> str | None:
 def shutdown() -> None:
     """Cancel every group's jobs (no draining: the cluster is going away)."""
     global _log_dir
+    from nbcluster.cluster.adapt import stop as stop_adapting
+
+    stop_adapting()  # first, so it starts nothing new
     for group in groups():
         try:
             group.cancel()

@@ -79,11 +79,8 @@ def _add_parser() -> _Parser:
     return p
 
 
-@register("add", "start worker nodes: %cluster add N --backend B [--cpus C ...]")
-def add(argv: list[str]) -> Any:
-    import nbcluster as nc
-
-    args = _add_parser().parse_args(argv)
+def _options(args: Any) -> dict[str, Any]:
+    """``add_nodes`` keywords from the parsed ``%cluster add``-style arguments."""
     options: dict[str, Any] = {
         k: getattr(args, k)
         for k in ("cpus", "gpus", "memory", "resources", "walltime", "partition", "python")
@@ -96,12 +93,45 @@ def add(argv: list[str]) -> Any:
         if not sep:
             raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value
+    return options
+
+
+@register("add", "start worker nodes: %cluster add N --backend B [--cpus C ...]")
+def add(argv: list[str]) -> Any:
+    import nbcluster as nc
+
+    args = _add_parser().parse_args(argv)
+    options = _options(args)
     group = nc.cluster.add_nodes(args.count, backend=args.backend, **options)
     print(f"started node group {group.id}: {group.count} {args.backend} node(s)")
     if args.wait is not None:
         group.wait(timeout=args.wait)
         print(f"node group {group.id}: all {group.count} node(s) joined")
     return group
+
+
+@register("adapt", "follow demand: %cluster adapt --minimum 0 --maximum 8 --backend B ...")
+def adapt(argv: list[str]) -> Any:
+    import nbcluster as nc
+
+    p = _add_parser()
+    p.prog, p.description = "%cluster adapt", "Add nodes while work waits, remove idle ones."
+    p.add_argument("--minimum", type=int, default=0)
+    p.add_argument("--maximum", type=int, default=10)
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds idle before removal")
+    p.add_argument("--stop", action="store_true", help="stop adapting")
+    args = p.parse_args(argv)
+    if args.stop:
+        from nbcluster.cluster.adapt import stop
+
+        stop()
+        print("stopped adapting")
+        return None
+    options = _options(args)
+    adaptive = nc.cluster.adapt(args.minimum, args.maximum, backend=args.backend,
+                                idle_timeout=args.idle_timeout, **options)  # fmt: skip
+    print(f"adapting between {args.minimum} and {args.maximum} {args.backend} node(s)")
+    return adaptive
 
 
 @register("status", "the cluster's nodes and node groups")
