@@ -168,7 +168,7 @@ def _open_nbcluster_cluster() -> Session:
     nodes = _Nodes("nbcluster")
     token = os.urandom(16).hex()
     common = ["--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(STORE_BYTES)]
-    common += ["--token", token]
+    nodes.env["NBCLUSTER_TOKEN"] = token  # never on a command line, where ps shows it
     cli = [sys.executable, "-m", "nbcluster"]
 
     def stop() -> None:

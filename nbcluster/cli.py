@@ -15,15 +15,9 @@ import sys
 import time
 from typing import Any
 
-from nbcluster.exceptions import ClusterConnectionError
-from nbcluster.runtime import hub_service
+from nbcluster.runtime import hub_service, sessions
 from nbcluster.runtime.config import CONFIG
-
-
-def _nodes_dir() -> str:
-    path = os.path.join(CONFIG.temp_dir, "nodes")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+from nbcluster.status_report import format_bytes as _bytes
 
 
 def _parse_resources(text: str | None) -> dict[str, float]:
@@ -32,57 +26,71 @@ def _parse_resources(text: str | None) -> dict[str, float]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SystemExit(f"--resources must be JSON, e.g. '{{\"bigmem\": 1}}': {e}") from None
+        raise CliError(f"--resources must be JSON, e.g. '{{\"bigmem\": 1}}': {e}") from None
     if not isinstance(value, dict):
-        raise SystemExit("--resources must be a JSON object")
+        raise CliError("--resources must be a JSON object")
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _token_from(args: argparse.Namespace, env: bool = True) -> str | None:
+    """The token given by --token-file, (discouraged) --token or NBCLUSTER_TOKEN."""
+    token_file = getattr(args, "token_file", None)
+    if token_file:
+        try:
+            with open(token_file) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise CliError(f"cannot read the token file {token_file}: {e.strerror}") from None
+    if getattr(args, "token", None):
+        print(
+            "nbcluster: warning: --token shows the token to every user of this machine (ps); "
+            "use --token-file or NBCLUSTER_TOKEN",
+            file=sys.stderr,
+        )
+        return str(args.token)
+    return (os.environ.get("NBCLUSTER_TOKEN") or None) if env else None
+
+
 def cmd_start(args: argparse.Namespace) -> int:
-    from nbcluster.runtime.launcher import record_cluster, start_head
+    from nbcluster.runtime.launcher import start_head
     from nbcluster.runtime.resources import default_object_store_memory, node_resources
 
     if bool(args.head) == bool(args.address):
-        raise SystemExit("give either --head or --address HOST:PORT")
-    token = args.token or os.environ.get("NBCLUSTER_TOKEN")
+        raise CliError("give either --head or --address HOST:PORT")
+    token = _token_from(args)
     if args.address and not token:
-        raise SystemExit("joining a cluster needs its token: --token or NBCLUSTER_TOKEN")
+        raise CliError("joining a cluster needs its token: --token-file FILE or NBCLUSTER_TOKEN")
     _configure_tls(args)
     hub_service.configure_from_args(args)
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
     store = args.object_store_memory or default_object_store_memory()
-    log_path = os.path.join(_nodes_dir(), f"node-{time.strftime('%Y%m%d-%H%M%S')}.log")
-    try:
-        node = start_head(
-            res, int(store), host=args.host, port=args.port, token=token,
-            head_address=args.address, lifeline=args.block,
-            log_path=None if args.block else log_path, inherit_output=args.block,
-            node_ip=args.node_ip, interface=args.interface,
-            labels={"nbcluster.io/group": args.group} if args.group else None,
-            dashboard_port=args.dashboard_port if args.head else None,
-            dashboard_host=args.dashboard_host, kind="standalone",
-        )  # fmt: skip
-    except ClusterConnectionError as e:
-        raise SystemExit(f"nbcluster start: {e}") from None
-    record = os.path.join(_nodes_dir(), f"{node.proc.pid}.json")
-    with open(record, "w") as f:
-        json.dump({"pid": node.proc.pid, "address": node.address,
-                   "session_dir": node.session_dir, "head": bool(args.head)}, f)  # fmt: skip
+    node = start_head(
+        res, int(store), host=args.host, port=args.port, token=token,
+        head_address=args.address, lifeline=args.block,
+        log_path=os.path.abspath(args.log_file) if args.log_file else None,
+        inherit_output=args.block and not args.log_file, cli=True,
+        node_ip=args.node_ip, interface=args.interface,
+        labels={"nbcluster.io/group": args.group} if args.group else None,
+        dashboard_port=args.dashboard_port if args.head else None,
+        dashboard_host=args.dashboard_host, kind="standalone",
+    )  # fmt: skip
     if args.head:
-        record_cluster(node.address, node.session_dir, node.proc.pid)
         print(f"nbcluster head node started at {node.address}")
-        print(f"  token file: {os.path.join(node.session_dir, 'token')}")
-        print("  to attach a node from another machine:")
-        print(f"    NBCLUSTER_TOKEN={node.token} nbcluster start --address {node.address}")
-        print("  to connect from Python:")
+        print(f"  token file: {node.token_file} (only you can read it)")
+        if args.show_token:
+            print(f"  token: {node.token}")
+        print("  from this machine:  nbcluster status   (or nbcluster.init(address='auto'))")
+        print("  to attach a node from another machine, copy the token file there, then:")
+        print(f"    nbcluster start --address {node.address} --token-file TOKEN_FILE")
+        print("  to connect from Python elsewhere:")
         print(f"    nbcluster.init(address={node.address!r}, token=...)  # or NBCLUSTER_TOKEN")
         if args.dashboard_port is not None:
             print(f"  dashboard (one-time login link): {_login_link(node.address, node.token)}")
             print("    `nbcluster dashboard` prints a new one")
     else:
-        if not args.group:  # local tools (`nbcluster status`...) find the cluster through it
-            record_cluster(args.address, node.session_dir, node.proc.pid)
         print(f"nbcluster node started at {node.address}, joined {args.address}")
+    if args.log_file:
+        print(f"  log: {os.path.abspath(args.log_file)}")
     sys.stdout.flush()
     if not args.block:
         assert node.proc.stdin is not None
@@ -99,7 +107,6 @@ def cmd_start(args: argparse.Namespace) -> int:
         pass
     finally:
         node.stop(timeout=5)
-        _remove(record)
     return 0
 
 
@@ -108,7 +115,7 @@ def _configure_tls(args: argparse.Namespace) -> None:
     from nbcluster.runtime import tls
 
     if args.tls and not args.tls_cert:
-        args.tls_cert, args.tls_key = tls.generate(os.path.join(CONFIG.temp_dir, "tls"))
+        args.tls_cert, args.tls_key = tls.generate(sessions.subdir("tls"))
         print(f"generated a self-signed TLS certificate: {args.tls_cert} (key {args.tls_key})")
         print("  copy both to every machine of the cluster and pass --tls-cert/--tls-key there")
     if args.tls_cert:
@@ -121,49 +128,65 @@ def _configure_tls(args: argparse.Namespace) -> None:
         print("  drivers: set NBCLUSTER_TLS_CERT (and NBCLUSTER_TLS_KEY) to the same files")
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the nodes this user started with ``nbcluster start`` here (joined nodes first,
+    so they leave quietly instead of losing their head), and say what was stopped."""
     import psutil
 
-    stopped = 0
-    for name in os.listdir(_nodes_dir()):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(_nodes_dir(), name)
+    mine = [r for r in sessions.live_records() if r.started_by == "cli"]
+    mine.sort(key=lambda r: r.role == "head")
+    stopped = []
+    for record in mine:
         try:
-            with open(path) as f:
-                pid = int(json.load(f)["pid"])
-        except (OSError, ValueError, KeyError):
-            _remove(path)
-            continue
-        try:
-            proc = psutil.Process(pid)
-            if "nbcluster.runtime.head" in " ".join(proc.cmdline()):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except psutil.TimeoutExpired:
-                    os.killpg(pid, signal.SIGKILL)  # the node leads its own process group
-                stopped += 1
+            proc = psutil.Process(record.pid)
+            if not record.alive():
+                continue
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except psutil.TimeoutExpired:
+                os.killpg(record.pid, signal.SIGKILL)  # the node leads its own process group
         except (psutil.Error, ProcessLookupError):
-            pass
-        _remove(path)
-    _remove(os.path.join(CONFIG.temp_dir, "current_cluster.json"))
-    print(f"stopped {stopped} nbcluster node(s)")
+            continue
+        finally:
+            sessions.remove_record(record.pid)
+            sessions.remove_session_dir(record.session_dir)
+        what = "head node" if record.role == "head" else "node"
+        stopped.append(f"{what} at {record.node_address or record.address} (pid {record.pid})")
+    if not stopped:
+        print("no nodes started with `nbcluster start` are running for you on this machine")
+    for line in stopped:
+        print(f"stopped {line}")
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace) -> int:
+    """This user's clusters on this machine: scripts', notebooks' and `start`'s."""
+    found = sessions.live_clusters()
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in found], indent=1))
+        return 0
+    for record in found:
+        print(record.describe())
+    if not found:
+        print("no clusters of yours are running on this machine")
     return 0
 
 
 def _connect(args: argparse.Namespace) -> Any:
+    """Attach to the cluster the user means: --address, NBCLUSTER_ADDRESS, or the only one
+    this user runs here (a notebook's or a script's too); the token from the options or
+    the environment, else from that cluster's record."""
     import nbcluster as nc
 
-    address = args.address or os.environ.get("NBCLUSTER_ADDRESS") or "auto"
-    nc.init(address=address, token=getattr(args, "token", None))
+    address = args.address or os.environ.get("NBCLUSTER_ADDRESS") or None
+    # A cluster found by its record comes with its own token; NBCLUSTER_TOKEN is for the
+    # cluster NBCLUSTER_ADDRESS (or --address) names.
+    token = _token_from(args, env=address is not None)
+    if token is None:
+        record = sessions.find_cluster(address)
+        address, token = record.address, record.read_token()
+    nc.init(address=address, token=token)
     return nc
 
 
@@ -190,67 +213,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     nc = _connect(args)
     try:
-        nodes = nc.nodes()
-        total, avail = nc.cluster_resources(), nc.available_resources()
-        alive = [n for n in nodes if n["Alive"]]
-        print(f"Nodes: {len(alive)} alive, {len(nodes) - len(alive)} dead")
-        for n in nodes:
-            state = "ALIVE" if n["Alive"] else f"DEAD ({n['DeathReason']})"
-            res = ", ".join(f"{k}: {v:g}" for k, v in sorted(n["Resources"].items()))
-            print(f"  {n['NodeID'][:12]}  {n['Address']:<22} {state:<8} {res}")
-        print("Resources (used/total):")
-        for k in sorted(total):
-            used = total[k] - avail.get(k, 0.0)
-            print(f"  {used:g}/{total[k]:g} {k}")
-        _print_store_and_demand()
+        from nbcluster.status_report import status_text
+
+        print(status_text())
     finally:
         nc.shutdown()
     return 0
-
-
-def _bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _print_store_and_demand() -> None:
-    """The ``status`` lines from the event log: store use, physical use and pending demand."""
-    from nbcluster.util.state import list_nodes
-
-    nodes = [n for n in list_nodes(limit=None) if n.state == "ALIVE"]
-    print("Object store (used/capacity):")
-    for n in nodes:
-        spilled = f", spilled {n.spilled_objects} ({_bytes(n.spilled_bytes)})"
-        print(
-            f"  {n.node_id[:12]}  {_bytes(n.object_store_used)}/"
-            f"{_bytes(n.object_store_capacity)}, {n.object_store_objects} objects{spilled}"
-        )
-    print("Usage (physical):")
-    for n in nodes:
-        cpu = "-" if n.cpu_percent is None else f"{n.cpu_percent:.0f}%"
-        gpus = "".join(
-            f", GPU{g['index']} {g['utilization']:.0f}% "
-            f"{_bytes(g['mem_used'])}/{_bytes(g['mem_total'])}"
-            for g in n.gpus
-        )
-        print(
-            f"  {n.node_id[:12]}  CPU {cpu}, memory {_bytes(n.mem_used)}/"
-            f"{_bytes(n.mem_total)}{gpus}"
-        )
-    demand: dict[str, int] = {}
-    for n in nodes:
-        for shape, count in n.pending_demand.items():
-            demand[shape] = demand.get(shape, 0) + count
-    print("Pending demand:")
-    if not demand:
-        print("  (no resource demands)")
-    for shape, count in sorted(demand.items()):
-        print(f"  {shape}: {count}+ pending lease request(s)")
 
 
 def _parse_filters(texts: list[str] | None) -> list[tuple[str, str, str]]:
@@ -258,7 +226,7 @@ def _parse_filters(texts: list[str] | None) -> list[tuple[str, str, str]]:
     for text in texts or ():
         key, op, value = text.partition("!=") if "!=" in text else text.partition("=")
         if not op or not key:
-            raise SystemExit(f"--filter takes KEY=VALUE or KEY!=VALUE, got {text!r}")
+            raise CliError(f"--filter takes KEY=VALUE or KEY!=VALUE, got {text!r}")
         out.append((key.strip(), op, value.strip()))
     return out
 
@@ -370,7 +338,9 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     nc = _connect(args)
     try:
         path = args.output or f"nbcluster-timeline-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        trace = nc.timeline(path)
+        trace = nc.timeline()
+        with open(path, "w") as f:
+            json.dump(trace, f)
         tasks = sum(1 for e in trace if e.get("ph") == "X")
         print(f"wrote {tasks} tasks to {path}; open it in https://ui.perfetto.dev")
     finally:
@@ -378,35 +348,53 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_state_parsers(sub: Any) -> None:
-    def connect_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
-        p.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+def _connect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address", help="HOST:PORT of the head (default: your only cluster on this machine)"
+    )
+    p.add_argument("--token-file", help="file holding the cluster token (or NBCLUSTER_TOKEN)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # visible in ps: --token-file instead
 
-    ls = sub.add_parser("list", help="tasks, actors, objects, nodes or workers, from the head")
+
+def _add_state_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    ls = sub.add_parser(
+        "list", parents=[common], help="tasks, actors, objects, nodes or workers, from the head"
+    )
     ls.add_argument("kind", choices=sorted(_COLUMNS))
     ls.add_argument("--filter", action="append", help="KEY=VALUE or KEY!=VALUE (repeatable)")
     ls.add_argument("--limit", type=int, default=100, help="show at most this many (newest)")
     ls.add_argument("--format", choices=("table", "json"), default="table")
-    connect_args(ls)
+    _connect_args(ls)
     ls.set_defaults(fn=cmd_list)
-    sm = sub.add_parser("summary", help="task counts by function and state")
-    connect_args(sm)
+    sm = sub.add_parser("summary", parents=[common], help="task counts by function and state")
+    _connect_args(sm)
     sm.set_defaults(fn=cmd_summary)
-    me = sub.add_parser("memory", help="objects: size, owner, references, call site; totals")
+    me = sub.add_parser(
+        "memory", parents=[common], help="objects: size, owner, references, call site; totals"
+    )
     me.add_argument("--limit", type=int, default=100, help="show the largest N objects")
-    connect_args(me)
+    _connect_args(me)
     me.set_defaults(fn=cmd_memory)
-    tl = sub.add_parser("timeline", help="write a Chrome trace of task execution (Perfetto)")
+    tl = sub.add_parser(
+        "timeline", parents=[common], help="write a Chrome trace of task execution (Perfetto)"
+    )
     tl.add_argument("--output", "-o", help="file to write (default: ./nbcluster-timeline-*.json)")
-    connect_args(tl)
+    _connect_args(tl)
     tl.set_defaults(fn=cmd_timeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nbcluster", description=__doc__)
+    # --debug is accepted before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="on failure, show the full traceback (and log at DEBUG level)",
+    )  # fmt: skip
+    p = argparse.ArgumentParser(prog="nbcluster", description=__doc__, parents=[common])
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("start", help="start a head node (--head) or a node joining one")
+    s = sub.add_parser(
+        "start", parents=[common], help="start a head node (--head) or a node joining one"
+    )
     s.add_argument("--head", action="store_true", help="start a head node")
     s.add_argument("--address", help="HOST:PORT of the head to join")
     s.add_argument(
@@ -424,7 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-gpus", type=float, help="GPUs to offer (default: detected)")
     s.add_argument("--resources", help='custom resources as JSON, e.g. \'{"bigmem": 1}\'')
     s.add_argument("--object-store-memory", type=int, help="store capacity in bytes")
-    s.add_argument("--token", help="cluster token (default: generated; or NBCLUSTER_TOKEN)")
+    s.add_argument(
+        "--token-file",
+        help="file holding the cluster token (default: a new token; or NBCLUSTER_TOKEN)",
+    )
+    s.add_argument("--token", help=argparse.SUPPRESS)  # visible in ps: --token-file instead
+    s.add_argument("--show-token", action="store_true", help="print the token itself too")
+    s.add_argument(
+        "--log-file",
+        help="keep the node's log in this file (default: in its session directory, "
+        "removed when the node stops; with --block: the terminal)",
+    )
     s.add_argument("--block", action="store_true", help="stay in the foreground")
     s.add_argument("--tls-cert", help="TLS certificate (PEM) shared by the cluster's nodes")
     s.add_argument("--tls-key", help="its private key (PEM)")
@@ -439,23 +437,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hub_service.add_start_arguments(s)
     s.set_defaults(fn=cmd_start)
-    st = sub.add_parser("stop", help="stop the nodes `start` started on this machine")
+    st = sub.add_parser(
+        "stop", parents=[common], help="stop the nodes you started with `start` on this machine"
+    )
     st.set_defaults(fn=cmd_stop)
-    ss = sub.add_parser("status", help="nodes and resource use of a cluster")
-    ss.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
-    ss.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+    ss = sub.add_parser("status", parents=[common], help="nodes and resource use of a cluster")
+    _connect_args(ss)
     ss.set_defaults(fn=cmd_status)
-    _add_state_parsers(sub)
-    db = sub.add_parser("dashboard", help="print a login link to the cluster's dashboard")
-    db.add_argument("--address", help="HOST:PORT of the head (default: the local cluster)")
-    db.add_argument("--token", help="cluster token (or NBCLUSTER_TOKEN)")
+    cl = sub.add_parser("clusters", parents=[common], help="your clusters running on this machine")
+    cl.add_argument("--format", choices=("table", "json"), default="table")
+    cl.set_defaults(fn=cmd_clusters)
+    _add_state_parsers(sub, common)
+    db = sub.add_parser(
+        "dashboard", parents=[common], help="print a login link to the cluster's dashboard"
+    )
+    _connect_args(db)
     db.set_defaults(fn=cmd_dashboard)
     return p
 
 
+class CliError(Exception):
+    """An expected failure: the command prints its message as one line and exits 1."""
+
+
+def _expected(e: BaseException) -> bool:
+    """Failures a user causes or meets (no cluster, wrong token, port taken...), as opposed
+    to bugs, which keep their traceback."""
+    from nbcluster.exceptions import NbclusterError
+
+    return isinstance(e, (CliError, NbclusterError, ConnectionError, TimeoutError, OSError,
+                          ValueError))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args))
+    debug = bool(getattr(args, "debug", False))
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="[nbcluster %(levelname)s] %(message)s")
+    try:
+        return int(args.fn(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if debug or not _expected(e):
+            raise
+        message = str(e).strip() or type(e).__name__
+        print(f"nbcluster {args.command}: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -148,6 +148,14 @@ class ClusterConnectionError(NbclusterError, ConnectionError):
     """The cluster (head node) cannot be reached or went away."""
 
 
+class ClusterNotFoundError(ClusterConnectionError):
+    """No running cluster of this user matches (none, or several and none was chosen)."""
+
+
+class UnsafeSessionDirectoryError(NbclusterError, PermissionError):
+    """The directory for session files is not private to this user, so it is not used."""
+
+
 class QuotaExceededError(NbclusterError, ValueError):
     """A user of a shared cluster asked for more CPUs or object store bytes than their
     quota allows; the message says which quota, how much is in use and how much was asked.
@@ -167,6 +175,7 @@ __all__ = [
     "ActorUnavailableError",
     "AuthenticationError",
     "ClusterConnectionError",
+    "ClusterNotFoundError",
     "GetTimeoutError",
     "NbclusterError",
     "ObjectFreedError",
@@ -183,5 +192,6 @@ __all__ = [
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "UnsafeSessionDirectoryError",
     "WorkerCrashedError",
 ]

@@ -37,6 +37,8 @@ START_TIMEOUT_S = 30.0
 #: How long a node may take to be gone after SIGTERM (the CLI itself waits 5 s for it).
 STOP_TIMEOUT_S = 10.0
 NODE_MODULE = "nbcluster.runtime.head"
+#: How ``ps`` shows a node process once it runs (``nbcluster.runtime.proctitle``).
+NODE_TITLES = ("nbcluster::head", "nbcluster::node")
 _STARTED = re.compile(r"nbcluster (?:head )?node started at ([^\s,]+)")
 
 
@@ -200,15 +202,16 @@ class CliCluster:
     def launch(
         self, name: str, args: Sequence[str], prefix: Sequence[str] = (), token: str | None = None
     ) -> CliNode:
-        """Run ``nbcluster start ARGS --token T --block``; do not wait for it."""
+        """Run ``nbcluster start ARGS --block`` with token T (in the environment, never on the
+        command line); do not wait for it."""
         self._logs += 1
         log_path = self.root / f"{self._logs:02d}-{name}.log"
-        cmd = [*prefix, sys.executable, "-m", "nbcluster", "start", *args]
-        cmd += ["--token", token or self.token, "--block"]
+        cmd = [*prefix, sys.executable, "-m", "nbcluster", "start", *args, "--block"]
+        env = {**self.env, "NBCLUSTER_TOKEN": token or self.token}
         with open(log_path, "wb") as log:
             cli = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=str(REPO_ROOT),
+                env=env, cwd=str(REPO_ROOT),
             )  # fmt: skip
         node = CliNode(name, cli, log_path)
         node.seen[cli.pid] = psutil.Process(cli.pid)  # ours until we reap it
@@ -232,7 +235,7 @@ class CliCluster:
         node.node_pid = next(
             p.pid
             for p in psutil.Process(node.cli.pid).children()
-            if NODE_MODULE in " ".join(p.cmdline())
+            if any(t in " ".join(p.cmdline()) for t in (NODE_MODULE, *NODE_TITLES))
         )
         node.processes()
         return node
@@ -305,13 +308,22 @@ def attach(address: str, token: str) -> None:
     nc.init(address=address, token=token)
 
 
+def records(temp_dir: Path, started_by: str | None = None) -> list[dict[str, Any]]:
+    """The session records (``nbcluster.runtime.sessions``) under ``temp_dir``, as JSON."""
+    found = []
+    for path in sorted((temp_dir / "clusters").glob("*.json")):
+        record = json.loads(path.read_text())
+        if started_by is None or record["started_by"] == started_by:
+            found.append(record)
+    return found
+
+
 def recorded_nodes(temp_dir: Path) -> list[psutil.Process]:
     """The node processes ``nbcluster start`` recorded under ``temp_dir``, with all their
     descendants (fork servers and workers), as they are now."""
     procs: list[psutil.Process] = []
-    for record in sorted((temp_dir / "nodes").glob("*.json")):
-        pid = int(json.loads(record.read_text())["pid"])
-        procs.extend(tree(pid))
+    for record in records(temp_dir, "cli"):
+        procs.extend(tree(int(record["pid"])))
     return procs
 
 

@@ -15,9 +15,11 @@ import gc
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -28,13 +30,17 @@ import psutil
 import pytest
 
 import nbcluster as nc
+from nbcluster.runtime.config import CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CPUS = 2
 #: How long a cluster's processes and shared memory may take to disappear once it is told to.
 CLEANUP_TIMEOUT_S = 10.0
-
-
+#: The session files (tokens, records, logs) of every cluster this run starts without a
+#: directory of its own: set here for this process and inherited by every process the tests
+#: start (kernels, drivers, CLI commands), so the run can check that no cluster leaves any.
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="nbcluster-test-sessions-"))
+os.environ["NBCLUSTER_TEMP_DIR"] = CONFIG.temp_dir = str(SESSION_DIR)
 
 
 # --------------------------------------------------------------------------- polling helpers
@@ -104,6 +110,16 @@ def kill_quietly(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def session_files(root: Path = SESSION_DIR) -> list[str]:
+    """What clusters left under a session directory: records and session directories (the
+    ``clusters`` and ``tls`` directories themselves are the user's, not a cluster's)."""
+    if not root.exists():
+        return []
+    found = [str(p.relative_to(root)) for p in root.glob("clusters/*")]
+    found += [p.name for p in root.iterdir() if p.name not in ("clusters", "tls")]
+    return sorted(found)
 
 
 def shm_entries() -> set[str]:
@@ -293,7 +309,8 @@ def _cluster_per_module() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
-    """After the whole run, no process of ours and no cluster shared memory may remain."""
+    """After the whole run, no process of ours, no cluster shared memory and no session file
+    (token, record, log) may remain."""
     shm_before = shm_entries()
     yield
     _CLUSTERS.stop()
@@ -308,5 +325,11 @@ def _nothing_left_behind() -> Iterator[None]:
             timeout=CLEANUP_TIMEOUT_S,
             message=lambda: f"/dev/shm entries left: {sorted(shm_entries() - shm_before)}",
         )
+        wait_until(
+            lambda: not session_files(),
+            timeout=CLEANUP_TIMEOUT_S,
+            message=lambda: f"session files left in {SESSION_DIR}: {session_files()}",
+        )
     finally:
         kill_quietly(p.pid for p in descendants())
+        shutil.rmtree(SESSION_DIR, ignore_errors=True)

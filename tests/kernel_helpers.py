@@ -157,6 +157,8 @@ class KernelSession:
         self.kc.stop_channels()
         if self.km.is_alive():
             self.km.shutdown_kernel(now=False)
+        else:  # killed: close the manager's control socket, or its zmq context can never
+            self.km.cleanup_resources()  # terminate (the garbage collector hangs in it)
 
 
 def kernel_env(**extra: str) -> dict[str, str]:
@@ -170,8 +172,12 @@ def kernel_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_kernel(cwd: Path, **env: str) -> KernelSession:
+def start_kernel(cwd: Path, kernel_id: str | None = None, **env: str) -> KernelSession:
+    """Start a kernel in ``cwd``. With ``kernel_id``, its connection file is named as
+    jupyter-server names it (``kernel-<id>.json``), which is how the kernel knows its id."""
     km = KernelManager(kernel_name=KERNEL_NAME)
+    if kernel_id is not None:
+        km.connection_file = str(cwd / f"kernel-{kernel_id}.json")
     km.start_kernel(env=kernel_env(**env), cwd=str(cwd))
     try:
         return KernelSession(km)
@@ -192,8 +198,8 @@ def new_kernel(kernelspec: str, tmp_path: Path) -> Iterator[Callable[..., Kernel
     sessions: list[KernelSession] = []
     pids: list[int] = []
 
-    def start(**env: str) -> KernelSession:
-        session = start_kernel(tmp_path, **env)
+    def start(kernel_id: str | None = None, **env: str) -> KernelSession:
+        session = start_kernel(tmp_path, kernel_id, **env)
         sessions.append(session)
         pids.append(session.pid)
         return session

@@ -46,6 +46,7 @@ from cluster_helpers import (
     node_id_of,
     poll,
     recorded_nodes,
+    records,
 )
 from conftest import wait_for_file
 
@@ -266,7 +267,8 @@ def test_a_node_with_the_wrong_token_cannot_join(two: TwoNodes) -> None:
     )
     code = intruder.cli.wait(30)
     assert code != 0
-    assert "authentication failed" in intruder.output(), intruder.output()
+    out = intruder.output()
+    assert "refused this node's token" in out or "authentication failed" in out, out
     poll(lambda: "refused connection" in two.head.output(), 10, two.head.output)
     poll(intruder.all_gone, 10, intruder.left)
     # The cluster is as it was, and works.
@@ -360,7 +362,7 @@ def test_a_node_stopped_with_sigterm_leaves_cleanly_and_is_reported_dead(
     mortal: Mortal,
 ) -> None:
     node, node_id = join_and_use(mortal, "leaving")
-    record = mortal.cluster.temp_dir / "nodes" / f"{node.node_pid}.json"
+    record = mortal.cluster.temp_dir / "clusters" / f"{node.node_pid}.json"
     assert record.exists()
     assert node.terminate() == 0, node.output()
     poll(node.all_gone, 10, node.left)
@@ -378,34 +380,38 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     cluster = CliCluster(tmp_path)  # its own temp dir: `stop` sees only these nodes
     procs = []
     try:
-        head = cluster.cli("start", "--head", "--num-cpus", "1", "--token", cluster.token)
+        token = {"NBCLUSTER_TOKEN": cluster.token}
+        head = cluster.cli("start", "--head", "--num-cpus", "1", **token)
         assert head.returncode == 0, head.stderr
         address = re.search(r"head node started at (\S+)", head.stdout)
         assert address, head.stdout
-        node = cluster.cli(
-            "start", "--address", address.group(1), "--num-cpus", "1", "--token", cluster.token
-        )
+        node = cluster.cli("start", "--address", address.group(1), "--num-cpus", "1", **token)
         assert node.returncode == 0, node.stderr
-        assert len(list((cluster.temp_dir / "nodes").glob("*.json"))) == 2
+        assert len(records(cluster.temp_dir, "cli")) == 2
         procs = recorded_nodes(cluster.temp_dir)
-        # Two nodes, each with a fork server and a worker, all running the node's module.
-        ours = [p for p in procs if "nbcluster.runtime.head" in " ".join(p.cmdline())]
-        assert len(ours) == len(procs) == 6, describe(p.pid for p in procs)
+        # Two nodes, each with a fork server and a worker, each named by its role in ps.
+        roles = sorted(p.cmdline()[0] for p in procs)
+        assert roles == ["nbcluster::fork_server"] * 2 + ["nbcluster::head", "nbcluster::node"] + [
+            "nbcluster::worker"
+        ] * 2, describe(p.pid for p in procs)
 
         status = cluster.cli("status")
         assert "Nodes: 2 alive, 0 dead" in status.stdout, status.stdout + status.stderr
+        records_before = sorted(records(cluster.temp_dir), key=lambda r: r["role"] != "head")
 
         stop = cluster.cli("stop")
         assert stop.returncode == 0, stop.stderr
-        # A node whose head stops first leaves by itself, so `stop` may count only the head.
-        assert re.search(r"stopped [12] nbcluster node\(s\)", stop.stdout), stop.stdout
+        assert stop.stdout.splitlines() == [
+            f"stopped node at {records_before[1]['node_address']} (pid {records_before[1]['pid']})",
+            f"stopped head node at {address.group(1)} (pid {records_before[0]['pid']})",
+        ], stop.stdout
         poll(
             lambda: all(gone(p) for p in procs),
             10,
             lambda: "left: " + describe(p.pid for p in procs if not gone(p)),
         )
-        assert not list((cluster.temp_dir / "nodes").glob("*.json"))
-        assert not (cluster.temp_dir / "current_cluster.json").exists()
+        # Nothing is left of either: no record, no session directory, no token, no log.
+        assert sorted(p.name for p in cluster.temp_dir.rglob("*")) == ["clusters"]
         # With nothing left to find, a driver looking for the local cluster says so.
         again = cluster.cli("status")
         assert again.returncode != 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from nbcluster.runtime.config import CONFIG
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
-pytest.importorskip("nbcluster.runtime.sessions", reason="clusters are found by their records")
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +152,11 @@ async def test_a_notebooks_cluster_is_listed_read_and_streamed(lab: Lab, jp_base
     out = await lab.run(kid, "import nbcluster as nc\nprint(nc.dashboard_url())")
     printed = "".join(m["content"].get("text", "") for m in out)
     assert printed.strip() == f"{jp_base_url}nbcluster/clusters/{cid}/"
+    # ...and so does what nc.init() displays.
+    shown = await lab.run(kid, "nc.init()")
+    html = next(m["content"]["data"]["text/html"] for m in shown
+                if m["msg_type"] == "execute_result")  # fmt: skip
+    assert f"href='{jp_base_url}nbcluster/clusters/{cid}/'" in html
 
     ws = await lab.ws_fetch("nbcluster", "api", "clusters", cid, "events",
                             params={"types": "TASK_"})  # fmt: skip
@@ -278,3 +283,50 @@ async def test_a_standalone_cluster_is_listed_and_stopped(
     finally:
         for node in cluster.nodes:
             node.kill()
+
+
+#: A server speaking a later nbcluster handshake, as a kernel with another nbcluster would.
+OTHER_PROTOCOL = r"""
+import os, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"NBC9" + os.urandom(32))
+    c.close()
+"""
+
+
+async def test_a_cluster_of_another_nbcluster_version_says_so(lab: Lab, tmp_path: Path) -> None:
+    from nbcluster.runtime import sessions
+
+    proc = subprocess.Popen([sys.executable, "-c", OTHER_PROTOCOL], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        token_file = tmp_path / "token"
+        token_file.write_text("its own token")
+        token_file.chmod(0o600)
+        sessions.write_record(sessions.ClusterRecord(
+            role="head", pid=proc.pid, create_time=sessions.process_create_time(proc.pid),
+            address=f"127.0.0.1:{port}", token_file=str(token_file), started_by="cli",
+            version="9.0.0",
+        ))  # fmt: skip
+
+        async def listed() -> Any:
+            for c in (await lab.api())["clusters"]:
+                if c["address"] == f"127.0.0.1:{port}":
+                    return c
+            return None
+
+        entry = await until(listed, 30, "the other version's cluster")
+        assert entry["state"] == "incompatible", entry
+        assert "protocol" in entry["error"] and "nbcluster 9.0.0" in entry["error"]
+        r = await lab.fetch("nbcluster", "api", "clusters", entry["id"], "tasks",
+                            raise_error=False)  # fmt: skip
+        assert r.code == 409 and "nbcluster 9.0.0" in json.loads(r.body)["message"]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -7,14 +7,16 @@ the token, gets.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_helpers import CliCluster, poll
+from cluster_helpers import CliCluster, attach, poll
 from conftest import wait_for_file, wait_until
 from dashboard_helpers import EventSocket, Http, ws_status
 
@@ -66,7 +68,10 @@ def test_a_login_link_works_once_and_the_token_is_needed_for_everything(
     assert token.encode() not in page  # the page never carries the token
     assert browser.get_json("/nbcluster/api/clusters")["clusters"][0]["id"] == cluster_id
 
-    # The link is spent: a second browser opening it is refused, and sees how to log in.
+    # The link is spent: the browser that used it may follow it again (a link in a notebook
+    # is clicked more than once), a second browser is refused and sees how to log in.
+    code, _, _, final = browser.request(url)
+    assert code == 200 and final.endswith(f"/nbcluster/clusters/{cluster_id}/")
     stranger = Http(origin)
     code, _, body, _ = stranger.request(url)
     assert code == 403 and b"nbcluster dashboard" in body
@@ -169,6 +174,51 @@ def test_the_event_socket_streams_a_task_live(make_cluster: Any, gate: Path) -> 
         feed.events_until(lambda evs: "TASK_FINISHED" in mine(seen + evs))
     finally:
         feed.close()
+
+
+def to_stderr(marker: str) -> str:
+    """Write past the task's output capture, to the worker's own stderr: the node's log."""
+    os.write(2, f"{marker}\n".encode())
+    return socket.gethostname()
+
+
+@pytest.mark.slow
+def test_each_nodes_log_is_read_through_the_head(tmp_path: Path) -> None:
+    from nbcluster.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cluster = CliCluster(tmp_path)
+    try:
+        cluster.start_head("--num-cpus", "1", "--dashboard-port", "0")
+        cluster.join("node2", "--num-cpus", "1")
+        attach(cluster.head.address, cluster.token)
+        script = Http("http://x", {"Authorization": f"token {cluster.token}"})
+        info = _dash_info()
+        script.base = f"http://{info['dashboard']}"
+        cid = info["cluster_id"]
+        nodes = wait_until(lambda: len(x := nc.nodes()) == 2 and x)
+        other = next(n["NodeID"] for n in nodes if n["NodeID"] != cid)
+        marker = f"only-in-node2-{uuid.uuid4().hex}"
+        on_node2 = NodeAffinitySchedulingStrategy(other, soft=False)
+        nc.get(nc.remote(to_stderr).options(scheduling_strategy=on_node2).remote(marker))
+        api = f"/nbcluster/api/clusters/{cid}/log"
+        got = wait_until(lambda: marker in (x := script.get_json(f"{api}?node={other}"))["text"]
+                         and x)  # fmt: skip
+        assert got["size"] >= len(marker) and got["next"] == got["size"]
+        assert marker not in script.get_json(api)["text"]  # the head's own log is another
+        tail = script.get_json(f"{api}?node={other}&offset={got['next']}")
+        assert tail["text"] == "" and tail["offset"] == got["next"]
+        code, _, body, _ = script.request(f"{api}?node=nosuchnode")
+        assert code == 404 and b"no node" in body
+    finally:
+        nc.shutdown()
+        cluster.close()
+
+
+def _dash_info() -> dict[str, Any]:
+    core = runtime_api._driver
+    assert core is not None
+    nc.dashboard_url()  # the port is open (it was asked for at start anyway)
+    return dict(core.head_call("dash_info", timeout=30))
 
 
 def _free_port() -> int:

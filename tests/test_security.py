@@ -561,8 +561,12 @@ def test_the_token_files_are_private(secured: Secured) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
         assert path.read_text().strip() == secured.cluster.token
-    assert stat.S_IMODE((temp_dir / "nodes").stat().st_mode) == 0o700
-    assert stat.S_IMODE((temp_dir / "current_cluster.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(temp_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((temp_dir / "clusters").stat().st_mode) == 0o700
+    records = list((temp_dir / "clusters").glob("*.json"))
+    assert len(records) == 2, records  # one per node
+    for path in records:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 def test_every_port_binds_to_loopback_by_default(secured: Secured) -> None:

@@ -42,8 +42,12 @@ export class Api {
     return this.url(`api/clusters/${id}${what ? "/" + what : ""}${qs ? "?" + qs : ""}`);
   }
 
+  // Reads send the XSRF token too: JupyterHub (a user's server, or a Hub service) accepts
+  // its login cookie on a script's fetch, even a GET, only with it.
   async get(url: string): Promise<any> {
-    const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const r = await fetch(url, {
+      credentials: "same-origin", headers: { "X-XSRFToken": xsrf(), Accept: "application/json" },
+    });
     return this.answer(r);
   }
 

@@ -167,11 +167,10 @@ def _forget(group: NodeGroup) -> None:
 def _logs() -> str:
     """Where this driver's launched nodes write their output (removed at shutdown)."""
     global _log_dir
-    from nbcluster.runtime.config import CONFIG
+    from nbcluster.runtime import sessions
 
     if _log_dir is None or not os.path.isdir(_log_dir):
-        os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
-        _log_dir = tempfile.mkdtemp(prefix=f"launch-{os.getpid()}-", dir=CONFIG.temp_dir)
+        _log_dir = tempfile.mkdtemp(prefix=f"launch-{os.getpid()}-", dir=sessions.user_dir())
     return _log_dir
 
 

@@ -28,7 +28,8 @@ VIEWS = ("summary", "overview", "cells", "timeline", "metrics", "memory", "info"
          "log")
 #: Query arguments that are not filters.
 RESERVED = frozenset(
-    ("limit", "since", "start_ms", "end_ms", "format", "detail", "filter", "offset", "max_bytes")
+    ("limit", "since", "start_ms", "end_ms", "format", "detail", "filter", "offset", "max_bytes",
+     "node")
 )
 #: Default and largest number of records one list answer holds.
 DEFAULT_LIMIT = 100
@@ -108,11 +109,18 @@ async def probe(source: ClusterSource, entry: ClusterEntry) -> None:
         return
     if entry.protocol is not None and entry.protocol != PROTOCOL_VERSION:
         entry.state = INCOMPATIBLE
-        entry.error = _incompatible(entry.protocol)
+        entry.error = _incompatible(entry.protocol, entry.version)
         return
     try:
         info = await source.client(entry).call("dash_info", timeout=PROBE_TIMEOUT_S)
-    except (ClusterConnectionError, AuthenticationError, RemoteCallError, OSError) as e:
+    except AuthenticationError as e:
+        if "not an nbcluster" in str(e):  # another handshake: another protocol version
+            entry.state = INCOMPATIBLE
+            entry.error = _incompatible(entry.protocol or "other than ours", entry.version)
+        else:
+            entry.state, entry.error = UNREACHABLE, str(e)
+        return
+    except (ClusterConnectionError, RemoteCallError, OSError) as e:
         entry.state, entry.error = UNREACHABLE, str(e)
         return
     except asyncio.TimeoutError:
@@ -125,10 +133,14 @@ async def probe(source: ClusterSource, entry: ClusterEntry) -> None:
     entry.version = info.get("version", entry.version)
 
 
-def _incompatible(protocol: Any) -> str:
+def _incompatible(protocol: Any, version: str | None = None) -> str:
+    from nbcluster import __version__
+
+    theirs = f" (nbcluster {version})" if version else ""
     return (
-        f"this cluster speaks nbcluster protocol version {protocol} and this server "
-        f"version {PROTOCOL_VERSION}: install the same nbcluster in both environments"
+        f"this cluster speaks nbcluster protocol {protocol}{theirs} and this server protocol "
+        f"{PROTOCOL_VERSION} (nbcluster {__version__}): install the same nbcluster version "
+        "in the kernel's environment and in Jupyter's"
     )
 
 
@@ -234,7 +246,9 @@ def _request(what: str, item: str | None, args: dict[str, list[str]]) -> tuple[s
     if what in ("overview", "metrics"):
         return f"dash_{what}", [_float(args, "since")]
     if what == "log":
-        return "dash_log", [_int(args, "offset", None), _int(args, "max_bytes", None)]
+        node = _last(args, "node")
+        where = _int(args, "offset", None), _int(args, "max_bytes", None)
+        return ("dash_node_log", [node, *where]) if node else ("dash_log", list(where))
     return {
         "summary": "state_summary", "cells": "dash_cells", "memory": "state_memory",
         "info": "dash_info", "actor_calls": "dash_actor_calls",
@@ -254,10 +268,13 @@ async def ask(source: ClusterSource, entry: ClusterEntry, method: str, *args: An
     if entry.state == GONE:
         raise ApiError(410, f"cluster {entry.id} is gone", state=GONE)
     if entry.state == INCOMPATIBLE:
-        raise ApiError(409, entry.error or _incompatible(entry.protocol), state=INCOMPATIBLE)
+        why = entry.error or _incompatible(entry.protocol, entry.version)
+        raise ApiError(409, why, state=INCOMPATIBLE)
     try:
         return await source.client(entry).call(method, *args)
-    except (ValueError, TypeError, KeyError) as e:
+    except LookupError as e:
+        raise ApiError(404, str(e).strip("'\"")) from None
+    except (ValueError, TypeError) as e:
         raise ApiError(400, str(e)) from None
     except asyncio.TimeoutError:
         why = f"cluster {entry.id} did not answer in time"

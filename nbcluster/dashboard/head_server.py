@@ -144,7 +144,11 @@ class LoginHandler(HeadHandler):
 
     def get(self) -> None:
         tok = self.get_argument("token", "")
-        if not tok or not self.nbc_port().use_login(tok):
+        valid = bool(tok) and self.nbc_port().use_login(tok)
+        if not valid and self.current_user:  # a link opened again by a logged-in browser
+            self.redirect(f"/nbcluster/clusters/{self.nbc_port().cluster_id}/")
+            return
+        if not valid:
             raise web.HTTPError(403, "invalid or used login link")
         self.set_signed_cookie(
             self.settings["nbcluster_cookie"], self.nbc_port().cluster_id, expires_days=None,
@@ -196,19 +200,10 @@ class PrometheusHandler(HeadHandler, PrometheusMixin):
         await self.nbc_get()
 
 
-class EventsSocket(HeadAuthMixin, websocket.WebSocketHandler, EventsSocketMixin):
+class EventsSocket(HeadAuthMixin, EventsSocketMixin, websocket.WebSocketHandler):
     @token_required
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await super().get(*args, **kwargs)
-
-    async def open(self, cluster_id: str) -> None:
-        await self.nbc_open(cluster_id)
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the stream goes one way
-
-    def on_close(self) -> None:
-        self.nbc_close()
 
 
 def _log_request(handler: web.RequestHandler) -> None:

@@ -1,8 +1,13 @@
 """``python -m nbcluster.kernel``: run the kernel, install its spec, or run a notebook.
 
-    python -m nbcluster.kernel -f CONNECTION_FILE      the kernel itself (the kernelspec's argv)
     python -m nbcluster.kernel install [--user | --sys-prefix | --prefix DIR]
     python -m nbcluster.kernel run-notebook NOTEBOOK [--output PATH] [--timeout S]
+    python -m nbcluster.kernel -f CONNECTION_FILE      the kernel itself (the kernelspec's argv)
+
+``install`` makes Jupyter list the "Python 3 (nbcluster)" kernel (``--user`` for a JupyterLab
+in another environment); ``run-notebook`` executes a notebook headless with it and fails
+if a cell fails. Each takes ``--help``; ``--help-all`` lists the kernel's own (IPython's)
+options.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ def _run_notebook(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"], ["help"]):
+        print(__doc__)
+        return 0
+    if argv[:1] == ["--help-all"]:
+        argv = ["--help"]  # IPython's: every option of the kernel application
     if argv[:1] == ["install"]:
         return _install(argv[1:])
     if argv[:1] == ["run-notebook"]:

@@ -44,7 +44,7 @@ class NbclusterKernel(IPythonKernel):
     def _start_cluster(self) -> None:
         try:
             with _children_write_to_log():
-                nc.init()
+                nc.init(_implicit=True)  # a later init(num_cpus=...) restarts it so
         except BaseException as e:
             self.log.error("nbcluster: the cluster did not start: %s", e)
             self._cluster.set_exception(e)

@@ -134,13 +134,19 @@ def adapt(argv: list[str]) -> Any:
     return adaptive
 
 
-@register("status", "the cluster's nodes and node groups")
+@register("status", "address, how to attach from a terminal, nodes, groups and use")
 def status(argv: list[str]) -> None:
     import nbcluster as nc
     from nbcluster.cluster.manager import group_of
+    from nbcluster.status_report import usage_text
 
     if argv:
         raise UsageError("%cluster status takes no arguments")
+    if not nc.is_initialized():
+        raise UsageError("no cluster yet: nbcluster.init() starts one (or attaches to one)")
+    from IPython.display import display
+
+    display(nc.init())  # connected: the cluster's address and how to attach; changes nothing
     nodes = nc.nodes()
     alive = [n for n in nodes if n["Alive"]]
     print(f"Nodes: {len(alive)} alive, {len(nodes) - len(alive)} dead")
@@ -154,6 +160,7 @@ def status(argv: list[str]) -> None:
         print("Node groups:")
         cols = ("group", "backend", "state", "nodes", "jobs")
         _table([[c.upper() for c in cols]] + [[str(g[c]) for c in cols] for g in groups])
+    print(usage_text())
 
 
 @register("remove", "drain a node group, then cancel its jobs: %cluster remove GROUP")

@@ -22,15 +22,16 @@ def load_ipython_extension(ipython: Any) -> None:
     wait long."""
     if id(ipython) in _loaded:
         return
-    from nbcluster.exceptions import TaskError
+    from nbcluster.exceptions import NbclusterError
     from nbcluster.kernel import tracebacks
     from nbcluster.kernel.cluster_magic import ClusterMagics
     from nbcluster.kernel.magics import RemoteMagics
 
     ipython.register_magics(RemoteMagics)
     ipython.register_magics(ClusterMagics)
-    ipython.set_custom_exc(
-        (TaskError, KeyboardInterrupt), tracebacks.make_handler(lambda: cell_sources(ipython))
+    ipython.set_custom_exc(  # TaskError is one: a remote error, shown with remote frames
+        (NbclusterError, KeyboardInterrupt),
+        tracebacks.make_handler(lambda: cell_sources(ipython)),
     )
     kernel = getattr(ipython, "kernel", None)
     router = None

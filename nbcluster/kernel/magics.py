@@ -97,14 +97,14 @@ class RemoteMagics(Magics):
             return None
         inputs = self._inputs(code)
         resources = _resource_options(args)
-        if args.actor:
+        name = args.name or f"In[{cell_number(self._shell)}]"
+        if args.actor:  # named for the cell too: its errors say In[n], not CellNamespace.run
             names = args.out or []
             actor = self._actor(args.actor, resources)
-            run = actor.run_async if args.is_async else actor.run
+            run = (actor.run_async if args.is_async else actor.run).options(name=name)
         else:
             names = args.out if args.out is not None else list(code.assigns)
             fn = cell_task.run_cell_async if args.is_async else cell_task.run_cell
-            name = args.name or f"In[{cell_number(self._shell)}]"
             run = nc.remote(name=name, **resources)(fn)
         payload = (code.source, code.filename, inputs, names, code.has_value)
         if args.is_async:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nbcluster.exceptions import TaskError
+from nbcluster.exceptions import NbclusterError, TaskError
 
 _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$')
 _DYNAMIC = "<dynamic-code>"
@@ -179,8 +179,45 @@ def _until_last_cell_frame(
     return tb
 
 
+def _until_last_user_frame(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """An error nbcluster raised for a user's call (an unpicklable argument, a full store):
+    the traceback ends where the user's code called into nbcluster; the frames below (the
+    runtime's, and the standard library's it waits in) say nothing the message does not."""
+    caller = None
+    for frame_tb in _walk(tb):
+        if frame_tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            break
+        caller = frame_tb
+    if caller is not None:
+        caller.tb_next = None
+    return tb
+
+
+def short_traceback(
+    shell: Any, etype: type[BaseException], value: BaseException,
+    tb: types.TracebackType | None, tb_offset: int | None,
+) -> list[str]:  # fmt: skip
+    """IPython's traceback of an nbcluster error, without nbcluster's frames and without the
+    internal errors chained to it (``NBCLUSTER_TRACEBACK_INTERNALS=1`` shows them all)."""
+    from nbcluster.runtime.config import CONFIG
+
+    if CONFIG.traceback_internals:
+        stb: list[str] = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset)
+        return stb
+    chain = (value.__cause__, value.__context__, value.__suppress_context__)
+    value.__cause__ = value.__context__ = None
+    value.__suppress_context__ = True
+    try:
+        stb = shell.InteractiveTB.structured_traceback(
+            etype, value, _until_last_user_frame(tb), tb_offset
+        )
+    finally:
+        value.__cause__, value.__context__, value.__suppress_context__ = chain
+    return stb
+
+
 def make_handler(cells: Callable[[], CellSources]) -> Callable[..., list[str]]:
-    """A handler for IPython's ``set_custom_exc((TaskError, KeyboardInterrupt), handler)``."""
+    """A handler for IPython's ``set_custom_exc((NbclusterError, KeyboardInterrupt), ...)``."""
 
     def handler(
         shell: Any,
@@ -192,6 +229,8 @@ def make_handler(cells: Callable[[], CellSources]) -> Callable[..., list[str]]:
         sources = cells()
         if isinstance(value, TaskError):
             stb = structured_traceback(value, tb, sources)
+        elif isinstance(value, NbclusterError):
+            stb = short_traceback(shell, etype, value, tb, tb_offset)
         else:
             stb = shell.InteractiveTB.structured_traceback(
                 etype, value, _until_last_cell_frame(tb, sources), tb_offset

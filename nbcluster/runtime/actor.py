@@ -232,6 +232,8 @@ class ActorMethod:
             self._handle, self._name, options.get("num_returns", self._num_returns),
             options.get("max_task_retries", self._max_task_retries),
         )  # fmt: skip
+        # ``name`` names the task (state API, timeline, its errors), as in Ray.
+        m._desc = FunctionDescriptor(b"", b"", options["name"]) if "name" in options else self._desc
         return m
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
 from nbcluster.runtime import protocol as P
+from nbcluster.runtime.proctitle import set_title
 from nbcluster.runtime.reference_table import KIND_ERROR, KIND_INLINE
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class ActorHost:
     ) -> None:
         """Construct the instance (the creation task); its reply tells the head we are alive."""
         self.actor_id = extra["create"]
+        set_title(getattr(cls, "__name__", "actor"))  # ps shows nbcluster::Counter, as Ray
         max_concurrency = extra.get("max_concurrency")
         is_async = any(
             inspect.iscoroutinefunction(v) or inspect.isasyncgenfunction(v)

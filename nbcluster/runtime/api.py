@@ -10,16 +10,18 @@ import atexit
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
-from nbcluster.runtime import long_wait
+from nbcluster.runtime import long_wait, sessions
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime.actor import ActorClass
+from nbcluster.runtime.cluster_info import ClusterInfo
 from nbcluster.runtime.core_worker import CoreWorker
-from nbcluster.runtime.launcher import HeadProcess, find_local_cluster, start_head
+from nbcluster.runtime.launcher import HeadProcess, start_head
 from nbcluster.runtime.object_ref import ObjectRef
 from nbcluster.runtime.remote_function import RemoteFunction
 from nbcluster.runtime.resources import default_object_store_memory, node_resources
@@ -29,6 +31,11 @@ log = logging.getLogger("nbcluster")
 _lock = threading.RLock()
 _head: HeadProcess | None = None
 _driver: CoreWorker | None = None
+#: The record a notebook kernel writes for a cluster it attached to (``sessions``).
+_attached: sessions.ClusterRecord | None = None
+#: The resource options the running cluster was started with; None: the defaults, chosen
+#: implicitly (by the nbcluster kernel, or by a first ``remote()`` before any ``init``).
+_started_with: dict[str, Any] | None = None
 
 
 _lost: str | None = None
@@ -55,17 +62,9 @@ def core_for_submit() -> CoreWorker:
     """The core to submit with, starting a local cluster on first use (as Ray does)."""
     core = object_ref_mod.get_core()
     if core is None:
-        init()
+        init(_implicit=True)
         core = object_ref_mod.get_core()
     return core  # type: ignore[no-any-return]
-
-
-class InitInfo(dict[str, Any]):
-    """What ``init`` returns: the cluster's address and session, like Ray's context."""
-
-    @property
-    def address_info(self) -> dict[str, Any]:
-        return dict(self)
 
 
 def init(
@@ -82,7 +81,7 @@ def init(
     namespace: str | None = None,
     node_ip: str | None = None,
     **_ignored: Any,
-) -> InitInfo:
+) -> ClusterInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
     Calling it again while connected is harmless — a notebook re-running its first cell
@@ -91,27 +90,40 @@ def init(
     advertise that address of this machine instead of loopback, for nodes on other machines.
     ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
     cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
+
+    Asking for other resources while connected: a cluster started with the defaults behind
+    the user's back (by the nbcluster kernel, or by a first ``remote()`` call) is restarted
+    with them, after saying so; any other cluster stays, and ``init`` raises a ValueError
+    that says to call ``shutdown()`` first.
     """
     node_ip = node_ip or _ignored.get("_node_ip_address")
-    global _head, _driver
+    implicit = bool(_ignored.pop("_implicit", False))
+    asked = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
+             ("resources", resources), ("object_store_memory", object_store_memory))
+             if v is not None}  # fmt: skip
+    global _head, _driver, _lost, _attached, _started_with
     with _lock:
         if _driver is not None and not _driver.closed:
-            return _info()
+            if not asked or asked == _started_with:
+                return _info()
+            _reinit(asked)  # raises, or stops the implicit cluster so a new one starts
+        _started_with = None if implicit else asked
         address = address or os.environ.get("NBCLUSTER_ADDRESS")
         if address == "local":
             address = None
         if address == "auto":
-            address, token = find_local_cluster(token)
+            record = sessions.find_cluster()
+            address, token = record.address, token or record.read_token()
         login = None
         if address:
-            token = token or os.environ.get("NBCLUSTER_TOKEN")
+            token = token or os.environ.get("NBCLUSTER_TOKEN") or _recorded_token(address)
             # In a JupyterHub user server, a cluster run as a Hub service takes the user's
             # own Hub token instead (see ``user_auth``).
             login = None if token else os.environ.get("JUPYTERHUB_API_TOKEN")
             if not token and not login:
                 raise ValueError(
-                    "attaching to a cluster needs its token: init(address, token=...) "
-                    "or NBCLUSTER_TOKEN"
+                    f"attaching to the cluster at {address} needs its token: "
+                    "init(address, token=...) or NBCLUSTER_TOKEN"
                 )
             agent_address = address
         else:
@@ -134,30 +146,78 @@ def init(
             raise ClusterConnectionError(f"cannot connect to the cluster: {e}") from e
         core.on_agent_lost = _on_head_lost
         _driver = core
-        global _lost
         _lost = None
+        if address and token:
+            _attached = sessions.record_attached_kernel(address, token)
         return _info()
+
+
+def _reinit(asked: dict[str, Any]) -> None:
+    """``init`` with resource options while connected (see ``init``)."""
+    wanted = ", ".join(f"{k}={v!r}" for k, v in asked.items())
+    if _started_with is None and _head is not None:
+        print(
+            f"nbcluster: restarting this process's cluster with {wanted}: it was started with "
+            "the defaults (by the kernel, or by a first remote call); objects and actors from "
+            "before are gone",
+            file=sys.stderr,
+        )
+        shutdown()
+        return
+    if _head is None:
+        raise ValueError(
+            f"init({wanted}): this process is attached to the cluster at "
+            f"{_driver.agent_address if _driver else '?'}, whose resources are those its "
+            "nodes were started with (nbcluster start --num-cpus/--resources ...)"
+        )
+    started = ", ".join(f"{k}={v!r}" for k, v in (_started_with or {}).items())
+    raise ValueError(
+        f"init({wanted}): this process already runs a cluster started with "
+        f"init({started}); call nbcluster.shutdown() first to start another"
+    )
+
+
+def _recorded_token(address: str) -> str | None:
+    """The token of this user's cluster at ``address`` on this machine, if there is one."""
+    try:
+        return sessions.find_cluster(address).read_token()
+    except (ClusterConnectionError, OSError):
+        return None
+
+
+def _token_file() -> str | None:
+    if _head is not None:
+        return _head.token_file
+    if _attached is not None:
+        return _attached.token_file
+    return None
 
 
 def _on_head_lost() -> None:
     """Called on the I/O thread when the cluster went away: let ``init`` start afresh."""
-    global _lost, _driver, _head
+    global _lost, _driver, _head, _attached
     core, _driver = _driver, None
     if core is None:
         return
     _lost = core.lost_reason
     core.shutdown()
+    if _attached is not None:
+        attached, _attached = _attached, None
+        sessions.forget(attached)
     if _head is not None:  # ours, and dead: reap it without blocking the I/O thread
         head, _head = _head, None
         threading.Thread(target=head.stop, daemon=True).start()
 
 
-def _info() -> InitInfo:
+def _info() -> ClusterInfo:
     assert _driver is not None
-    return InitInfo(
+    return ClusterInfo(
         address=_driver.agent_address,
         node_id=_driver.node_id,
         session_dir=_driver.node_info.get("session_dir"),
+        token_file=_token_file(),
+        started_here=_head is not None,
+        resources=_driver.node_info.get("cluster_resources") or {},
     )
 
 
@@ -167,7 +227,7 @@ def is_initialized() -> bool:
 
 def shutdown() -> None:
     """Disconnect; stop the cluster if this process started it. Safe to call twice."""
-    global _head, _driver
+    global _head, _driver, _attached
     with _lock:
         if _driver is not None:
             for fn in list(_shutdown_hooks):
@@ -177,10 +237,13 @@ def shutdown() -> None:
                     log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
+        attached, _attached = _attached, None
         if core is not None:
             core.shutdown()
         if head is not None:
             head.stop()
+        if attached is not None:
+            sessions.forget(attached)
 
 
 atexit.register(shutdown)

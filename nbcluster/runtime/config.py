@@ -19,8 +19,10 @@ class Config:
     inline_threshold: int = 100 * 1024
     #: Fraction of RAM given to a node's object store when ``object_store_memory`` is unset.
     object_store_fraction: float = 0.3
-    #: Directory under which each cluster gets its session directory (token, logs, spill).
-    temp_dir: str = "/tmp/nbcluster"
+    #: This user's directory for session files (tokens, records of running clusters, logs,
+    #: spill). Empty: ``$XDG_RUNTIME_DIR/nbcluster`` or ``<tempdir>/nbcluster-<uid>``; it is
+    #: created 0700 and refused unless private to this user (see ``sessions``).
+    temp_dir: str = ""
     #: Tasks pushed to one leased worker before waiting for replies (pipelining depth).
     max_tasks_in_flight_per_worker: int = 4
     #: How long an owner keeps an idle worker lease before giving it back (seconds).
@@ -93,6 +95,10 @@ class Config:
     hub_admin_users: str = ""
     #: Comma-separated actor namespaces that all users of a JupyterHub service share.
     shared_namespaces: str = ""
+
+    #: Show nbcluster's own frames and chained internal errors in notebook tracebacks (for
+    #: debugging nbcluster itself); by default a user sees their frames and one clear error.
+    traceback_internals: bool = False
 
     @classmethod
     def from_env(cls) -> Config:

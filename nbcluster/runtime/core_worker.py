@@ -200,10 +200,14 @@ class CoreWorker:
         self.head = self.agent
         if info["head_address"] != info["agent_address"]:
             self.head = await self.connect(info["head_address"])
+        if not self.client_mode:
+            try:
+                self.store = StoreMapping(info["store_path"], info["store_capacity"])
+            except PermissionError:  # the node is another account's (a shared Hub service)
+                self.client_mode = True
+                log.info("the node's store is not ours to map: client mode through %s", target)
         if self.client_mode:
             self.store = RemoteStore(self, info["store_capacity"])
-        else:
-            self.store = StoreMapping(info["store_path"], info["store_capacity"])
         self.submitter.start()
         if self.kind == "driver":
             self._head_answered = time.monotonic()
@@ -378,7 +382,10 @@ class CoreWorker:
         """The head or our node is gone: nothing pending can finish, so fail it all now."""
         what = "head node" if conn is getattr(self, "head", None) else "node agent"
         reason = f"lost the connection to the cluster's {what} at {conn.peer}"
-        log.error("%s; call nbcluster.init() to start or attach to a cluster again", reason)
+        if self.kind == "driver":
+            log.error("%s; call nbcluster.init() to start or attach to a cluster again", reason)
+        else:  # a worker goes with its node, which says why in the same log
+            log.debug("%s; this worker exits", reason)
         self.lost_reason = reason
         err = error_bytes(exc.ClusterConnectionError(reason))
         with self.refs.lock:

@@ -295,11 +295,13 @@ def connected_core(address: str | None = None) -> Any:
 
 def ask_head(method: str, *args: Any, address: str | None = None, timeout: float = 30) -> Any:
     """A state query to the head, after shipping this process's own buffered events on the
-    same connection (so the answer includes everything this process did: read your writes)."""
+    same connection and having the workers it talks to ship theirs (so the answer includes
+    everything this process did and saw: read your writes, and your gets)."""
     core = connected_core(address)
 
     async def go() -> Any:
-        E.flush_core(core)
+        E.flush_core(core)  # ours first: a task's submission before its workers' report
+        await E.sync_observed(core)
         return await core.head.call(method, *args)
 
     return core.run_sync(go, timeout)

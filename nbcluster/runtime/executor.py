@@ -293,6 +293,8 @@ class Executor:
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
+        if ev.ENABLED:  # a flush meanwhile waits for the record (``events.flush_confirmed``)
+            ev.REPLYING.add(task_id)
         conn.send((P.TASK_DONE, task_id, status, results, contained))
         if ev.ENABLED:  # after the reply: the owner need not wait for the record
             ev.task_replied(task_id, status, results)

@@ -51,6 +51,9 @@ class ForkServer:
                 os.close(ev_r)
                 for fd in close_fds:
                     os.close(fd)
+                from nbcluster.runtime.proctitle import set_title
+
+                set_title("fork_server")
                 _serve(cmd_r, ev_w, worker_main)
             finally:
                 os._exit(0)

@@ -23,7 +23,7 @@ import threading
 from typing import Any, NoReturn
 
 from nbcluster.runtime import events as ev
-from nbcluster.runtime import hub_service, log_tail
+from nbcluster.runtime import hub_service, log_tail, sessions
 from nbcluster.runtime.actor_manager import ActorManager
 from nbcluster.runtime.addresses import NodeAddress
 from nbcluster.runtime.cluster_overview import ClusterOverview
@@ -38,6 +38,7 @@ from nbcluster.runtime.join import JoinError, JoinService, join_head
 from nbcluster.runtime.node_agent import NodeAgent
 from nbcluster.runtime.node_directory import NodeDirectory
 from nbcluster.runtime.object_store import ObjectStore
+from nbcluster.runtime.proctitle import set_title
 from nbcluster.runtime.protocol import HELLO
 from nbcluster.runtime.remote_store import StoreProxy
 from nbcluster.runtime.store_service import StoreService
@@ -50,6 +51,9 @@ from nbcluster.runtime.transport import (
 )
 
 log = logging.getLogger("nbcluster.node")
+#: Starts and deliberate stops: logged at INFO, shown even when the log level is WARNING.
+lifecycle = logging.getLogger("nbcluster.node.lifecycle")
+lifecycle.setLevel(logging.INFO)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -80,6 +84,7 @@ def main() -> None:
         format="[nbcluster node %(asctime)s %(levelname)s] %(message)s",
     )
     cfg = json.loads(sys.stdin.readline())
+    set_title("head" if cfg.get("head_address") is None else "node")
     os.chdir(cfg.get("cwd") or os.getcwd())
     for p in reversed(cfg.get("sys_path") or []):
         if p not in sys.path:
@@ -138,13 +143,15 @@ def main() -> None:
     closers = [agent.on_close]
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
+    if head_address is not None:
+        log_tail.install(endpoint)  # the head reaches this node's log through its connection
     if head_address is None:
         directory = NodeDirectory(endpoint)
         head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
         JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
         ClusterOverview(endpoint, event_log)
-        log_tail.install(endpoint)
+        log_tail.install(endpoint, directory)
         dashboard = DashboardPort(
             endpoint, node_id, address, local_address, session_dir, stop,
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
@@ -200,10 +207,17 @@ def main() -> None:
     agent.start_pool()
     if dashboard is not None and dash_sock is not None:
         dashboard.adopt(dash_sock, dash_host)
+    _publish(cfg, address, head_address, session_dir)
     os.write(ready_fd, f"READY {address} {node_id}\n".encode())
     os.close(ready_fd)
+    role = "head node" if head_address is None else f"node (joined {head_address})"
+    lifecycle.info("%s started at %s, pid %d", role, address, os.getpid())
 
-    loop.add_signal_handler(signal.SIGTERM, stop)
+    def stop_because(why: str) -> None:
+        lifecycle.info("stopping: %s", why)
+        stop()
+
+    loop.add_signal_handler(signal.SIGTERM, stop_because, "SIGTERM (nbcluster stop, or asked)")
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the driver's Ctrl-C is not ours
 
     def on_stdin() -> None:
@@ -212,17 +226,41 @@ def main() -> None:
         except OSError:
             data = b""
         if not data:
-            stop()
+            stop_because("the process that started this node ended or let it go")
 
     if cfg.get("lifeline", True):
         loop.add_reader(sys.stdin.fileno(), on_stdin)
+    clean = False
     try:
         loop.run_forever()
+        clean = True
     finally:
         if dashboard is not None:
             dashboard.close()
         agent.close()
-        os._exit(0)
+        if clean:  # a crash keeps its log; the next look at the sessions removes it
+            sessions.remove_record(os.getpid())
+            sessions.remove_session_dir(session_dir)
+            lifecycle.info("stopped")
+        os._exit(0 if clean else 1)
+
+
+def _publish(cfg: dict[str, Any], address: str, head_address: str | None, session: str) -> None:
+    """Write this node's session record, so local tools find it (``sessions``)."""
+    sessions.write_record(
+        sessions.ClusterRecord(
+            role="head" if head_address is None else "node",
+            pid=os.getpid(),
+            create_time=sessions.process_create_time(os.getpid()),
+            address=head_address or address,
+            node_address=address,
+            token_file=os.path.join(session, "token"),
+            session_dir=session,
+            tls_cert=CONFIG.tls_cert or None,
+            group=(cfg.get("labels") or {}).get("nbcluster.io/group"),
+            **cfg.get("record", {"started_by": "cli"}),
+        )
+    )
 
 
 def _fail(ready_fd: int, why: str) -> NoReturn:

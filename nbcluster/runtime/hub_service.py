@@ -54,6 +54,7 @@ USER_REQUESTS = frozenset((
     "create_actor", "wait_actor", "get_named_actor", "kill_actor", "list_actors",
     "events", "subscribe_events", "unsubscribe_events",
     "state_list", "state_get", "state_summary", "state_timeline", "state_memory",
+    "store_write_range", "store_read_range",
     "dash_info", "dash_metrics", "dash_overview", "dash_cells", "dash_timeline",
     "dash_actor_calls",
 ))  # fmt: skip
@@ -199,6 +200,8 @@ def install_node(endpoint: Endpoint, agent: NodeAgent, store: Any) -> Users:
         hello(conn, msg)
 
     endpoint.handlers[HELLO] = hello_user
+    if "store_read_range" in rpc:
+        _client_mode_ranges(rpc)
     if CONFIG.user_cpus > 0:
         _cpu_quota(endpoint, agent)
     if CONFIG.user_store_bytes > 0:
@@ -239,6 +242,53 @@ def _cluster_only(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(conn, *args)
 
     return guarded
+
+
+def _client_mode_ranges(rpc: dict[str, Any]) -> None:
+    """A driver in client mode reads and writes the store's arena by offset
+    (``remote_store``): a user only the objects the store gave them (create, open)."""
+    ranges: dict[Connection, list[tuple[int, int, bool]]] = {}
+    create, open_, write, read = (rpc[n] for n in (
+        "store_create", "store_open", "store_write_range", "store_read_range"))  # fmt: skip
+
+    def grant(conn: Connection, offset: int, size: int, writable: bool) -> None:
+        for gone in [c for c in ranges if c.closed]:
+            del ranges[gone]
+        ranges.setdefault(conn, []).append((offset, offset + size, writable))
+
+    def allowed(conn: Connection, lo: int, hi: int, writing: bool) -> bool:
+        return any(a <= lo and hi <= b and (w or not writing) for a, b, w in ranges.get(conn, ()))
+
+    def store_create(conn: Connection, oid: bytes, size: int, owner: str) -> Any:
+        offset = create(conn, oid, size, owner)
+        if conn is not None and conn.user is not None and offset >= 0:
+            grant(conn, offset, size, True)
+        return offset
+
+    async def store_open(conn: Connection, *args: Any) -> Any:
+        got = open_(conn, *args)
+        if asyncio.isfuture(got) or asyncio.iscoroutine(got):
+            got = await got
+        if got is not None and conn is not None and conn.user is not None:
+            grant(conn, int(got[0]), int(got[1]), False)
+        return got
+
+    def store_write_range(conn: Connection, offset: int, data: bytes) -> Any:
+        if conn is not None and conn.user is not None and not allowed(
+            conn, offset, offset + len(data), True
+        ):
+            raise PermissionError("that part of the object store is not an object of yours")
+        return write(conn, offset, data)
+
+    def store_read_range(conn: Connection, offset: int, size: int) -> Any:
+        if conn is not None and conn.user is not None and not allowed(
+            conn, offset, offset + size, False
+        ):
+            raise PermissionError("that part of the object store is not an object you opened")
+        return read(conn, offset, size)
+
+    rpc.update(store_create=store_create, store_open=store_open,
+               store_write_range=store_write_range, store_read_range=store_read_range)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- quotas

@@ -1,4 +1,4 @@
-"""Starting a head process from a driver, and finding its session directory and token.
+"""Starting a node process (a head, or a node joining one) and waiting until it listens.
 
 The head is a child of the driver with stdin as its lifeline (see ``head``). It reports its
 address on a dedicated pipe, so its stdout and stderr (and those of its workers) stay the
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime import sessions
 from nbcluster.runtime.addresses import choose
 from nbcluster.runtime.auth import new_token
 from nbcluster.runtime.config import CONFIG
@@ -27,6 +28,10 @@ class HeadProcess:
     address: str
     token: str
     session_dir: str
+
+    @property
+    def token_file(self) -> str:
+        return os.path.join(self.session_dir, "token")
 
     def stop(self, timeout: float = 2.0) -> None:
         if self.proc.poll() is None:
@@ -40,26 +45,9 @@ class HeadProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        _remove_tree(self.session_dir)
-
-
-def new_session_dir() -> str:
-    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(CONFIG.temp_dir, f"session_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}")
-    n = 0
-    while os.path.exists(path if n == 0 else f"{path}_{n}"):
-        n += 1
-    path = path if n == 0 else f"{path}_{n}"
-    os.makedirs(path, mode=0o700)
-    return path
-
-
-def write_token(session_dir: str, token: str) -> str:
-    path = os.path.join(session_dir, "token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    return path
+        # The node removes its own files when it stops cleanly; these are for when it did not.
+        sessions.remove_record(self.proc.pid)
+        sessions.remove_session_dir(self.session_dir)
 
 
 def start_head(
@@ -78,6 +66,7 @@ def start_head(
     dashboard_port: int | None = None,
     dashboard_host: str = "127.0.0.1",
     kind: str = "driver",
+    cli: bool = False,
 ) -> HeadProcess:
     """Start a node process: the head, or (with ``head_address``) a node joining it.
 
@@ -85,6 +74,8 @@ def start_head(
     start`` in the background) it runs until ``nbcluster stop``. ``host``, ``node_ip`` and
     ``interface`` pick where it listens and what it advertises (see ``addresses``). A head
     with a ``dashboard_port`` (0: any free one) serves its dashboard there (``dashboard_port``).
+    The node publishes its session record (``sessions``) saying who started it: ``cli`` for
+    ``nbcluster start``, else this script or notebook kernel.
     """
     try:
         where = choose(host, node_ip or CONFIG.node_ip or None, interface, head_address)
@@ -95,8 +86,9 @@ def start_head(
 
         token = exchange_token(head_address, token, where.advertise)
     token = token or new_token()
-    session_dir = new_session_dir()
-    write_token(session_dir, token)
+    sessions.live_records()  # reading them removes what crashed clusters left behind
+    session_dir = sessions.new_session_dir()
+    sessions.write_token(session_dir, token)
     ready_r, ready_w = os.pipe()
     cfg = {
         "token": token,
@@ -115,6 +107,7 @@ def start_head(
         "dashboard_port": dashboard_port,
         "dashboard_host": dashboard_host,
         "kind": kind,
+        "record": sessions.starter_fields(cli),
     }
     # The node's own output (and that of its workers outside any task) goes to a log in the
     # session, not into the driver's streams: inside a kernel those are a cell's output.
@@ -140,7 +133,8 @@ def start_head(
     except BaseException:
         proc.kill()
         proc.wait()
-        _remove_tree(session_dir)
+        sessions.remove_record(proc.pid)
+        sessions.remove_session_dir(session_dir)
         raise
     finally:
         os.close(ready_r)
@@ -179,39 +173,3 @@ def _tail(log_path: str | None, lines: int = 20) -> str:
             return "".join(f.readlines()[-lines:]).strip() or f"(empty log {log_path})"
     except OSError:
         return f"(no log at {log_path})"
-
-
-def _remove_tree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _current_file() -> str:
-    return os.path.join(CONFIG.temp_dir, "current_cluster.json")
-
-
-def record_cluster(address: str, session_dir: str, pid: int) -> None:
-    """Remember a cluster started by ``nbcluster start`` so local tools find it by themselves."""
-    os.makedirs(CONFIG.temp_dir, mode=0o700, exist_ok=True)
-    path = _current_file()
-    tmp = f"{path}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"address": address, "session_dir": session_dir, "pid": pid}, f)
-    os.replace(tmp, path)
-
-
-def find_local_cluster(token: str | None = None) -> tuple[str, str]:
-    """(address, token) of the cluster last started on this machine by ``nbcluster start``."""
-    try:
-        with open(_current_file()) as f:
-            info = json.load(f)
-        if token is None:
-            with open(os.path.join(info["session_dir"], "token")) as f:
-                token = f.read().strip()
-    except (OSError, ValueError, KeyError) as e:
-        raise ClusterConnectionError(
-            "no running cluster found on this machine (start one with `nbcluster start --head`)"
-        ) from e
-    return str(info["address"]), token

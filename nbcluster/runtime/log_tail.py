@@ -6,20 +6,26 @@ to its owner instead. Whatever file the process's stdout is, is its log: so the 
 follows ``/proc/self/fd/1`` rather than trusting a path from its configuration, and a node
 whose output goes to a terminal says so.
 
-RPC (any authenticated connection): ``dash_log(offset, max_bytes)``.
+RPCs (any authenticated connection): ``dash_log(offset, max_bytes)`` on every node; on the
+head also ``dash_node_log(node_id, offset, max_bytes)``, which asks that node over its own
+connection to the head, so a page reaches every node's log through the head alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nbcluster.runtime.node_directory import NodeDirectory
     from nbcluster.runtime.transport import Connection, Endpoint
 
 #: The most one answer carries; a page asking for more gets the newest part.
 MAX_BYTES = 256 * 1024
+#: How long the head waits for another node's log (seconds).
+NODE_TIMEOUT_S = 10.0
 
 
 def _log_path() -> str | None:
@@ -49,9 +55,28 @@ def read_log(offset: int | None, max_bytes: int | None = None) -> dict[str, Any]
             "text": data.decode("utf-8", "replace")}  # fmt: skip
 
 
-def install(endpoint: Endpoint) -> None:
+def install(endpoint: Endpoint, directory: NodeDirectory | None = None) -> None:
+    """Serve this node's log; on the head (with its node ``directory``) every node's."""
+
     def dash_log(conn: Connection | None, offset: int | None = None, max_bytes: int | None = None
                  ) -> dict[str, Any]:  # fmt: skip
         return read_log(offset, max_bytes)
 
     endpoint.rpc["dash_log"] = dash_log
+    if directory is None:
+        return
+
+    async def dash_node_log(conn: Connection | None, node_id: str, offset: int | None = None,
+                            max_bytes: int | None = None) -> dict[str, Any]:  # fmt: skip
+        rec = directory.nodes.get(str(node_id))
+        if rec is None:
+            raise LookupError(f"no node {node_id!r} in this cluster")
+        if rec.conn is None:  # the head's own node
+            return read_log(offset, max_bytes)
+        if not rec.alive or rec.conn.closed:
+            raise LookupError(f"node {node_id} is gone: {rec.death or 'not connected'}")
+        answer = await asyncio.wait_for(rec.conn.call("dash_log", offset, max_bytes),
+                                        NODE_TIMEOUT_S)  # fmt: skip
+        return dict(answer)
+
+    endpoint.rpc["dash_node_log"] = dash_node_log

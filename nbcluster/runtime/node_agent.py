@@ -142,7 +142,7 @@ class NodeAgent:
             "register", "request_lease", "return_lease", "worker_blocked", "worker_unblocked",
             "kill_worker", "lease_actor_worker", "cluster_view_update", "node_stats",
             "cancel_lease_requests", "ping",
-            "cluster_total",
+            "cluster_total", "node_totals",
         ):  # fmt: skip
             rpc[name] = getattr(self, name)
         endpoint.handlers[HELLO] = self._on_hello
@@ -246,6 +246,10 @@ class NodeAgent:
             "listen_also": list(self.listen_also),
             "loopback_alias": self.loopback_alias,
         }
+
+    def node_totals(self, conn: Connection | None = None) -> list[dict[str, float]]:
+        """What each live node offers in all (a request no single one fits waits forever)."""
+        return [dict(v["total"]) for v in self.view.values()] or [dict(self.total)]
 
     def cluster_total(self, conn: Connection | None = None) -> dict[str, float]:
         total: dict[str, float] = {}

@@ -37,6 +37,7 @@ from nbcluster.runtime.reference_table import (
     READY,
     Entry,
 )
+from nbcluster.runtime.resources import fits
 from nbcluster.runtime.task_spec import FunctionDescriptor, TaskSpec, encode_args
 from nbcluster.runtime.transport import Connection
 
@@ -368,16 +369,26 @@ class Submitter:
         def check(f: Any) -> None:
             if f.cancelled() or f.exception() is not None:
                 return
-            total = f.result()
-            if any(amount > total.get(name, 0.0) for name, amount in cls.resources.items()):
-                self._warned.add(cls.key)
-                warnings.warn(
-                    f"A task requires {cls.resources} but the cluster has {total}; it stays "
-                    "pending until a node with enough resources joins.",
-                    stacklevel=1,
-                )
+            nodes: list[dict[str, float]] = f.result()
+            if any(fits(n, cls.resources) for n in nodes):
+                return
+            self._warned.add(cls.key)
+            total: dict[str, float] = {}
+            for n in nodes:
+                for k, v in n.items():
+                    total[k] = total.get(k, 0.0) + v
+            offers = "; ".join(
+                ", ".join(f"{k}: {n.get(k, 0.0):g}" for k in sorted(cls.resources)) for n in nodes
+            )
+            warnings.warn(
+                f"A task requires {cls.resources} but no node of the cluster has that much "
+                f"(its {len(nodes)} node(s) offer {offers}; the cluster has {total} in all, "
+                "and a task runs on one node); it stays pending until a node with enough "
+                "resources joins.",
+                stacklevel=1,
+            )
 
-        agent.call("cluster_total").add_done_callback(check)
+        agent.call("node_totals").add_done_callback(check)
 
     def _push(self, spec: TaskSpec, lease: Lease | ActorQueue) -> None:
         spec.lease = lease

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, overload
 
 
 def chrome_trace(rows: list[list[Any]]) -> list[dict[str, Any]]:
@@ -39,12 +39,23 @@ def chrome_trace(rows: list[list[Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def timeline(filename: str | None = None, *, address: str | None = None) -> list[dict[str, Any]]:
-    """The cluster's task timeline as Chrome trace events; also written to ``filename``."""
+@overload
+def timeline(filename: None = None, *, address: str | None = None) -> list[dict[str, Any]]: ...
+@overload
+def timeline(filename: str, *, address: str | None = None) -> None: ...
+
+
+def timeline(
+    filename: str | None = None, *, address: str | None = None
+) -> list[dict[str, Any]] | None:
+    """The cluster's task timeline as Chrome trace events, or, given ``filename``, written
+    there and nothing returned (as Ray: a notebook cell ending in ``nc.timeline("t.json")``
+    must not print thousands of events)."""
     from nbcluster.runtime.event_stream import ask_head
 
     trace = chrome_trace(list(ask_head("state_timeline", address=address)))
-    if filename is not None:
-        with open(filename, "w") as f:
-            json.dump(trace, f)
-    return trace
+    if filename is None:
+        return trace
+    with open(filename, "w") as f:
+        json.dump(trace, f)
+    return None

@@ -6,10 +6,12 @@ import os
 
 from nbcluster.runtime.core_worker import CoreWorker
 from nbcluster.runtime.executor import Executor
+from nbcluster.runtime.proctitle import set_title
 
 
 def run_worker(agent_address: str, token: str, host: str, advertise: str) -> None:
     """``host``/``advertise``: where the worker listens and how other nodes reach it."""
+    set_title("worker")  # an actor's worker takes its class's name (``actor_host``)
     core = CoreWorker("worker", agent_address, token, host=host, advertise=advertise)
     # The agent is our lifeline: if it goes, so do we (nothing could use our results).
     core.on_agent_lost = lambda: os._exit(0)

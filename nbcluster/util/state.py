@@ -9,8 +9,10 @@ a CLI, a widget or a test reads it::
     with subscribe() as events:        # pushed by the head, in order, without gaps
         for event in events: ...
 
-Queries first ship this process's own buffered events, so a process always sees what it did
-itself. Events from other processes reach the head within ``event_flush_s`` (0.1 s).
+How fresh: a query first ships this process's own buffered events and has the workers it
+holds leases or actors on ship theirs, so it sees at least what this process did and saw
+(a task whose ``get`` returned is FINISHED, and on the timeline). Events from other
+processes reach the head within ``event_flush_s`` (0.1 s).
 Without a cluster connection, the first call attaches to the local cluster (as ``init("auto")``).
 """
 

@@ -72,7 +72,8 @@ def _restore(changed: list[tuple[str, int]]) -> None:
 
 @pytest.fixture(scope="package")
 def os_users() -> Iterator[OsUsers]:
-    """Two real OS accounts (and their homes), removed with all they left after the run."""
+    """Real OS accounts (and their homes), removed with all they left after the run: alice
+    and bob run their own clusters; carol, dave, erin and frank are the shared cluster's."""
     _require_parts()
     root = Path(tempfile.mkdtemp(prefix="nbcluster-hubtest-"))
     os.chmod(root, 0o755)  # the users' homes live below it
@@ -82,8 +83,8 @@ def os_users() -> Iterator[OsUsers]:
                                     REPO_ROOT])  # fmt: skip
     try:
         suffix = os.getpid() % 100000
-        users.add(f"alice{suffix}")
-        users.add(f"bob{suffix}")
+        for name in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            users.add(f"{name}{suffix}")
         yield users
     finally:
         users.remove()
@@ -107,9 +108,10 @@ class SharedCluster:
 def hub(os_users: OsUsers) -> Iterator[RealHub]:
     """One JupyterHub for every hub test; its users' servers and kernels stop with it.
 
-    Real OS users (``os_users``) each run their own clusters. The hub also runs a shared
-    cluster as its service ``nbcluster`` (``hub.shared``); hub-only users, whose servers
-    run as the hub's own account on this machine, attach to it with their hub tokens.
+    alice and bob each run their own clusters. The hub also runs a shared cluster as its
+    service ``nbcluster`` (``hub.shared``), as root; carol, dave, erin and frank attach to
+    it with their hub tokens, from servers running as their own accounts (so in client
+    mode: the service's node is not theirs to map).
     """
     ensure_installed()  # the users' servers list the nbcluster kernel from this venv
     *ports, service_port, dashboard_port = free_ports(5)

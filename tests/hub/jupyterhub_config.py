@@ -4,13 +4,12 @@
 # NBCLUSTER_TEST_HUB_SETTINGS (written by realhub.RealHub):
 #   root, ports {hub, proxy_api, hub_api}, password, service_token, os_users, venv_bin,
 #   services (extra c.JupyterHub.services entries), roles (extra load_roles entries),
-#   shared_users + shared_env (hub-only users whose servers run as the hub's own OS user
-#   with shared_env in their environment), server_token_scopes.
-# Users in os_users are real OS accounts: LocalProcessSpawner runs their servers (and so
-# their kernels and clusters) under their own uid, so file permissions are real.
+#   shared_users + shared_env (the users of the shared cluster, and what their servers'
+#   environment gets), server_token_scopes.
+# Users are real OS accounts: LocalProcessSpawner runs their servers (and so their kernels
+# and clusters) under their own uid, so file permissions are real.
 import json
 import os
-import pwd
 import random
 import socket
 
@@ -31,7 +30,7 @@ c.JupyterHub.pid_file = os.path.join(RUN, "jupyterhub.pid")
 
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = S["password"]
-c.Authenticator.allowed_users = set(S["os_users"]) | set(S.get("shared_users", []))
+c.Authenticator.allowed_users = set(S["os_users"])
 
 
 def _port_outside_ephemeral_range() -> int:
@@ -51,34 +50,22 @@ def _port_outside_ephemeral_range() -> int:
 
 
 class TestSpawner(LocalProcessSpawner):
-    """Real OS users run as themselves; shared-cluster users run as the hub's user."""
+    """Servers run as their users' own OS accounts, on ports no cluster can take first; the
+    shared cluster's users get shared_env (where the service's cluster is)."""
 
     async def start(self):  # type: ignore[no-untyped-def]
         self.port = _port_outside_ephemeral_range()
         return await super().start()
 
-    def _shared(self) -> bool:
-        return self.user.name in S.get("shared_users", [])
-
-    def make_preexec_fn(self, name):  # type: ignore[no-untyped-def]
-        if self._shared():
-            return None
-        return super().make_preexec_fn(name)
-
     def user_env(self, env):  # type: ignore[no-untyped-def]
-        if not self._shared():
-            return super().user_env(env)
-        home = os.path.join(S["root"], "home", self.user.name)
-        os.makedirs(home, mode=0o700, exist_ok=True)
-        env.update(USER=pwd.getpwuid(os.getuid()).pw_name, HOME=home)
-        env["NBCLUSTER_TEMP_DIR"] = os.path.join(home, "nbcluster")  # not root's own
-        env.update(S.get("shared_env", {}))
+        env = super().user_env(env)
+        if self.user.name in S.get("shared_users", []):
+            env.update(S.get("shared_env", {}))
         return env
 
 
 c.JupyterHub.spawner_class = TestSpawner
 c.Spawner.cmd = [os.path.join(S["venv_bin"], "jupyterhub-singleuser")]
-c.Spawner.args = ["--allow-root"]  # only matters for servers that run as root
 c.Spawner.start_timeout = 90
 c.Spawner.http_timeout = 90
 if S.get("server_token_scopes"):  # what a server's JUPYTERHUB_API_TOKEN may do (if the user may)

@@ -53,6 +53,7 @@ def _json(hub: RealHub, who: tuple[HubUser, str], code: str) -> Any:
 JOBS = """
 import json, os
 import nbcluster as nc
+from nbcluster.runtime.object_ref import get_core
 from nbcluster.util import state
 
 @nc.remote
@@ -66,6 +67,7 @@ print(json.dumps({{
     "address": nc.nodes()[0]["Address"],
     "task_names": sorted({{t.name for t in tasks}}),
     "token_env": "NBCLUSTER_TOKEN" in os.environ,
+    "client_mode": get_core().client_mode,
 }}))
 """
 
@@ -82,6 +84,7 @@ def test_users_attach_with_their_hub_tokens_and_see_only_their_work(
         assert got["results"] == [1, 2, 3]
         assert got["address"] == shared.address  # the service's cluster, not one of their own
         assert got["token_env"] is False  # no cluster token was handed to anyone
+        assert got["client_mode"] is True  # the service's node is not the user's to map
         assert got["task_names"] == [f"{short}_job"], got  # only their own tasks
 
 
@@ -145,6 +148,47 @@ def test_the_dashboard_needs_hub_login_and_shows_each_user_their_own_work(
     assert {t["name"] for t in r.json()["items"]} == {"carol_job"}
 
 
+@pytest.fixture
+def browser_page(tmp_path: Any) -> Iterator[Any]:
+    """A page in Debian's headless Chromium (the browser tests' settings)."""
+    from browser.lab import CHROMIUM, CHROMIUM_FLAGS, browser_env, have_chromium
+    from parts import missing
+
+    if not have_chromium():
+        missing("chromium", f"{CHROMIUM} not found; scripts/test-parts.sh installs it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright", "pip install -e '.[test]' installs it")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=CHROMIUM_FLAGS, env=browser_env(tmp_path))  # fmt: skip
+        try:
+            yield browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+        finally:
+            browser.close()
+
+
+def test_the_dashboard_in_a_browser_shows_the_user_their_own_work(
+    hub: RealHub, team: dict[str, Any], browser_page: Any
+) -> None:
+    """(After the first test, whose users ran carol_job and dave_job.)"""
+    from browser.lab import expect
+
+    page = browser_page
+    carol = hub.shared.users[0]  # type: ignore[attr-defined]
+    page.goto(hub.url + DASHBOARD)  # not logged in: the hub's login page
+    page.fill("#username_input", carol)
+    page.fill("#password_input", hub.password)
+    page.click("#login_submit")  # ...then the Hub's OAuth brings the browser back
+    expect(page.locator("[data-state-count=FINISHED]")).to_have_text("3", timeout=30_000)
+    assert page.url.startswith(hub.url + DASHBOARD), page.url
+    page.locator("[data-tab=tasks]").click()
+    names = page.locator("[data-col=name]")
+    expect(names.first).to_have_text("carol_job", timeout=30_000)
+    assert set(names.all_inner_texts()) <= {"carol_job", "name", "Name"}, names.all_inner_texts()
+
+
 def test_a_user_without_the_scope_is_refused(hub: RealHub, team: dict[str, Any]) -> None:
     shared = hub.shared  # type: ignore[attr-defined]
     cell = _run(hub, team[shared.outsider], "import nbcluster as nc\nnc.get(nc.put(1))")
@@ -187,6 +231,18 @@ except PermissionError as e:
     print(json.dumps(str(e)))
 """)
     assert got == "create_join_token is for the cluster's own processes, not users"
+    # In client mode a user reads and writes the store's arena only where their objects are.
+    got = _json(hub, carol, """
+import json
+from nbcluster.runtime.object_ref import get_core
+core = get_core()
+try:
+    core.agent_call("store_read_range", core.store.capacity - 64, 64, timeout=30)
+    print(json.dumps("read"))
+except PermissionError as e:
+    print(json.dumps(str(e)))
+""")
+    assert got == "that part of the object store is not an object you opened"
 
 
 ACTORS = """

@@ -1,7 +1,7 @@
-// Logs: the head node's own output (and its workers' outside tasks), tailed live, searchable.
+// Logs: each node's own output (and its workers' outside tasks), tailed live, searchable.
 // What a task prints goes to the notebook or script that submitted it, not here.
 
-import { h } from "../dom";
+import { h, short } from "../dom";
 import type { Context, View } from "../view";
 
 const KEEP = 400_000;  // characters kept in the page
@@ -15,19 +15,35 @@ export class LogsView implements View {
   private info = h("span", { class: "muted" });
   private follow = true;
   private busy = false;
+  private node: string;
+  private nodes = h("select", { "aria-label": "node", name: "node" });
 
   constructor(private ctx: Context) {
+    this.node = ctx.query.get("node") || ctx.id;  // the head's node id is the cluster's
     this.search.addEventListener("input", () => this.draw());
+    this.nodes.addEventListener("change", () => this.ctx.go(`#/logs?node=${this.nodes.value}`));
   }
 
   async refresh(): Promise<void> {
     const follow = h("label", null, h("input", {
       type: "checkbox", checked: this.follow, onchange: (e: Event) => { this.follow = (e.target as HTMLInputElement).checked; },
     }), " follow");
-    this.el.replaceChildren(h("div", { class: "toolbar" }, h("b", null, "Head node log "), this.search, follow, this.info), this.pre);
+    this.el.replaceChildren(h("div", { class: "toolbar" }, h("b", null, "Log of node "), this.nodes, this.search, follow, this.info), this.pre);
+    this.pre.dataset.log = this.node;
     this.text = "";
     this.next = null;
-    await this.load();
+    await Promise.all([this.load(), this.listNodes()]);
+  }
+
+  private async listNodes(): Promise<void> {
+    try {
+      const got = await this.ctx.api.get(this.ctx.api.cluster(this.ctx.id, "nodes", { limit: 1000 }));
+      this.nodes.replaceChildren(...got.items.map((n: any) => h("option", {
+        value: n.node_id, selected: n.node_id === this.node,
+      }, `${short(n.node_id, 12)} ${n.address}${n.node_id === this.ctx.id ? " (head)" : ""}${n.state === "ALIVE" ? "" : " (dead)"}`)));
+    } catch (e) {
+      this.ctx.failed(e);
+    }
   }
 
   tick(): void { if (this.follow) void this.load(); }
@@ -36,15 +52,17 @@ export class LogsView implements View {
     if (this.busy) return;
     this.busy = true;
     try {
-      const got = await this.ctx.api.get(this.ctx.api.cluster(this.ctx.id, "log", { offset: this.next ?? -1 }));
+      const got = await this.ctx.api.get(this.ctx.api.cluster(this.ctx.id, "log",
+        { offset: this.next ?? -1, node: this.node === this.ctx.id ? undefined : this.node }));
       if (got.note) { this.info.textContent = ` ${got.note}`; return; }
       if (this.next !== null && got.offset < this.next) this.text = "";  // the file was truncated
       this.text = (this.text + got.text).slice(-KEEP);
       this.next = got.next;
       this.info.textContent = ` ${got.path} (${got.size} bytes)`;
       this.draw();
-    } catch (e) {
-      this.ctx.failed(e);
+    } catch (e: any) {
+      if (e?.status === 404) this.info.textContent = ` ${e.message}`;  // a node that is gone
+      else this.ctx.failed(e);
     } finally {
       this.busy = false;
     }
