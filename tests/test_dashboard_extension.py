@@ -24,7 +24,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from nbcluster.runtime.config import CONFIG
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
-pytest.importorskip("nbcluster.runtime.sessions", reason="clusters are found by their records")
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +152,11 @@ async def test_a_notebooks_cluster_is_listed_read_and_streamed(lab: Lab, jp_base
     out = await lab.run(kid, "import nbcluster as nc\nprint(nc.dashboard_url())")
     printed = "".join(m["content"].get("text", "") for m in out)
     assert printed.strip() == f"{jp_base_url}nbcluster/clusters/{cid}/"
+    # ...and so does what nc.init() displays.
+    shown = await lab.run(kid, "nc.init()")
+    html = next(m["content"]["data"]["text/html"] for m in shown
+                if m["msg_type"] == "execute_result")  # fmt: skip
+    assert f"href='{jp_base_url}nbcluster/clusters/{cid}/'" in html
 
     ws = await lab.ws_fetch("nbcluster", "api", "clusters", cid, "events",
                             params={"types": "TASK_"})  # fmt: skip

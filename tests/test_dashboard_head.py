@@ -68,7 +68,10 @@ def test_a_login_link_works_once_and_the_token_is_needed_for_everything(
     assert token.encode() not in page  # the page never carries the token
     assert browser.get_json("/nbcluster/api/clusters")["clusters"][0]["id"] == cluster_id
 
-    # The link is spent: a second browser opening it is refused, and sees how to log in.
+    # The link is spent: the browser that used it may follow it again (a link in a notebook
+    # is clicked more than once), a second browser is refused and sees how to log in.
+    code, _, _, final = browser.request(url)
+    assert code == 200 and final.endswith(f"/nbcluster/clusters/{cluster_id}/")
     stranger = Http(origin)
     code, _, body, _ = stranger.request(url)
     assert code == 403 and b"nbcluster dashboard" in body

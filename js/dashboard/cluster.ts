@@ -137,6 +137,7 @@ export class ClusterPage {
       this.root.classList.add("is-gone");
       this.showBanner("gone", "This cluster is gone: its processes have exited. What you see is its last state.");
       this.header.querySelector(".badge")?.replaceWith(badge("gone", "gone"));
+      void this.offerSuccessor();
     } else if (err?.status === 404) {
       this.showBanner("unknown", `No cluster ${this.id} here.`);
     } else if (err instanceof TypeError) {  // fetch itself failed: no server answers
@@ -146,6 +147,20 @@ export class ClusterPage {
     } else {
       this.showBanner("error", String(err?.message || e));
     }
+  }
+
+  // A notebook whose kernel restarted has a new cluster: say where it is.
+  private async offerSuccessor(): Promise<void> {
+    const kernel = this.entry?.kernel_id;
+    if (!kernel) return;
+    try {
+      const got = await this.api.get(this.api.url("api/clusters"));
+      const next = got.clusters.find((c: any) => c.kernel_id === kernel && c.state === "running" && c.id !== this.id);
+      if (next) {
+        this.banner.append(" ", h("a", { href: next.dashboard_url, dataset: { successor: next.id } },
+          "Open this notebook's new cluster →"));
+      }
+    } catch { /* the list is a nicety here */ }
   }
 
   private showBanner(kind: string, text: string): void {

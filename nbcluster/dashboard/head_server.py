@@ -144,7 +144,11 @@ class LoginHandler(HeadHandler):
 
     def get(self) -> None:
         tok = self.get_argument("token", "")
-        if not tok or not self.nbc_port().use_login(tok):
+        valid = bool(tok) and self.nbc_port().use_login(tok)
+        if not valid and self.current_user:  # a link opened again by a logged-in browser
+            self.redirect(f"/nbcluster/clusters/{self.nbc_port().cluster_id}/")
+            return
+        if not valid:
             raise web.HTTPError(403, "invalid or used login link")
         self.set_signed_cookie(
             self.settings["nbcluster_cookie"], self.nbc_port().cluster_id, expires_days=None,

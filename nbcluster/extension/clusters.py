@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
 import logging
 from typing import Any
 
@@ -33,10 +32,8 @@ KINDS = {"kernel": "kernel", "cli": "standalone", "script": "script"}
 
 
 def _live_records() -> list[Any]:
-    try:
-        sessions = importlib.import_module("nbcluster.runtime.sessions")
-    except ImportError:  # an nbcluster without session records: no cluster to find
-        return []
+    from nbcluster.runtime import sessions
+
     return list(sessions.live_clusters())
 
 

@@ -42,7 +42,18 @@ class ClusterInfo(dict[str, Any]):
         ]
         if self.get("token_file"):
             rows.append(("Token file", str(self["token_file"])))
+        rows.append(("Dashboard", f"nbcluster dashboard --address {address}"))
         return rows
+
+    def dashboard_link(self) -> str | None:
+        """The dashboard's URL for a notebook's display (``nc.dashboard_url()``), or None
+        when the cluster cannot say (then the text rows still tell how to get one)."""
+        from nbcluster.runtime.dashboard_link import dashboard_url
+
+        try:
+            return dashboard_url(timeout=5)
+        except Exception:
+            return None
 
     def _title(self) -> str:
         whose = "started by this process" if self.get("started_here") else "attached"
@@ -63,11 +74,16 @@ class ClusterInfo(dict[str, Any]):
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
+        link = self.dashboard_link()
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(what)}</th>"
-            f"<td style='text-align:left'><code>{html.escape(how)}</code></td></tr>"
+            f"<td style='text-align:left'>"
+            + (f"<a href='{html.escape(link)}' target='_blank' class='nbcluster-dashboard'>"
+               f"open the dashboard</a>" if what == "Dashboard" and link else
+               f"<code>{html.escape(how)}</code>")
+            + "</td></tr>"
             for what, how in self._how()
-        )
+        )  # fmt: skip
         return (
             f"<div class='nbcluster-info'><b>{html.escape(self._title())}</b>"
             f"<table>{rows}</table></div>"

@@ -13,6 +13,7 @@ Without Chromium, Playwright or JupyterLab the tests skip (or fail under
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +111,18 @@ def notebook(new_notebook: Any) -> Notebook:
 def shots(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """Where a test writes its screenshots (kept in pytest's temporary folder)."""
     return tmp_path / "shots"
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """pytest-jupyter (loaded for the extension's tests) closes the current asyncio loop
+    after every test; in here that loop is Playwright's, which must stay open. Its cleanup
+    gets a loop of its own instead, never made current."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    """No pytest-jupyter server runs in here (a real JupyterLab does): nothing to clean."""

@@ -5,11 +5,7 @@ shows on the timeline."""
 
 from __future__ import annotations
 
-import pytest
-
 from browser.lab import Notebook, expect
-
-pytest.importorskip("nbcluster.runtime.sessions", reason="clusters are found by their records")
 
 LINK = """
 import nbcluster as nc
