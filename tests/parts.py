@@ -9,6 +9,8 @@ broken install.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -23,3 +25,13 @@ def missing(part: str, why: str) -> NoReturn:
     if REQUIRE_PARTS:
         pytest.fail(f"{text} (NBCLUSTER_TEST_REQUIRE_PARTS=1: every real part must be here)")
     pytest.skip(text)
+
+
+def node_tools(js: Path) -> str:
+    """node, with ``js/``'s pinned build tools installed (the front-end bundle tests)."""
+    node = shutil.which("node")
+    if node is None:
+        missing("node", "scripts/test-parts.sh installs nodejs")
+    if not (js / "node_modules" / "esbuild").is_dir():
+        missing("js/node_modules", "scripts/test.sh runs `npm ci` in js/")
+    return node

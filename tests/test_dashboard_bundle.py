@@ -5,23 +5,17 @@ type-check. (``pip install .`` uses the committed bundle and needs no node.)"""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 from conftest import REPO_ROOT
-from parts import missing
+from parts import node_tools
 
 JS = REPO_ROOT / "js"
 STATIC = REPO_ROOT / "nbcluster" / "dashboard" / "static"
 
 
 def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        missing("node", "scripts/test-parts.sh installs nodejs")
-    if not (JS / "node_modules" / "esbuild").is_dir():
-        missing("js/node_modules", "scripts/test.sh runs `npm ci` in js/")
-    return node
+    return node_tools(JS)
 
 
 def test_the_committed_dashboard_bundle_is_rebuilt_from_source() -> None:

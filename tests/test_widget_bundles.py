@@ -4,22 +4,16 @@ type-check. (``pip install .`` uses the committed bundles and needs no node.)"""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 from conftest import REPO_ROOT
-from parts import missing
+from parts import node_tools
 
 JS = REPO_ROOT / "js"
 
 
 def _node_tools() -> str:
-    node = shutil.which("node")
-    if node is None:
-        missing("node", "scripts/test-parts.sh installs nodejs")
-    if not (JS / "node_modules" / "esbuild").is_dir():
-        missing("js/node_modules", "scripts/test.sh runs `npm ci` in js/")
-    return node
+    return node_tools(JS)
 
 
 def test_committed_bundles_are_rebuilt_from_source() -> None:

@@ -83,7 +83,10 @@ class StopMixin(DashboardMixin):
 
 
 class EventsSocketMixin(DashboardMixin):
-    """``WS {base}nbcluster/api/clusters/<id>/events[?from_seq=N&types=TASK_,NODE_]``."""
+    """``WS {base}nbcluster/api/clusters/<id>/events[?from_seq=N&types=TASK_,NODE_]``.
+
+    A server's socket class is ``(its auth base, EventsSocketMixin, WebSocketHandler)``, so
+    these ``open``/``on_message``/``on_close`` are the socket's."""
 
     relay: EventRelay | None = None
 
@@ -111,6 +114,16 @@ class EventsSocketMixin(DashboardMixin):
     def nbc_close(self) -> None:
         if self.relay is not None:
             self.relay.close()
+
+    # The WebSocket's own methods (a server's class lists this mixin before WebSocketHandler).
+    async def open(self, cluster_id: str) -> None:
+        await self.nbc_open(cluster_id)
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the stream goes one way
+
+    def on_close(self) -> None:
+        self.nbc_close()
 
 
 def _asset_version() -> str:

@@ -200,19 +200,10 @@ class PrometheusHandler(HeadHandler, PrometheusMixin):
         await self.nbc_get()
 
 
-class EventsSocket(HeadAuthMixin, websocket.WebSocketHandler, EventsSocketMixin):
+class EventsSocket(HeadAuthMixin, EventsSocketMixin, websocket.WebSocketHandler):
     @token_required
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await super().get(*args, **kwargs)
-
-    async def open(self, cluster_id: str) -> None:
-        await self.nbc_open(cluster_id)
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the stream goes one way
-
-    def on_close(self) -> None:
-        self.nbc_close()
 
 
 def log_server_errors(handler: web.RequestHandler) -> None:

@@ -140,19 +140,10 @@ class ClusterHandler(HubHandler, ClusterMixin):
         await self.nbc_get(cluster_id, what, item)
 
 
-class EventsSocket(HubHandler, websocket.WebSocketHandler, EventsSocketMixin):
+class EventsSocket(HubHandler, EventsSocketMixin, websocket.WebSocketHandler):
     @login_required
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await super().get(*args, **kwargs)
-
-    async def open(self, cluster_id: str) -> None:
-        await self.nbc_open(cluster_id)
-
-    def on_message(self, message: str | bytes) -> None:
-        pass
-
-    def on_close(self) -> None:
-        self.nbc_close()
 
 
 def make_app(port: DashboardPort, prefix: str, admins: set[str]) -> web.Application:

@@ -85,7 +85,7 @@ class StaticHandler(JupyterHandler, web.StaticFileHandler):
         return web.StaticFileHandler.get(self, path, include_body)
 
 
-class EventsSocket(JupyterHandler, websocket.WebSocketHandler, EventsSocketMixin):
+class EventsSocket(JupyterHandler, EventsSocketMixin, websocket.WebSocketHandler):
     auth_resource = AUTH_RESOURCE
 
     async def pre_get(self) -> None:
@@ -99,15 +99,6 @@ class EventsSocket(JupyterHandler, websocket.WebSocketHandler, EventsSocketMixin
     async def get(self, *args: Any, **kwargs: Any) -> None:
         await self.pre_get()
         await websocket.WebSocketHandler.get(self, *args, **kwargs)
-
-    async def open(self, cluster_id: str) -> None:
-        await self.nbc_open(cluster_id)
-
-    def on_message(self, message: str | bytes) -> None:
-        pass  # the stream goes one way
-
-    def on_close(self) -> None:
-        self.nbc_close()
 
 
 def handlers() -> list[tuple[str, Any, dict[str, Any]]]:
