@@ -322,10 +322,19 @@ try:
     nc.put(np.zeros(16 * 2**20, dtype=np.uint8))
 except Exception as e:
     out["store"] = f"{type(e).__name__}: {e}"
+@nc.remote(num_cpus=2)
+class Big:
+    pass
+try:
+    Big.remote()
+except Exception as e:
+    out["actor"] = f"{type(e).__name__}: {e}"
 out["after"] = nc.get(nc.remote(lambda: 7).remote())
 print(json.dumps(out))
 """)
     assert "may use 1 CPUs at once; this task asks for 2" in got["cpus"], got
     assert got["store"].startswith("QuotaExceededError"), got
     assert "may keep 8.0 MiB in the object store" in got["store"], got
+    assert got["actor"].startswith("QuotaExceededError"), got
+    assert "their actors hold 0 and this one asks for 2" in got["actor"], got
     assert got["after"] == 7  # within quota, work goes on
