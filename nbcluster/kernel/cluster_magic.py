@@ -18,6 +18,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from nbcluster.kernel.magics import _resources
+
 #: name -> (handler taking the subcommand's arguments, one-line help)
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {}
 
@@ -48,19 +50,6 @@ class _Done(Exception):
     """``--help`` was printed; nothing else to do."""
 
 
-def _key_values(text: str) -> dict[str, float]:
-    out = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"expected k=v,... with numbers, got {item!r}")
-    return out
-
-
 def _add_parser() -> _Parser:
     p = _Parser(prog="%cluster add", description="Start worker nodes with a backend.")
     p.add_argument("count", type=int, nargs="?", help="how many nodes (ssh: one per host)")
@@ -68,7 +57,7 @@ def _add_parser() -> _Parser:
     p.add_argument("--cpus", type=float, help="CPUs per node")
     p.add_argument("--gpus", type=float, help="GPUs per node")
     p.add_argument("--memory", help="memory per node for the scheduler, e.g. 16G")
-    p.add_argument("--resources", type=_key_values, help="custom resources, k=v,...")
+    p.add_argument("--resources", type=_resources, help="custom resources, k=v,...")
     p.add_argument("--walltime", help="time limit, e.g. 1:00:00")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--hosts", help="ssh hosts, comma-separated")
