@@ -77,6 +77,7 @@ class SharedCluster:
     users: list[str]  # may use it (their role has the service's access scope)
     outsider: str  # a hub user without that scope
     admin: str  # has the scope, and is one of the service's --admin-users
+    service_dir: Path  # the service's NBCLUSTER_TEMP_DIR (its token is in there)
     user_cpus: float = 1.0
     user_store: int = 8 * 2**20
 
@@ -93,9 +94,9 @@ def hub(os_users: OsUsers) -> Iterator[RealHub]:
     ensure_installed()  # the users' servers list the nbcluster kernel from this venv
     *ports, service_port, dashboard_port = free_ports(5)
     suffix = os.getpid() % 100000
-    shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
-                           f"erin{suffix}", f"frank{suffix}")  # fmt: skip
     service_dir = os_users.root / "service"
+    shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
+                           f"erin{suffix}", f"frank{suffix}", service_dir)  # fmt: skip
     service_dir.mkdir(mode=0o700)
     command = [
         str(VENV_BIN / "nbcluster"), "start", "--head", "--block", "--jupyterhub",
