@@ -67,7 +67,7 @@ class UserSource:
         )  # fmt: skip
         self._client: ClusterClient | None = None
 
-    async def entries(self) -> list[api.ClusterEntry]:
+    async def entries(self, fresh: bool = False) -> list[api.ClusterEntry]:
         return [self.entry]
 
     def client(self, entry: api.ClusterEntry) -> ClusterClient:
