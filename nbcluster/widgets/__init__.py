@@ -14,9 +14,6 @@ from typing import Any
 
 from nbcluster.runtime.object_ref import ObjectRef
 
-#: Seconds a new widget waits for the history replay before its first drawing.
-_CATCH_UP_S = 5.0
-
 
 def available() -> bool:
     """Whether live widgets can be shown here (anywidget and ipywidgets are installed)."""
@@ -41,22 +38,26 @@ class Static:
 
 
 def _open(view: Any, name: str) -> Any:
+    """The widget of ``view``, drawn from the head's picture now; it updates itself while
+    a browser shows it. Without widgets: a ``Static`` table of that picture."""
+    import time
+
     from nbcluster.widgets.feed import feed
 
     f = feed()
-    f.attach(view)
-    f.wait_caught_up(_CATCH_UP_S)
+    payload = f.open(view)
     with f.lock:
-        view.tick(f.tables)
+        view.on_digest(payload, True)
+        view.tick(time.time())
     if not available():
-        f.detach(view)
+        view.close()
         return Static(view)
     from nbcluster.widgets.live import widget_class
 
     widget = widget_class(name)(view)
     with f.lock:
         view.widget = widget
-        view.resync(f.tables)
+        view.show()
     return widget
 
 
