@@ -22,6 +22,8 @@ from nbcluster.widgets.feed import FedView, feed
 STATES = ("pending", "running", "finished", "failed", "cancelled")
 #: The order of a bar's parts.
 ORDER = ("finished", "failed", "cancelled", "running", "pending")
+#: Seconds a cancelled call's progress waits for the rest of its tasks to end.
+CANCEL_WAIT_S = 3.0
 #: Seconds of history the rate (and so the ETA) is measured over.
 RATE_WINDOW_S = 5.0
 
@@ -82,11 +84,18 @@ class ProgressView(FedView):
             self.widget.set_snapshot(self.state)
 
     def finish_now(self) -> None:
-        """Draw the final state now (the call waiting on the refs returned)."""
+        """Draw the final state now (the call waiting on the refs returned). After a Cancel
+        the call returns at the first cancelled task: the others' ends are waited for, up to
+        ``CANCEL_WAIT_S``, so the snapshot left behind shows them cancelled."""
         if self._finished or self.did is None:
             return
+        deadline = time.monotonic() + (CANCEL_WAIT_S if self.cancel_requested else 0.0)
         try:
-            self.counts = self.query()
+            while True:
+                self.counts = self.query()
+                if self.counts["ended"] >= self.counts["total"] or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # the cancellations are on their way; bounded by the deadline
         except Exception:  # the cluster is gone: draw what we have
             pass
         self._finish(time.time())
