@@ -231,3 +231,23 @@ def test_bad_digest_requests_are_refused_with_the_reason(head: Head) -> None:
         head.digests.open(Subscriber(), "x", "graph", [1])
     with pytest.raises(LookupError, match="no open digest"):
         head.digests.query(None, "nope")
+
+
+def test_progress_carries_the_bars_tasks_report_running_ones_first(head: Head) -> None:
+    from nbcluster.runtime.digest_views import MAX_BARS
+
+    for i in range(10):
+        head.submit(i, "mod.train")
+    head.ran(0, "mod.train")  # finished: its bar goes after those of running tasks
+    for i in range(1, 10):
+        head.send(WORKER, (E.TASK_RUNNING, 2.0, tid(i), "mod.train"))
+    sub = Subscriber()
+    head.digests.open(sub, "p", "progress", {"tasks": [tid(i) for i in range(10)]})
+    for i in range(10):
+        head.send(WORKER, (E.TASK_PROGRESS, 3.0 + i, tid(i), 1, "epochs", i, 10, "it"))
+    head.tick()
+    [(_, _, _, counts)] = sub.take()
+    bars = counts["bars"]
+    assert len(bars) == MAX_BARS and counts["more_bars"] == 10 - MAX_BARS
+    assert bars[0] == ["train", "epochs", 9, 10, "it", 1]  # running, latest report first
+    assert all(b[5] == 1 for b in bars)  # the finished task's bar is among those left out

@@ -233,3 +233,41 @@ def test_a_widget_nobody_shows_gets_nothing_until_one_does(cluster: Any) -> None
     assert hidden.owner.views == 0
     hidden.close()
     watched.close()
+
+
+@pytest.mark.timeout(120)
+def test_tasks_report_their_own_progress_as_sub_bars(cluster: Any) -> None:
+    from nbcluster.util.progress import progress as steps
+    from nbcluster.util.progress import tqdm
+
+    @nc.remote
+    def train(epochs: int) -> int:
+        total = 0
+        for _ in steps(range(epochs), desc="epochs"):
+            time.sleep(0.05)
+            total += 1
+        with tqdm(total=1000, desc="rows", unit="row") as bar:
+            bar.update(400)
+            bar.update(600)
+        return total
+
+    refs = [train.remote(10), train.remote(10)]
+    bar = shown(progress(refs, title="training"))
+    assert nc.get(refs) == [10, 10]
+    view = bar.owner
+
+    def both_bars_done() -> bool:
+        got = {(b["desc"], b["n"]) for b in view.state.get("bars", [])}
+        return got >= {("epochs", 10), ("rows", 1000)} and len(view.state["bars"]) == 4
+
+    wait_until(both_bars_done, what=f"the tasks' own bars: {view.state.get('bars')}")
+    rows = [b for b in view.state["bars"] if b["desc"] == "rows"]
+    assert rows[0]["total"] == 1000 and rows[0]["unit"] == "row" and rows[0]["function"] == "train"
+    assert "train: epochs" in view.html() and "1000/1000 row" in view.html()
+    assert "train: rows 1000/1000 row" in view.text()
+    bar.close()
+    # Outside a task the wrapper only iterates.
+    assert list(steps(range(3), desc="local")) == [0, 1, 2]
+    with tqdm(total=2) as local:
+        local.update(2)
+    assert local.n == 2 and local.closed

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbcluster.runtime import events as E
-from nbcluster.runtime.digest_views import Digest, NodeList, TaskCounts, TaskGraph
+from nbcluster.runtime.digest_views import Digest, NodeList, TaskBars, TaskCounts, TaskGraph
 
 if TYPE_CHECKING:
     import asyncio
@@ -86,6 +86,9 @@ class DigestService:
                         else self._object_changed)  # fmt: skip
         for kind in _NODE_KINDS:
             log.also_on(kind, self._node_changed)
+        #: what tasks reported of their own progress (``nbcluster.util.progress``)
+        self.bars = TaskBars()
+        log.also_on(E.TASK_PROGRESS, self._task_progress)
         rpc = endpoint.rpc
         rpc["digest_open"] = self.open
         rpc["digest_live"] = self.set_live
@@ -97,6 +100,12 @@ class DigestService:
     def _task_changed(self, ev: Any, src: Source) -> None:
         if self._live:
             self._tasks.add(ev[2])
+
+    def _task_progress(self, ev: Any, src: Source) -> None:
+        _, ts, tid, key, desc, n, total, unit = ev
+        self.bars.report(tid, key, desc, n, total, unit, ts)
+        if self._live:
+            self._tasks.add(tid)
 
     def _object_changed(self, ev: Any, src: Source) -> None:
         if self._live:
@@ -116,7 +125,7 @@ class DigestService:
         if not isinstance(spec, dict):
             raise TypeError(f"a digest's spec is a dict, not {type(spec).__name__}")
         if kind == "progress":
-            return TaskCounts(self.log, spec)
+            return TaskCounts(self.log, spec, self.bars)
         if kind == "graph":
             return TaskGraph(self.log, spec)
         if kind == "nodes":

@@ -93,12 +93,37 @@ class Digest:
     settles = False
 
 
-class TaskCounts(Digest):
-    """Progress: tasks of a set counted by function and state, and the first error."""
+class TaskBars:
+    """What tasks report of their own progress: per task, its bars by key, as
+    [description, done, total, unit, time of the last report]; the tasks that reported most
+    recently are kept (``MAX_TASKS``)."""
 
-    def __init__(self, log: EventLog, spec: dict[str, Any]) -> None:
+    MAX_TASKS = 10_000
+
+    def __init__(self) -> None:
+        self.tasks: dict[bytes, dict[int, list[Any]]] = {}
+
+    def report(self, tid: bytes, key: int, desc: str, n: float, total: float | None,
+               unit: str, ts: float) -> None:  # fmt: skip
+        bars = self.tasks.pop(tid, None) or {}
+        self.tasks[tid] = bars  # now the most recent
+        bars[key] = [desc, n, total, unit, ts]
+        if len(self.tasks) > self.MAX_TASKS:
+            del self.tasks[next(iter(self.tasks))]
+
+
+#: Sub-bars a progress digest sends (tasks still running first, then the latest to report).
+MAX_BARS = 8
+
+
+class TaskCounts(Digest):
+    """Progress: tasks of a set counted by function and state, the first error, and the
+    bars the tasks report of their own progress."""
+
+    def __init__(self, log: EventLog, spec: dict[str, Any], bars: TaskBars | None = None) -> None:
         self.log = log
         self.ids: set[bytes] = {bytes(t) for t in spec.get("tasks") or ()}
+        self.bars = bars or TaskBars()
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -110,6 +135,8 @@ class TaskCounts(Digest):
             rec = tasks.get(tid)
             if rec is not None:
                 self._set(tid, rec)
+        #: tasks of the set that reported bars
+        self.reporting: set[bytes] = self.ids & self.bars.tasks.keys()
         self.changed = True
 
     def _set(self, tid: bytes, rec: TaskRecord) -> None:
@@ -132,11 +159,14 @@ class TaskCounts(Digest):
                freed: set[bytes]) -> None:  # fmt: skip
         if not tasks:
             return
-        recs, put = self.log.tasks, self._set
+        recs, put, bars = self.log.tasks, self._set, self.bars.tasks
         for tid in tasks & self.ids:
             rec = recs.get(tid)
             if rec is not None:
                 put(tid, rec)
+            if tid in bars:
+                self.reporting.add(tid)
+                self.changed = True
 
     def take(self) -> tuple[dict[str, Any], bool] | None:
         if not self.changed:
@@ -146,18 +176,34 @@ class TaskCounts(Digest):
 
     def full(self, ready: set[bytes] | None = None, ready_all: bool = False) -> dict[str, Any]:
         """Counts now. ``ready``/``ready_all``: tasks whose results the asking driver holds,
-        counted as finished though the head may not have heard of their end yet."""
-        rows = self.rows
+        counted as finished though the head may not have heard of their end yet (``unheard``
+        says how many)."""
+        rows, unheard = self.rows, 0
         if ready or ready_all:
             rows = {k: list(v) for k, v in rows.items()}
             for tid, (name, code) in self.seen.items():
                 if code < 2 and (ready_all or (ready is not None and tid in ready)):
                     rows[name][code] -= 1
                     rows[name][2] += 1
-        out = [[name, sum(r), *r] for name, r in rows.items() if any(r)]
+                    unheard += 1
+        out = [[name, sum(r), *r] for name, r in sorted(rows.items()) if any(r)]
         ended = sum(r[2] + r[3] + r[4] for r in rows.values())
+        bars, more = self._bars()
         return {"rows": out, "total": len(self.seen), "ended": ended, "error": self.error,
-                "size": len(self.ids)}  # fmt: skip
+                "size": len(self.ids), "bars": bars, "more_bars": more,
+                "unheard": unheard}  # fmt: skip
+
+    def _bars(self) -> tuple[list[list[Any]], int]:
+        """Up to ``MAX_BARS`` sub-bars: [function, description, done, total, unit, state
+        code of its task], those of running tasks first, then the latest reported."""
+        found = []
+        for tid in self.reporting:
+            name, code = self.seen.get(tid, ("?", 0))
+            for bar in (self.bars.tasks.get(tid) or {}).values():
+                found.append((code != 1, -bar[4], short(name), bar, code))
+        found.sort(key=lambda b: b[:2])
+        return ([[fn, b[0], b[1], b[2], b[3], code] for _, _, fn, b, code in found[:MAX_BARS]],
+                max(0, len(found) - MAX_BARS))  # fmt: skip
 
 
 class TaskGraph(Digest):

@@ -42,6 +42,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     E.TASK_FAILED: ("task_id", "attempt", "error_type", "error_message"),
     E.TASK_RETRIED: ("task_id", "attempt", "reason"),
     E.TASK_CANCELLED: ("task_id", "attempt"),
+    E.TASK_PROGRESS: ("task_id", "key", "desc", "n", "total", "unit"),
     E.ACTOR_STATE: ("actor_id", "state", "class_name", "name", "namespace", "owner", "node_id",
                   "pid", "num_restarts", "death_cause", "creation_task_id"),
     E.OBJECT_CREATED: ("object_id", "size", "location", "call_site"),

@@ -20,9 +20,13 @@ from nbcluster.widgets import html as H
 from nbcluster.widgets.feed import FedView, feed
 
 STATES = ("pending", "running", "finished", "failed", "cancelled")
+#: What the head says of each sub-bar a task reported (``nbcluster.util.progress``).
+BAR_FIELDS = ("function", "desc", "n", "total", "unit", "state")
 #: The order of a bar's parts.
 ORDER = ("finished", "failed", "cancelled", "running", "pending")
-#: Seconds a cancelled call's progress waits for the rest of its tasks to end.
+#: Seconds a call's final progress waits for the head to hear of what the driver holds, and
+#: after a Cancel for the rest of its tasks to end.
+REPORTS_WAIT_S = 1.0
 CANCEL_WAIT_S = 3.0
 #: Seconds of history the rate (and so the ETA) is measured over.
 RATE_WINDOW_S = 5.0
@@ -84,18 +88,23 @@ class ProgressView(FedView):
             self.widget.set_snapshot(self.state)
 
     def finish_now(self) -> None:
-        """Draw the final state now (the call waiting on the refs returned). After a Cancel
-        the call returns at the first cancelled task: the others' ends are waited for, up to
-        ``CANCEL_WAIT_S``, so the snapshot left behind shows them cancelled."""
+        """Draw the final state now (the call waiting on the refs returned). The driver holds
+        results whose tasks' ends (and last reported progress, which travels with them) may
+        still be on their way to the head: wait for those, up to ``REPORTS_WAIT_S``. After a
+        Cancel the call returns at the first cancelled task: the others' ends are waited for
+        too, up to ``CANCEL_WAIT_S``, so the snapshot left behind shows them cancelled."""
         if self._finished or self.did is None:
             return
-        deadline = time.monotonic() + (CANCEL_WAIT_S if self.cancel_requested else 0.0)
+        now = time.monotonic()
+        deadline = now + (CANCEL_WAIT_S if self.cancel_requested else REPORTS_WAIT_S)
         try:
             while True:
-                self.counts = self.query()
-                if self.counts["ended"] >= self.counts["total"] or time.monotonic() > deadline:
+                c = self.counts = self.query()
+                settled = not c.get("unheard") and (
+                    not self.cancel_requested or c["ended"] >= c["total"])
+                if settled or time.monotonic() > deadline:
                     break
-                time.sleep(0.05)  # the cancellations are on their way; bounded by the deadline
+                time.sleep(0.05)  # reports are on their way; bounded by the deadline
         except Exception:  # the cluster is gone: draw what we have
             pass
         self._finish(time.time())
@@ -145,6 +154,8 @@ class ProgressView(FedView):
             "eta": eta,
             "elapsed": (self.ended or now) - self.started,
             "error": c.get("error"),
+            "bars": [dict(zip(BAR_FIELDS, b, strict=False)) for b in c.get("bars") or ()],
+            "more_bars": int(c.get("more_bars") or 0),
             "done": False,
             "all_ended": (counted > 0 and ended == counted) or not self.task_ids,
             "cancel_requested": self.cancel_requested,
@@ -183,6 +194,13 @@ class ProgressView(FedView):
             rows.append([r["name"], H.bar(parts), f"{ended}/{r['total']}", r["pending"],
                          r["running"], r["finished"], r["failed"] + r["cancelled"]])  # fmt: skip
         inner = H.table(["function", "", "done", "queued", "running", "finished", "failed"], rows)
+        bars = [[f"{b['function']}: {b['desc']}" if b["desc"] else b["function"],
+                 H.bar([("finished" if b["state"] == 2 else "running", _fraction(b))]),
+                 _amount(b)] for b in s.get("bars", [])]  # fmt: skip
+        if bars:
+            inner += H.table(["reported by tasks", "", ""], bars, "nbcluster-subbars")
+        if s.get("more_bars"):
+            inner += f"<div>and {s['more_bars']} more bars</div>"
         foot = f"{s.get('ended', 0)}/{s.get('total', 0)} tasks in {H.fmt_seconds(s.get('elapsed'))}"
         if s.get("error"):
             foot += f" — first error: {s['error']}"
@@ -195,5 +213,19 @@ class ProgressView(FedView):
                  r["pending"], r["running"], r["finished"], r["failed"] + r["cancelled"]]
                 for r in s.get("rows", [])]  # fmt: skip
         head = f"Progress: {s.get('title', self.title)}"
-        return head + "\n" + H.text_table(
+        out = head + "\n" + H.text_table(
             ["function", "done", "queued", "running", "finished", "failed"], rows)  # fmt: skip
+        for b in s.get("bars", []):
+            out += f"\n  {b['function']}: {b['desc'] or 'progress'} {_amount(b)}"
+        return out
+
+
+def _fraction(bar: dict[str, Any]) -> float:
+    total = bar.get("total")
+    return min(1.0, float(bar["n"]) / float(total)) if total else 0.0
+
+
+def _amount(bar: dict[str, Any]) -> str:
+    n, total, unit = bar["n"], bar.get("total"), bar.get("unit") or ""
+    done = f"{n:g}/{total:g}" if total else f"{n:g}"
+    return f"{done} {unit}".strip()
