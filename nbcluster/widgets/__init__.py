@@ -77,16 +77,17 @@ def progress(refs: Any, title: str = "") -> Any:
     return _open(ProgressView(_refs(refs), title), "progress")
 
 
-def graph(refs: Any = None) -> Any:
+def graph(refs: Any = None, *, group_at: int | None = None) -> Any:
     """The live ObjectRef graph: of the work this cell launches (no argument, in a notebook),
-    or of the lineage of ``refs``. Click a node for its details."""
+    or of the lineage of ``refs``. Click a node for its details. Beyond ``group_at`` nodes
+    (2,000) it shows one box per function instead of each node."""
     from nbcluster.widgets.graph_view import GraphView
     from nbcluster.widgets.names import current_cell
 
     if refs is not None:
-        return _open(GraphView(refs=_refs(refs)), "graph")
+        return _open(GraphView(refs=_refs(refs), group_at=group_at), "graph")
     cell, number = current_cell()
-    return _open(GraphView(cell=cell, cell_number=number), "graph")
+    return _open(GraphView(cell=cell, cell_number=number, group_at=group_at), "graph")
 
 
 def cluster() -> Any:

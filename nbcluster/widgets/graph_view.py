@@ -28,8 +28,11 @@ class GraphView(FedView):
     kind = "graph"
 
     def __init__(self, cell: str | None = None, refs: list[Any] | None = None,
-                 cell_number: int | None = None) -> None:  # fmt: skip
+                 cell_number: int | None = None, group_at: int | None = None) -> None:  # fmt: skip
         self.cell = cell
+        if group_at is not None and (not isinstance(group_at, int) or group_at < 1):
+            raise ValueError(f"group_at is a number of nodes (1 or more), not {group_at!r}")
+        self.group_at = group_at
         self.lineage = refs is not None
         self.roots = list(dict.fromkeys(r.task_id() for r in refs or ()))
         self.summary: dict[str, Any] = {"tasks": 0, "objects": 0, "states": {}}
@@ -45,9 +48,12 @@ class GraphView(FedView):
             names.CELLS.setdefault(cell, cell_number)
 
     def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"group_at": self.group_at} if self.group_at else {}
         if self.lineage:
-            return {"tasks": self.roots}
-        return {"cell": self.cell} if self.cell is not None else {}
+            spec["tasks"] = self.roots
+        elif self.cell is not None:
+            spec["cell"] = self.cell
+        return spec
 
     @property
     def scope(self) -> str:
