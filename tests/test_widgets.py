@@ -271,3 +271,27 @@ def test_tasks_report_their_own_progress_as_sub_bars(cluster: Any) -> None:
     with tqdm(total=2) as local:
         local.update(2)
     assert local.n == 2 and local.closed
+
+
+@pytest.mark.timeout(60)
+def test_init_and_cluster_resources_display_as_the_cluster_widget(cluster: Any) -> None:
+    from nbcluster.runtime.cluster_info import ClusterInfo, ClusterResources
+    from nbcluster.widgets import displays
+
+    info, resources = nc.init(), nc.cluster_resources()
+    assert isinstance(resources, ClusterResources) and resources["CPU"] == 2.0
+    plain = resources._repr_mimebundle_()  # no renderer: what a console shows
+    assert plain == {"text/plain": repr(dict(resources))}
+    before = (list(ClusterInfo.renderers), list(ClusterResources.renderers))
+    displays.install()
+    try:
+        shown = info._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in shown
+        assert shown["text/plain"] == str(info)
+        assert "nbcluster status --address" in shown["text/html"]
+        assert "Cluster: 1 node alive" in shown["text/html"]
+        as_widget = resources._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in as_widget
+        assert as_widget["text/plain"] == repr(dict(resources))
+    finally:
+        ClusterInfo.renderers[:], ClusterResources.renderers[:] = before

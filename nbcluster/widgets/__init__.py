@@ -90,11 +90,13 @@ def graph(refs: Any = None, *, group_at: int | None = None) -> Any:
     return _open(GraphView(cell=cell, cell_number=number, group_at=group_at), "graph")
 
 
-def cluster() -> Any:
-    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines."""
+def cluster(*, info: dict[str, Any] | None = None) -> Any:
+    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines.
+    ``info``: a heading (``title``, ``rows`` of (what, how), ``dashboard`` link), as
+    ``nc.init()``'s display has it."""
     from nbcluster.widgets.cluster_view import ClusterView
 
-    return _open(ClusterView(), "cluster")
+    return _open(ClusterView(info), "cluster")
 
 
 def store() -> Any:

@@ -78,13 +78,15 @@ def node_row(n: dict[str, Any], history: Any) -> dict[str, Any]:
 class ClusterView(FedView):
     kind = "nodes"
 
-    def __init__(self) -> None:
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
         self.nodes = Nodes()
-        self.state: dict[str, Any] = {"nodes": []}
+        #: a heading: how to reach the cluster (``nc.init()``'s display)
+        self.info = info
+        self.state: dict[str, Any] = {"nodes": [], "info": info}
 
     def on_digest(self, payload: Any, full: bool) -> None:
         if self.nodes.apply(payload, full):
-            self.state = {"nodes": self.nodes.rows()}
+            self.state = {"nodes": self.nodes.rows(), "info": self.info}
             self.show()
 
     def show(self) -> None:
