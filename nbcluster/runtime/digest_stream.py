@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from nbcluster.runtime.event_stream import ask_head, connected_core
-from nbcluster.runtime.transport import Connection, parse_address
+from nbcluster.runtime.event_stream import ask_head, connect_to_head, connected_core
+from nbcluster.runtime.transport import Connection
 
 Items = list[list[Any]]
 _STREAMS: dict[Connection, DigestStream] = {}
@@ -30,22 +30,15 @@ class DigestStream:
         core.run_sync(self._open, 30)
 
     async def _open(self) -> None:
-        core = self._core
-        host, port = parse_address(core.node_info["head_address"])
-        conn = await core.endpoint.connect(host, port)
-        self._conn = conn
-        rpc = core.endpoint.rpc
-        if "digest" not in rpc:
-            rpc["digest"] = lambda c, items: _STREAMS[c]._callback(items) if c in _STREAMS else None
-        _STREAMS[conn] = self
-        original = conn.connection_lost
-
-        def lost(exc: Exception | None) -> None:
-            original(exc)
+        def lost(conn: Connection) -> None:
             _STREAMS.pop(conn, None)
             self.closed = True
 
-        conn.connection_lost = lost  # type: ignore[method-assign,unused-ignore]
+        conn = self._conn = await connect_to_head(self._core, lost)
+        rpc = self._core.endpoint.rpc
+        if "digest" not in rpc:
+            rpc["digest"] = lambda c, items: _STREAMS[c]._callback(items) if c in _STREAMS else None
+        _STREAMS[conn] = self
 
     def open(self, kind: str, spec: dict[str, Any], live: bool = True,
              timeout: float = 30) -> tuple[str, Any]:  # fmt: skip
