@@ -14,6 +14,7 @@ renders from. Payloads are plain msgpack data with ids in hex.
 
 from __future__ import annotations
 
+import heapq
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -201,8 +202,8 @@ class TaskCounts(Digest):
             name, code = self.seen.get(tid, ("?", 0))
             for bar in (self.bars.tasks.get(tid) or {}).values():
                 found.append((code != 1, -bar[4], short(name), bar, code))
-        found.sort(key=lambda b: b[:2])
-        return ([[fn, b[0], b[1], b[2], b[3], code] for _, _, fn, b, code in found[:MAX_BARS]],
+        shown = heapq.nsmallest(MAX_BARS, found, key=lambda b: b[:2])
+        return ([[fn, b[0], b[1], b[2], b[3], code] for _, _, fn, b, code in shown],
                 max(0, len(found) - MAX_BARS))  # fmt: skip
 
 

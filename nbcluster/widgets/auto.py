@@ -46,7 +46,6 @@ def on_long_wait(kernel: Any, wait: long_wait.LongWait) -> None:
     if not header or wait.done.is_set():
         return
     from nbcluster.widgets import _open
-    from nbcluster.widgets.feed import feed
     from nbcluster.widgets.live import new_display_id
     from nbcluster.widgets.progress_view import ProgressView
 
@@ -58,8 +57,7 @@ def on_long_wait(kernel: Any, wait: long_wait.LongWait) -> None:
     publish(kernel, header, bundle[0] if isinstance(bundle, tuple) else bundle, display_id)
 
     def final() -> None:
-        with feed().lock:
-            view.finish_now()
+        view.finish_now()
         publish(kernel, header, {"text/html": view.html(), "text/plain": view.text()},
                 display_id, update=True)  # fmt: skip
         widget.close()

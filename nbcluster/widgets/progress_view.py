@@ -97,17 +97,21 @@ class ProgressView(FedView):
             return
         now = time.monotonic()
         deadline = now + (CANCEL_WAIT_S if self.cancel_requested else REPORTS_WAIT_S)
+        counts = None
         try:
             while True:
-                c = self.counts = self.query()
-                settled = not c.get("unheard") and (
-                    not self.cancel_requested or c["ended"] >= c["total"])
+                counts = self.query()
+                settled = not counts.get("unheard") and (
+                    not self.cancel_requested or counts["ended"] >= counts["total"])
                 if settled or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)  # reports are on their way; bounded by the deadline
         except Exception:  # the cluster is gone: draw what we have
             pass
-        self._finish(time.time())
+        with feed().lock:  # the feed's thread may be drawing this view
+            if counts is not None:
+                self.counts = counts
+            self._finish(time.time())
         self.close()
 
     def query(self) -> Any:
