@@ -251,3 +251,14 @@ def test_progress_carries_the_bars_tasks_report_running_ones_first(head: Head) -
     assert len(bars) == MAX_BARS and counts["more_bars"] == 10 - MAX_BARS
     assert bars[0] == ["train", "epochs", 9, 10, "it", 1]  # running, latest report first
     assert all(b[5] == 1 for b in bars)  # the finished task's bar is among those left out
+
+
+def test_asking_a_paused_digest_answers_from_the_tables_now(head: Head) -> None:
+    head.submit(1)
+    head.digests.open(Subscriber(), "p", "progress", {"tasks": tid(1) + tid(2)}, False)
+    head.ran(1)
+    head.submit(2)
+    counts = head.digests.query(None, "p")
+    assert (counts["total"], counts["ended"]) == (2, 1)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        head.digests.open(Subscriber(), "q", "progress", {"tasks": b"abc"})

@@ -70,10 +70,14 @@ def test_progress_of_real_tasks_finishes(cluster: Any) -> None:
     more = [f.remote(i) for i in range(5)]
     quiet = progress(more, title="five")
     nc.get(more)
-    bundle = quiet._repr_mimebundle_()
-    data = bundle[0] if isinstance(bundle, tuple) else bundle
-    assert "application/vnd.jupyter.widget-view+json" in data
-    assert "5/5 tasks" in data["text/html"] and "Progress: five" in data["text/plain"]
+
+    def drawn() -> dict[str, Any]:
+        bundle = quiet._repr_mimebundle_()
+        return dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+
+    wait_until(lambda: "5/5 tasks" in drawn()["text/html"], what="a current drawing")
+    assert "application/vnd.jupyter.widget-view+json" in drawn()
+    assert "Progress: five" in drawn()["text/plain"]
     quiet.close()
     with pytest.raises(TypeError, match="ObjectRef"):
         progress([1, 2])

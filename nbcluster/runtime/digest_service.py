@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbcluster.runtime import events as E
-from nbcluster.runtime.digest_views import Digest, NodeList, TaskBars, TaskCounts, TaskGraph
+from nbcluster.runtime.digest_views import (
+    Digest,
+    NodeList,
+    TaskBars,
+    TaskCounts,
+    TaskGraph,
+    task_ids,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -167,7 +174,7 @@ class DigestService:
             self._push(str(did), entry, entry.digest.full())
 
     def query(self, conn: Connection | None, did: str, ready_all: bool = False,
-              ready: list[bytes] | None = None) -> Any:  # fmt: skip
+              ready: Any = None) -> Any:  # fmt: skip
         """The digest's picture now; progress counts ``ready`` tasks (all, with ``ready_all``)
         as finished: the asking driver holds their results."""
         entry = self.entries.get(str(did))
@@ -176,8 +183,10 @@ class DigestService:
         self.log.catch_up()
         self._absorb()
         d = entry.digest
+        if not entry.live:  # paused: it absorbed nothing meanwhile
+            d.rebuild()
         if isinstance(d, TaskCounts) and (ready_all or ready):
-            return d.full({bytes(t) for t in ready or ()}, bool(ready_all))
+            return d.full(task_ids(ready), bool(ready_all))
         return d.full()
 
     def on_close(self, conn: Connection) -> None:

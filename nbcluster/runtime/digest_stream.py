@@ -74,7 +74,7 @@ class DigestStream:
     def query(self, did: str, *, ready_all: bool = False, ready: list[bytes] | None = None,
               timeout: float = 10) -> Any:  # fmt: skip
         """The digest's picture now, after this process's own events reached the head."""
-        return ask_head("digest_query", did, ready_all, ready or [], timeout=timeout)
+        return ask_head("digest_query", did, ready_all, b"".join(ready or ()), timeout=timeout)
 
     def close(self) -> None:
         if self.closed:

@@ -52,6 +52,16 @@ def cell_of(tag: Any) -> str | None:
     return None
 
 
+def task_ids(value: Any) -> set[bytes]:
+    """Task ids as a spec gives them: one blob of 16-byte ids (compact for 100,000 of them),
+    or a list."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) % _TID:
+            raise ValueError(f"a blob of task ids is a multiple of {_TID} bytes long")
+        return {bytes(value[i : i + _TID]) for i in range(0, len(value), _TID)}
+    return {bytes(t) for t in value or ()}
+
+
 def short(name: str) -> str:
     return name.rpartition(".")[2] or name
 
@@ -123,7 +133,7 @@ class TaskCounts(Digest):
 
     def __init__(self, log: EventLog, spec: dict[str, Any], bars: TaskBars | None = None) -> None:
         self.log = log
-        self.ids: set[bytes] = {bytes(t) for t in spec.get("tasks") or ()}
+        self.ids = task_ids(spec.get("tasks"))
         self.bars = bars or TaskBars()
         self.rebuild()
 
@@ -224,7 +234,7 @@ class TaskGraph(Digest):
         self.cell: str | None = spec.get("cell")
         roots = spec.get("tasks")
         self.lineage = roots is not None
-        self.roots: set[bytes] = {bytes(t) for t in roots or ()}
+        self.roots = task_ids(roots)
         self.group_at = int(spec.get("group_at") or GROUP_AT)
         self.rebuild()
 

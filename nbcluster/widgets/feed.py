@@ -63,17 +63,12 @@ class FedView:
             return
         f = feed()
         try:
-            payload = self.query()
+            payload = f.query(self.did)
         except Exception:  # the cluster is gone: show what we have
             return
         with f.lock:
             self.on_digest(payload, True)
             self.tick(time.time())
-
-    def query(self) -> Any:
-        """The head's whole picture of this view now."""
-        assert self.did is not None
-        return feed().query(self.did)
 
     def close(self) -> None:
         if self.did is not None:

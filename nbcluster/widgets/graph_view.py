@@ -50,7 +50,7 @@ class GraphView(FedView):
     def spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"group_at": self.group_at} if self.group_at else {}
         if self.lineage:
-            spec["tasks"] = self.roots
+            spec["tasks"] = b"".join(self.roots)
         elif self.cell is not None:
             spec["cell"] = self.cell
         return spec

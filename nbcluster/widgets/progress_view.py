@@ -56,7 +56,7 @@ class ProgressView(FedView):
         return self._finished
 
     def spec(self) -> dict[str, Any]:
-        return {"tasks": self.task_ids}
+        return {"tasks": b"".join(self.task_ids)}
 
     # -- feed ----------------------------------------------------------------------------------
     def on_digest(self, payload: Any, full: bool) -> None:
@@ -100,7 +100,7 @@ class ProgressView(FedView):
         counts = None
         try:
             while True:
-                counts = self.query()
+                counts = self._final_counts()
                 settled = not counts.get("unheard") and (
                     not self.cancel_requested or counts["ended"] >= counts["total"])
                 if settled or time.monotonic() > deadline:
@@ -114,7 +114,7 @@ class ProgressView(FedView):
             self._finish(time.time())
         self.close()
 
-    def query(self) -> Any:
+    def _final_counts(self) -> Any:
         """The head's counts now, where tasks whose refs the driver holds ready count as
         finished even if their events are still on the way."""
         import nbcluster as nc
