@@ -28,6 +28,7 @@ want munge /usr/sbin/munged "Slurm's authentication, for the slurm launcher's te
 want slurmctld /usr/sbin/slurmctld "a Slurm controller for the slurm launcher's tests"
 want slurmd /usr/sbin/slurmd "a Slurm node daemon per test machine"
 want slurm-client sbatch "the slurm launcher runs sbatch/squeue/sacct/scancel/srun"
+want passwd /usr/sbin/useradd "real OS users (useradd/userdel) for the JupyterHub tests (tests/hub)"
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -37,10 +37,16 @@ DEFAULT_CPUS = 2
 #: How long a cluster's processes and shared memory may take to disappear once it is told to.
 CLEANUP_TIMEOUT_S = 10.0
 #: The session files (tokens, records, logs) of every cluster this run starts without a
-#: directory of its own: set here for this process and inherited by every process the tests
-#: start (kernels, drivers, CLI commands), so the run can check that no cluster leaves any.
-SESSION_DIR = Path(tempfile.mkdtemp(prefix="nbcluster-test-sessions-"))
-os.environ["NBCLUSTER_TEMP_DIR"] = CONFIG.temp_dir = str(SESSION_DIR)
+#: directory of its own: made when pytest starts (``pytest_configure``; not at import, since
+#: workers import this module too) and inherited by every process the tests start (kernels,
+#: drivers, CLI commands), so the run can check that no cluster leaves any.
+SESSION_DIR = Path()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global SESSION_DIR
+    SESSION_DIR = Path(tempfile.mkdtemp(prefix="nbcluster-test-sessions-"))
+    os.environ["NBCLUSTER_TEMP_DIR"] = CONFIG.temp_dir = str(SESSION_DIR)
 
 
 # --------------------------------------------------------------------------- polling helpers
@@ -112,9 +118,11 @@ def kill_quietly(pids: Iterable[int]) -> None:
             pass
 
 
-def session_files(root: Path = SESSION_DIR) -> list[str]:
-    """What clusters left under a session directory: records and session directories (the
-    ``clusters`` and ``tls`` directories themselves are the user's, not a cluster's)."""
+def session_files(root: Path | None = None) -> list[str]:
+    """What clusters left under a session directory (default: the run's): records and
+    session directories (``clusters`` and ``tls`` themselves are the user's, not a
+    cluster's)."""
+    root = root or SESSION_DIR
     if not root.exists():
         return []
     found = [str(p.relative_to(root)) for p in root.glob("clusters/*")]

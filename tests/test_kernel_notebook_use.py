@@ -109,6 +109,14 @@ def test_a_remote_actor_cell_error_names_the_cell(small_store_kernel: Any) -> No
     assert "w = z / 0" in text and "ZeroDivisionError: division by zero" in text
 
 
+def test_a_cell_ending_in_timeline_to_a_file_prints_nothing(small_store_kernel: Any) -> None:
+    kernel = small_store_kernel
+    kernel.ok("nc.get([nc.remote(lambda i: i).remote(i) for i in range(5)])")
+    cell = kernel.ok("nc.timeline('trace.json')")
+    assert cell.result is None and not cell.text()
+    assert "'ph': 'X'" in kernel.ok("nc.timeline()[-1]").result  # type: ignore[operator]
+
+
 def test_the_internals_are_there_when_asked_for(new_kernel: NewKernel) -> None:  # noqa: F811
     kernel = new_kernel(NBCLUSTER_TRACEBACK_INTERNALS="1")
     cell = kernel.run(

@@ -216,3 +216,51 @@ def test_a_kernel_restart_cancels_its_groups(new_kernel: Any, tmp_path: Path) ->
         wait_until(lambda: _all_gone(procs), timeout=10, message=lambda: str(procs))
     finally:
         kill_quietly(procs)
+
+
+def test_adapt_grows_under_a_burst_and_shrinks_when_idle(make_cluster: Any, gate: Path) -> None:
+    make_cluster(num_cpus=1)
+    head = nc.get_runtime_context().get_node_id()
+    adaptive = nc.cluster.adapt(0, 2, backend="local", cpus=1, interval=0.3, idle_timeout=1.5)
+    try:
+        burst = [wait_then_where.remote(str(gate)) for _ in range(8)]  # more than fits
+        wait_until(lambda: len(adaptive.nodes) == 2, timeout=60, message=lambda: repr(adaptive))
+        added = {n["NodeID"] for n in adaptive.nodes}
+        assert len(adaptive.live) == 2  # up to the maximum, not past it
+        # the head has one CPU: a second task running means waiting work went to a new node
+        wait_until(lambda: _running("wait_then_where") >= 2, timeout=30)
+        gate.touch()
+        ran_on = set(nc.get(burst, timeout=60))
+        assert ran_on - {head} and ran_on - {head} <= added  # waiting work went to new nodes
+        wait_until(lambda: not adaptive.live, timeout=30, message=lambda: repr(adaptive))
+        wait_until(
+            lambda: not nc.cluster.groups()
+            and not any(n["Alive"] for n in nc.nodes() if n["NodeID"] in added),
+            timeout=20,
+            message=lambda: f"still there: {nc.cluster.groups()}",
+        )
+    finally:
+        adaptive.stop()
+
+
+def _running(name: str) -> int:
+    from nbcluster.util.state import summarize_tasks
+
+    entry = summarize_tasks()["cluster"]["summary"].get(name) or {"state_counts": {}}
+    return int(entry["state_counts"].get("RUNNING", 0))
+
+
+def test_adapt_reports_a_backend_that_fails_and_backs_off(make_cluster: Any, gate: Path) -> None:
+    make_cluster(num_cpus=1)
+    adaptive = nc.cluster.adapt(0, 2, backend="local", python="/no/such/python", interval=0.2,
+                                backoff=60)  # fmt: skip
+    try:
+        burst = [wait_then_where.remote(str(gate)) for _ in range(8)]
+        wait_until(lambda: adaptive.last_error, timeout=30)
+        assert "cannot run /no/such/python" in str(adaptive.last_error)
+        assert adaptive.live == [] and nc.cluster.groups() == []
+        gate.touch()
+        assert len(nc.get(burst, timeout=60)) == 8  # the cluster carries on with what it has
+    finally:
+        adaptive.stop()
+        gate.touch()

@@ -8,6 +8,8 @@ const CSS = `
 .nbc-cluster .nbc-fill { height: 10px; background: var(--jp-brand-color1, #1976d2); }
 .nbc-cluster .nbc-spark { stroke: var(--jp-brand-color1, #1976d2); fill: none; stroke-width: 1.2; }
 .nbc-cluster .nbc-dead { color: var(--jp-error-color1, #d32f2f); }
+.nbc-cluster .nbc-info { margin-bottom: 6px; }
+.nbc-cluster code { font-family: var(--jp-code-font-family, monospace); font-size: 11px; }
 `;
 
 export function meter(frac: number, text: string, cls = ""): HTMLElement {
@@ -55,8 +57,22 @@ function draw(root: HTMLElement, s: State): void {
   }
   table.append(body);
   const alive = nodes.filter((n) => n.alive).length;
-  root.replaceChildren(h("div", { class: "nbc-title" }, `Cluster: ${alive} node${alive === 1 ? "" : "s"} alive`), table);
+  root.replaceChildren(...heading(s.info),
+    h("div", { class: "nbc-title" }, `Cluster: ${alive} node${alive === 1 ? "" : "s"} alive`), table);
   root.dataset.nodes = String(alive);
+}
+
+// nc.init()'s display: the cluster's address and how to reach it, above the nodes.
+function heading(info: any): Node[] {
+  if (!info) return [];
+  const rows = h("table", { class: "nbc-info" });
+  for (const [what, how] of info.rows || []) {
+    const cell = what === "Dashboard" && info.dashboard
+      ? h("a", { href: info.dashboard, target: "_blank", class: "nbcluster-dashboard" }, "open the dashboard")
+      : h("code", {}, how);
+    rows.append(h("tr", {}, h("td", { class: "nbc-muted" }, what), h("td", {}, cell)));
+  }
+  return [h("div", { class: "nbc-title nbc-info-title" }, info.title || ""), rows];
 }
 
 function render({ model, el }: RenderProps) {

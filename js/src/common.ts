@@ -24,7 +24,8 @@ export const STATE_COLORS: Record<string, string> = {
 };
 
 // Follows the model: renders from the `snapshot` trait, applies numbered deltas sent as
-// custom messages, and asks for a fresh snapshot when it sees a gap.
+// custom messages, and asks for a fresh snapshot when it sees a gap. It tells the kernel when
+// this view appears and goes: a widget no view shows does no work there.
 export function follow(
   model: Model,
   applyDelta: (state: State, delta: any, buffers: DataView[]) => void,
@@ -53,10 +54,20 @@ export function follow(
   model.on("change:snapshot", onSnapshot);
   model.on("msg:custom", onMsg);
   draw(state, true);
+  announce(model, true);
   return () => {
     model.off("change:snapshot", onSnapshot);
     model.off("msg:custom", onMsg);
+    announce(model, false);
   };
+}
+
+function announce(model: Model, on: boolean): void {
+  try {
+    model.send({ kind: "view", on });
+  } catch {
+    // the widget is closed already: nobody left to tell
+  }
 }
 
 export function injectStyle(id: string, css: string): void {

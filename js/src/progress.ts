@@ -1,11 +1,32 @@
 // Progress of a set of tasks: a stacked bar per function (finished, failed, cancelled,
-// running, queued), rate, ETA, the first error, and a Cancel button.
+// running, queued), rate, ETA, the first error, a Cancel button, and under them the bars
+// tasks report of their own progress (nbcluster.util.progress).
 import { BASE_CSS, RenderProps, State, fmtSeconds, follow, h, injectStyle, stackedBar } from "./common";
 
 const CSS = `
 .nbc-progress .nbc-row td { vertical-align: middle; }
 .nbc-progress .nbc-foot { margin-top: 4px; display: flex; gap: 12px; align-items: center; }
+.nbc-progress .nbc-subbars { margin: 2px 0 0 12px; }
+.nbc-progress .nbc-subbars td { padding: 1px 8px; font-size: var(--jp-ui-font-size0, 11px); }
 `;
+
+function subBars(s: State): Node[] {
+  const bars: any[] = s.bars || [];
+  if (!bars.length) return [];
+  const body = h("tbody");
+  for (const b of bars) {
+    const frac = b.total ? Math.min(1, b.n / b.total) : 0;
+    const amount = (b.total ? `${b.n}/${b.total}` : `${b.n}`) + (b.unit ? ` ${b.unit}` : "");
+    body.append(h("tr", { class: "nbc-subbar", "data-desc": b.desc, "data-n": b.n,
+                          "data-total": b.total ?? "" },
+      h("td", { class: "nbc-muted" }, b.desc ? `${b.function}: ${b.desc}` : b.function),
+      h("td", {}, stackedBar([[b.state === 2 ? "finished" : "running", frac]], 160)),
+      h("td", {}, amount)));
+  }
+  const out: Node[] = [h("table", { class: "nbc-subbars" }, body)];
+  if (s.more_bars) out.push(h("div", { class: "nbc-muted" }, `and ${s.more_bars} more bars`));
+  return out;
+}
 
 function draw(el: HTMLElement, model: RenderProps["model"], s: State): void {
   const rows: any[] = s.rows || [];
@@ -39,7 +60,8 @@ function draw(el: HTMLElement, model: RenderProps["model"], s: State): void {
     h("span", { class: "nbc-summary" }, `${ended}/${total} tasks (${percent}%)`),
     h("span", { class: "nbc-muted" }, s.cancel_requested && !s.done ? "cancelling…" : status),
     cancel);
-  const kids: Node[] = [h("div", { class: "nbc-title" }, `Progress: ${s.title || ""}`), table, foot];
+  const kids: Node[] = [h("div", { class: "nbc-title" }, `Progress: ${s.title || ""}`), table,
+                        ...subBars(s), foot];
   if (s.error) kids.push(h("div", { class: "nbc-error" }, `first error: ${s.error}`));
   el.dataset.percent = String(percent);
   el.dataset.done = s.done ? "true" : "false";

@@ -5,9 +5,12 @@ Kubernetes, through launcher plugins.
 group = nc.cluster.add_nodes(2, backend="slurm", cpus=8, walltime="1:00:00")
 group.wait(timeout=300)     # the nodes joined, or why not
 group.remove()              # drain, then cancel the jobs
+nc.cluster.adapt(minimum=0, maximum=20, backend="slurm", cpus=8)   # follow the demand
 ```
 """
 
+from nbcluster.cluster.adapt import Adaptive as Adaptive
+from nbcluster.cluster.adapt import adapt as adapt
 from nbcluster.cluster.group import LaunchTimeoutError as LaunchTimeoutError
 from nbcluster.cluster.group import NodeGroup as NodeGroup
 from nbcluster.cluster.launcher import JobStatus as JobStatus
@@ -22,6 +25,7 @@ from nbcluster.cluster.manager import remove as remove
 from nbcluster.cluster.manager import status as status
 
 __all__ = [
+    "Adaptive",
     "JobStatus",
     "JoinCommand",
     "LaunchError",
@@ -29,6 +33,7 @@ __all__ = [
     "Launcher",
     "NodeGroup",
     "NodeSpec",
+    "adapt",
     "add_nodes",
     "get_group",
     "groups",

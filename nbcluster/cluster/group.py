@@ -30,6 +30,8 @@ POLL_S = 0.1
 BACKEND_POLL_S = 1.0
 #: A removed node's resources must be idle this long... or ``drain_timeout`` runs out.
 DRAIN_POLL_S = 0.1
+#: How long ``remove`` lets nodes asked to leave end by themselves before cancelling.
+LEAVE_WAIT_S = 10.0
 #: How long ``remove`` waits for cancelled nodes to be reported gone by the head.
 GONE_WAIT_S = 15.0
 
@@ -172,6 +174,15 @@ class NodeGroup:
             busy = [n for n in _nodes() if n["NodeID"] in ids and n["Alive"] and not _idle(n)]
             if not busy:
                 break
+            time.sleep(DRAIN_POLL_S)
+        # Ask the nodes to leave: they stop cleanly (their files and jobs end with them),
+        # then cancel whatever has not ended (a job still queued, a node that hangs).
+        for n in members:
+            core.head_call("stop_node", n["NodeID"], timeout=30)
+        deadline = time.monotonic() + LEAVE_WAIT_S
+        while time.monotonic() < deadline and any(
+            n["Alive"] for n in _nodes() if n["NodeID"] in ids
+        ):
             time.sleep(DRAIN_POLL_S)
         self.cancel()
         deadline = time.monotonic() + GONE_WAIT_S

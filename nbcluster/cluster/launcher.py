@@ -11,6 +11,7 @@ adaptive scaling — lives in ``NodeGroup`` and ``manager``, the same for every 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import shlex
 import sys
@@ -95,6 +96,53 @@ class JobStatus:
     state: str
     #: The manager's words: "Resources", "exit code 127", "ImagePullBackOff: ...".
     reason: str = ""
+
+
+def start_process(argv: list[str], log_path: str, env: dict[str, str]) -> Any:
+    """Run a node's command (or srun) in its own session, output to ``log_path``, no stdin
+    (a Ctrl-C meant for the notebook must not reach it); LaunchError if it cannot start."""
+    import subprocess
+
+    with open(log_path, "ab") as log:
+        try:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as e:
+            raise LaunchError(f"cannot run {argv[0]}: {e}") from None
+
+
+def process_status(proc: Any, failed: Any = None) -> JobStatus:
+    """A job that is one local process (a node, an ssh client, an srun step): running while
+    it runs, done on exit code 0, else failed with ``failed(code)`` (default: the code)."""
+    code = proc.poll()
+    if code is None:
+        return JobStatus(RUNNING)
+    if code == 0:
+        return JobStatus(DONE)
+    return JobStatus(FAILED, failed(code) if failed is not None else f"exit code {code}")
+
+
+def stop_processes(procs: list[Any], timeout: float, terminate: bool = True,
+                   kill: Any = None) -> None:  # fmt: skip
+    """SIGTERM each live process (unless ``terminate`` is False: they end by themselves),
+    wait ``timeout`` seconds in all, then ``kill`` (default ``proc.kill``) what is left."""
+    import subprocess
+    import time
+
+    live = [p for p in procs if p.poll() is None]
+    if terminate:
+        for proc in live:
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                (kill or (lambda p: p.kill()))(proc)
+            proc.wait()
 
 
 def node_args(spec: NodeSpec, head_address: str, group: str) -> list[str]:

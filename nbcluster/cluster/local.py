@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 
 from nbcluster.cluster.launcher import (
-    DONE,
-    FAILED,
-    RUNNING,
     Job,
     JobStatus,
     JoinCommand,
     Launcher,
     LaunchError,
+    process_status,
+    start_process,
+    stop_processes,
 )
 
 STOP_WAIT_S = 5.0
@@ -39,44 +37,21 @@ class LocalLauncher(Launcher):
         env = {**os.environ, "PYTHONPATH": path, **command.env, "NBCLUSTER_TOKEN": command.token}
         for i in range(count):
             log_path = os.path.join(log_dir, f"{group}-{i}.log")
-            with open(log_path, "ab") as log:
-                try:
-                    proc = subprocess.Popen(
-                        list(command.argv), stdin=subprocess.DEVNULL, stdout=log,
-                        stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                    )  # fmt: skip
-                except OSError as e:
-                    self.cancel(jobs)
-                    raise LaunchError(f"cannot run {command.argv[0]}: {e}") from None
+            try:
+                proc = start_process(list(command.argv), log_path, env)
+            except LaunchError:
+                self.cancel(jobs)
+                raise
             jobs.append(Job(f"pid {proc.pid}", proc, log_path))
         return jobs
 
     def poll(self, jobs: list[Job]) -> list[JobStatus]:
-        out = []
-        for job in jobs:
-            code = job.handle.poll()
-            if code is None:
-                out.append(JobStatus(RUNNING))
-            elif code == 0:
-                out.append(JobStatus(DONE))
-            else:
-                out.append(JobStatus(FAILED, f"exit code {code}"))
-        return out
+        return [process_status(job.handle) for job in jobs]
 
     def cancel(self, jobs: list[Job]) -> None:
-        live = [j.handle for j in jobs if j.handle.poll() is None]
-        for proc in live:
-            proc.send_signal(signal.SIGTERM)  # the CLI stops its node cleanly
-        deadline = time.monotonic() + STOP_WAIT_S
-        for proc in live:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the CLI leads its own session
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+        # SIGTERM: the CLI stops its node cleanly; SIGKILL to the session it leads, if not
+        stop_processes([j.handle for j in jobs], STOP_WAIT_S,
+                       kill=lambda p: os.killpg(p.pid, signal.SIGKILL))  # fmt: skip
 
     def describe(self) -> str:
         return "local processes"

@@ -59,7 +59,7 @@ def add_nodes(count: int | None = None, backend: str = "local", **options: Any) 
         token = core.head_call("create_join_token", group_id, count, timeout=30)
         command = JoinCommand(tuple(node_args(spec, head, group_id)), token, dict(spec.env))
         try:
-            jobs = launcher.start(command, count, group_id, _logs())
+            jobs = launcher.start(command, count, group_id, _logs(core))
         except BaseException:
             core.head_call("revoke_join_token", group_id, timeout=10)
             raise
@@ -136,6 +136,9 @@ def group_of(node: dict[str, Any]) -> str | None:
 def shutdown() -> None:
     """Cancel every group's jobs (no draining: the cluster is going away)."""
     global _log_dir
+    from nbcluster.cluster.adapt import stop as stop_adapting
+
+    stop_adapting()  # first, so it starts nothing new
     for group in groups():
         try:
             group.cancel()
@@ -161,13 +164,20 @@ def _forget(group: NodeGroup) -> None:
             log.debug("could not revoke the join token of %s: %s", group.id, e)
 
 
-def _logs() -> str:
-    """Where this driver's launched nodes write their output (removed at shutdown)."""
+def _logs(core: Any) -> str:
+    """Where this driver's launched nodes write their output: inside the session directory
+    of the node this driver uses, when it is on this machine (it goes with that node, even
+    if the driver is killed), else a directory of its own, removed at shutdown."""
     global _log_dir
     from nbcluster.runtime import sessions
 
     if _log_dir is None or not os.path.isdir(_log_dir):
-        _log_dir = tempfile.mkdtemp(prefix=f"launch-{os.getpid()}-", dir=sessions.user_dir())
+        session = str(core.node_info.get("session_dir") or "")
+        if session and os.path.isdir(session) and not core.client_mode:
+            _log_dir = os.path.join(session, "launch")
+            os.makedirs(_log_dir, mode=0o700, exist_ok=True)
+        else:
+            _log_dir = tempfile.mkdtemp(prefix=f"launch-{os.getpid()}-", dir=sessions.user_dir())
     return _log_dir
 
 

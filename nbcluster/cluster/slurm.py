@@ -36,6 +36,9 @@ from nbcluster.cluster.launcher import (
     Launcher,
     LaunchError,
     NodeSpec,
+    process_status,
+    start_process,
+    stop_processes,
 )
 
 COMMAND_TIMEOUT_S = 30.0
@@ -141,15 +144,11 @@ class SlurmLauncher(Launcher):
             log_path = os.path.join(log_dir, f"{group}-{i}.log")
             argv = ["srun", "--exact", f"--job-name={self.job_name}-{group}",
                     *self._resources(), *self.srun_options, *command.argv]  # fmt: skip
-            with open(log_path, "ab") as log:
-                try:
-                    proc = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        env=env, start_new_session=True,
-                    )  # fmt: skip
-                except OSError as e:
-                    self.cancel(jobs)
-                    raise LaunchError(f"cannot run srun: {e}") from None
+            try:
+                proc = start_process(argv, log_path, env)
+            except LaunchError:
+                self.cancel(jobs)
+                raise
             jobs.append(Job(f"step {i} of job {self.allocation}", proc, log_path))
         return jobs
 
@@ -199,15 +198,7 @@ class SlurmLauncher(Launcher):
                 _run(["scancel", *ids])
             except LaunchError:
                 pass  # already gone
-        for proc in steps:
-            if proc.poll() is None:
-                proc.terminate()  # srun cancels its step on SIGTERM
-        for proc in steps:
-            try:
-                proc.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(steps, STOP_WAIT_S)  # srun cancels its step on SIGTERM
 
 
 def _status(state: str, reason: str) -> JobStatus:
@@ -222,10 +213,7 @@ def _status(state: str, reason: str) -> JobStatus:
 
 
 def _step_status(job: Job) -> JobStatus:
-    code = job.handle.poll()
-    if code is None:
-        return JobStatus(RUNNING)
-    return JobStatus(DONE) if code == 0 else JobStatus(FAILED, f"srun exit code {code}")
+    return process_status(job.handle, lambda code: f"srun exit code {code}")
 
 
 def _truthy(value: Any) -> bool:

@@ -19,15 +19,14 @@ import subprocess
 from typing import Any
 
 from nbcluster.cluster.launcher import (
-    DONE,
-    FAILED,
-    RUNNING,
     Job,
     JobStatus,
     JoinCommand,
     Launcher,
     LaunchError,
     NodeSpec,
+    process_status,
+    stop_processes,
 )
 
 PID_MARK = "nbcluster-remote-pid"
@@ -101,23 +100,14 @@ class SSHLauncher(Launcher):
         return jobs
 
     def poll(self, jobs: list[Job]) -> list[JobStatus]:
-        out = []
-        for job in jobs:
-            code = job.handle.poll()
-            host = job.host
-            if code is None:
-                out.append(JobStatus(RUNNING))
-            elif code == 0:
-                out.append(JobStatus(DONE))
-            elif code == 255:
-                last = self._last_line(job)
-                out.append(JobStatus(FAILED, f"ssh to {host} failed: {last}"))
-            elif code in (126, 127):
-                why = f"cannot run {self.spec.python} on {host} (exit code {code}: not found?)"
-                out.append(JobStatus(FAILED, why))
-            else:
-                out.append(JobStatus(FAILED, f"exit code {code} on {host}"))
-        return out
+        return [process_status(job.handle, lambda code, j=job: self._why(j, code)) for job in jobs]
+
+    def _why(self, job: Job, code: int) -> str:
+        if code == 255:
+            return f"ssh to {job.host} failed: {self._last_line(job)}"
+        if code in (126, 127):
+            return f"cannot run {self.spec.python} on {job.host} (exit code {code}: not found?)"
+        return f"exit code {code} on {job.host}"
 
     def _last_line(self, job: Job) -> str:
         lines = [ln for ln in self.output_tail(job, 5).splitlines() if ln.strip()]
@@ -146,9 +136,5 @@ class SSHLauncher(Launcher):
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, start_new_session=True,
                 ))  # fmt: skip
-        for proc in [*killers, *(j.handle for j in live)]:
-            try:
-                proc.wait(CANCEL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # the ssh sessions end with their remote command; the kills end by themselves
+        stop_processes([*killers, *(j.handle for j in live)], CANCEL_WAIT_S, terminate=False)

@@ -89,8 +89,9 @@ class ClusterSource(Protocol):
     """Where a server's clusters come from: the head serves itself, the extension every
     cluster its user runs on this machine."""
 
-    async def entries(self) -> list[ClusterEntry]:
-        """Every cluster to list, gone ones included for a while."""
+    async def entries(self, fresh: bool = False) -> list[ClusterEntry]:
+        """Every cluster to list, gone ones included for a while (``fresh``: look again now,
+        not at what was found a moment ago)."""
         ...
 
     def client(self, entry: ClusterEntry) -> ClusterClient:
@@ -145,15 +146,16 @@ def _incompatible(protocol: Any, version: str | None = None) -> str:
 
 
 async def list_clusters(source: ClusterSource, base_url: str) -> dict[str, Any]:
-    entries = await source.entries()
+    entries = await source.entries(fresh=True)
     await asyncio.gather(*(probe(source, e) for e in entries))
     return {"clusters": [e.public(base_url) for e in entries]}
 
 
 async def find(source: ClusterSource, cluster_id: str) -> ClusterEntry:
-    for entry in await source.entries():
-        if entry.id == cluster_id:
-            return entry
+    for fresh in (False, True):  # a cluster that just started: look again before a 404
+        for entry in await source.entries(fresh):
+            if entry.id == cluster_id:
+                return entry
     raise ApiError(404, f"no cluster {cluster_id!r} here", state="unknown")
 
 

@@ -66,7 +66,7 @@ class HeadSource:
         )  # fmt: skip
         self._client: ClusterClient | None = None
 
-    async def entries(self) -> list[api.ClusterEntry]:
+    async def entries(self, fresh: bool = False) -> list[api.ClusterEntry]:
         return [self.entry]
 
     def client(self, entry: api.ClusterEntry) -> ClusterClient:
@@ -206,7 +206,7 @@ class EventsSocket(HeadAuthMixin, EventsSocketMixin, websocket.WebSocketHandler)
         await super().get(*args, **kwargs)
 
 
-def _log_request(handler: web.RequestHandler) -> None:
+def log_server_errors(handler: web.RequestHandler) -> None:
     """Only server errors reach the node's log (it is the cluster's log, not an access log)."""
     if handler.get_status() >= 500:
         log.warning("%d %s", handler.get_status(), handler._request_summary())
@@ -237,7 +237,7 @@ def make_app(port: DashboardPort) -> web.Application:
         nbcluster_base_url="/",
         nbcluster_server="head",
         websocket_ping_interval=30,
-        log_function=_log_request,
+        log_function=log_server_errors,
     )
 
 

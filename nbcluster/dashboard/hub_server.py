@@ -37,6 +37,7 @@ from nbcluster.dashboard.handlers import (
     EventsSocketMixin,
     PageMixin,
 )
+from nbcluster.dashboard.head_server import log_server_errors
 from nbcluster.runtime.protocol import PROTOCOL_VERSION
 from nbcluster.runtime.user_auth import user_key
 
@@ -66,7 +67,7 @@ class UserSource:
         )  # fmt: skip
         self._client: ClusterClient | None = None
 
-    async def entries(self) -> list[api.ClusterEntry]:
+    async def entries(self, fresh: bool = False) -> list[api.ClusterEntry]:
         return [self.entry]
 
     def client(self, entry: api.ClusterEntry) -> ClusterClient:
@@ -145,11 +146,6 @@ class EventsSocket(HubHandler, EventsSocketMixin, websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
 
-def _log_request(handler: web.RequestHandler) -> None:
-    if handler.get_status() >= 500:
-        log.warning("%d %s", handler.get_status(), handler._request_summary())
-
-
 def make_app(port: DashboardPort, prefix: str, admins: set[str]) -> web.Application:
     p = f"{prefix.rstrip('/')}/nbcluster"
     api_ = f"{p}/api/clusters"
@@ -171,7 +167,7 @@ def make_app(port: DashboardPort, prefix: str, admins: set[str]) -> web.Applicat
         nbcluster_base_url=prefix,
         nbcluster_server="jupyterhub",
         websocket_ping_interval=30,
-        log_function=_log_request,
+        log_function=log_server_errors,
     )
 
 

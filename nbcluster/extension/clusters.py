@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from typing import Any
 
 from nbcluster.dashboard import api
@@ -27,6 +28,8 @@ log = logging.getLogger("nbcluster.extension")
 
 #: Gone clusters kept in the list (the oldest go first).
 KEEP_GONE = 20
+#: How long a look at the session records is reused (seconds).
+REFRESH_S = 1.0
 #: ``started_by`` in a session record -> ``kind`` in the API.
 KINDS = {"kernel": "kernel", "cli": "standalone", "script": "script"}
 
@@ -48,11 +51,17 @@ class JupyterClusters:
         self._ids: dict[tuple[str, int], str] = {}  # (address, record pid) -> cluster id
         self._clients: dict[str, ClusterClient] = {}
         self._lock = asyncio.Lock()
+        self._refreshed = -REFRESH_S
 
     # -- api.ClusterSource -----------------------------------------------------------------------
-    async def entries(self) -> list[api.ClusterEntry]:
+    async def entries(self, fresh: bool = False) -> list[api.ClusterEntry]:
+        """Every cluster, as found at most ``REFRESH_S`` ago (``fresh``: now). A page asks
+        several times a second; reading the records each time would cost the server more
+        than answering."""
         async with self._lock:  # one refresh at a time: concurrent pages share its result
-            await self._refresh()
+            if fresh or time.monotonic() - self._refreshed >= REFRESH_S:
+                await self._refresh()
+                self._refreshed = time.monotonic()
         return list(self.known.values())
 
     def client(self, entry: api.ClusterEntry) -> ClusterClient:

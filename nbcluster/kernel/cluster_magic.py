@@ -18,6 +18,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from nbcluster.kernel.magics import _resources
+
 #: name -> (handler taking the subcommand's arguments, one-line help)
 SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {}
 
@@ -48,19 +50,6 @@ class _Done(Exception):
     """``--help`` was printed; nothing else to do."""
 
 
-def _key_values(text: str) -> dict[str, float]:
-    out = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise argparse.ArgumentTypeError(f"expected k=v,... with numbers, got {item!r}")
-    return out
-
-
 def _add_parser() -> _Parser:
     p = _Parser(prog="%cluster add", description="Start worker nodes with a backend.")
     p.add_argument("count", type=int, nargs="?", help="how many nodes (ssh: one per host)")
@@ -68,7 +57,7 @@ def _add_parser() -> _Parser:
     p.add_argument("--cpus", type=float, help="CPUs per node")
     p.add_argument("--gpus", type=float, help="GPUs per node")
     p.add_argument("--memory", help="memory per node for the scheduler, e.g. 16G")
-    p.add_argument("--resources", type=_key_values, help="custom resources, k=v,...")
+    p.add_argument("--resources", type=_resources, help="custom resources, k=v,...")
     p.add_argument("--walltime", help="time limit, e.g. 1:00:00")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--hosts", help="ssh hosts, comma-separated")
@@ -79,11 +68,8 @@ def _add_parser() -> _Parser:
     return p
 
 
-@register("add", "start worker nodes: %cluster add N --backend B [--cpus C ...]")
-def add(argv: list[str]) -> Any:
-    import nbcluster as nc
-
-    args = _add_parser().parse_args(argv)
+def _options(args: Any) -> dict[str, Any]:
+    """``add_nodes`` keywords from the parsed ``%cluster add``-style arguments."""
     options: dict[str, Any] = {
         k: getattr(args, k)
         for k in ("cpus", "gpus", "memory", "resources", "walltime", "partition", "python")
@@ -96,12 +82,45 @@ def add(argv: list[str]) -> Any:
         if not sep:
             raise UsageError(f"--option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value
+    return options
+
+
+@register("add", "start worker nodes: %cluster add N --backend B [--cpus C ...]")
+def add(argv: list[str]) -> Any:
+    import nbcluster as nc
+
+    args = _add_parser().parse_args(argv)
+    options = _options(args)
     group = nc.cluster.add_nodes(args.count, backend=args.backend, **options)
     print(f"started node group {group.id}: {group.count} {args.backend} node(s)")
     if args.wait is not None:
         group.wait(timeout=args.wait)
         print(f"node group {group.id}: all {group.count} node(s) joined")
     return group
+
+
+@register("adapt", "follow demand: %cluster adapt --minimum 0 --maximum 8 --backend B ...")
+def adapt(argv: list[str]) -> Any:
+    import nbcluster as nc
+
+    p = _add_parser()
+    p.prog, p.description = "%cluster adapt", "Add nodes while work waits, remove idle ones."
+    p.add_argument("--minimum", type=int, default=0)
+    p.add_argument("--maximum", type=int, default=10)
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds idle before removal")
+    p.add_argument("--stop", action="store_true", help="stop adapting")
+    args = p.parse_args(argv)
+    if args.stop:
+        from nbcluster.cluster.adapt import stop
+
+        stop()
+        print("stopped adapting")
+        return None
+    options = _options(args)
+    adaptive = nc.cluster.adapt(args.minimum, args.maximum, backend=args.backend,
+                                idle_timeout=args.idle_timeout, **options)  # fmt: skip
+    print(f"adapting between {args.minimum} and {args.maximum} {args.backend} node(s)")
+    return adaptive
 
 
 @register("status", "address, how to attach from a terminal, nodes, groups and use")

@@ -41,9 +41,10 @@ def load_ipython_extension(ipython: Any) -> None:
         router = OutputRouter(kernel)
         router.install()
         ipython.events.register("post_run_cell", _cancel_on_interrupt(router, kernel))
-        from nbcluster.widgets import auto
+        from nbcluster.widgets import auto, displays
 
         auto.install(kernel)
+        displays.install()
         ipython.events.register("post_run_cell", _remember_cell_numbers(kernel))
     _loaded[id(ipython)] = router
 

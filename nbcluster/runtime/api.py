@@ -19,7 +19,7 @@ from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime import long_wait, sessions
 from nbcluster.runtime import object_ref as object_ref_mod
 from nbcluster.runtime.actor import ActorClass
-from nbcluster.runtime.cluster_info import ClusterInfo
+from nbcluster.runtime.cluster_info import ClusterInfo, ClusterResources
 from nbcluster.runtime.core_worker import CoreWorker
 from nbcluster.runtime.launcher import HeadProcess, start_head
 from nbcluster.runtime.object_ref import ObjectRef
@@ -318,12 +318,12 @@ def _sum(field: str) -> dict[str, float]:
     return total
 
 
-def cluster_resources() -> dict[str, float]:
-    return _sum("Resources")
+def cluster_resources() -> ClusterResources:
+    return ClusterResources(_sum("Resources"))
 
 
-def available_resources() -> dict[str, float]:
-    return {k: v for k, v in _sum("Available").items() if v > 0}
+def available_resources() -> ClusterResources:
+    return ClusterResources({k: v for k, v in _sum("Available").items() if v > 0})
 
 
 class RuntimeContext:

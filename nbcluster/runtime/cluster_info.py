@@ -8,6 +8,8 @@ that indexes it keeps working.
 Front ends can draw it their own way: a function in ``ClusterInfo.renderers`` gets the info
 and returns a MIME bundle (``{"text/html": ..., "application/vnd.jupyter.widget-view+json":
 ...}``) or None to pass; the first bundle wins, the text and HTML here are the fallback.
+``cluster_resources()`` and ``available_resources()`` return a ``ClusterResources``, a plain
+dict as Ray's that front ends may draw the same way (a notebook kernel: the cluster widget).
 """
 
 from __future__ import annotations
@@ -95,3 +97,20 @@ class ClusterInfo(dict[str, Any]):
             if bundle:
                 return bundle
         return {"text/plain": str(self), "text/html": self._repr_html_()}
+
+
+class ClusterResources(dict[str, float]):
+    """Resources by name (``{"CPU": 8.0, ...}``), as Ray's ``cluster_resources()`` returns;
+    shown as the dict it is, unless a renderer draws it (``ClusterInfo.renderers``)."""
+
+    renderers: ClassVar[list[Callable[[ClusterResources], dict[str, Any] | None]]] = []
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.pretty(dict(self))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        for render in self.renderers:
+            bundle = render(self)
+            if bundle:
+                return bundle
+        return {"text/plain": repr(dict(self))}

@@ -42,6 +42,7 @@ FIELDS: dict[int, tuple[str, ...]] = {
     E.TASK_FAILED: ("task_id", "attempt", "error_type", "error_message"),
     E.TASK_RETRIED: ("task_id", "attempt", "reason"),
     E.TASK_CANCELLED: ("task_id", "attempt"),
+    E.TASK_PROGRESS: ("task_id", "key", "desc", "n", "total", "unit"),
     E.ACTOR_STATE: ("actor_id", "state", "class_name", "name", "namespace", "owner", "node_id",
                   "pid", "num_restarts", "death_cause", "creation_task_id"),
     E.OBJECT_CREATED: ("object_id", "size", "location", "call_site"),
@@ -162,9 +163,12 @@ class EventSubscription:
 
     async def _open(self, from_seq: int | None) -> Any:
         core = self._core
-        host, port = parse_address(core.node_info["head_address"])
-        conn = await core.endpoint.connect(host, port)
-        self._conn = conn
+
+        def lost(conn: Connection) -> None:
+            _SUBS.pop(conn, None)
+            self._finish()
+
+        conn = self._conn = await connect_to_head(core, lost)
         rpc = core.endpoint.rpc
         if "event_batch" not in rpc:
             rpc["event_batch"] = lambda c, first, header, batch: _SUBS[c]._on_batch(
@@ -172,14 +176,6 @@ class EventSubscription:
             )
             rpc["events_lost"] = lambda c, first, upto: _SUBS[c]._on_lost(first, upto)
         _SUBS[conn] = self
-        original = conn.connection_lost
-
-        def lost(exc: Exception | None) -> None:
-            original(exc)
-            _SUBS.pop(conn, None)
-            self._finish()
-
-        conn.connection_lost = lost  # type: ignore[method-assign,unused-ignore]
         return await conn.call("subscribe_events", from_seq)
 
     # -- loop thread ------------------------------------------------------------------------
@@ -262,6 +258,21 @@ class EventSubscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def connect_to_head(core: Any, on_lost: Callable[[Connection], None]) -> Connection:
+    """A connection of its own to the head (a subscription's: pushes on it never queue with
+    the process's other traffic); ``on_lost(conn)`` runs once it closes."""
+    host, port = parse_address(core.node_info["head_address"])
+    conn: Connection = await core.endpoint.connect(host, port)
+    original = conn.connection_lost
+
+    def lost(exc: Exception | None) -> None:
+        original(exc)
+        on_lost(conn)
+
+    conn.connection_lost = lost  # type: ignore[method-assign,unused-ignore]
+    return conn
 
 
 def subscribe(

@@ -54,6 +54,9 @@ TASK_CANCELLED = 8  # task_id, attempt (owner)
 #: queued (None if reported), results (None: no value) — SCHEDULED (if queued) + RUNNING +
 #: FINISHED (or ENDED, without a value).
 TASK_RAN = 11
+#: A task's own progress (``nbcluster.util.progress``): task_id, bar key, description, done,
+#: total (None: unknown), unit. Sent by the worker a few times a second at most per bar.
+TASK_PROGRESS = 12
 ACTOR_STATE = 10  # actor_id, state, class, name, namespace, owner, node, pid, restarts, death,
 #                   creation task id
 OBJECT_CREATED = 20  # oid, size, location (agent address; None: inline in its owner), site
@@ -143,6 +146,13 @@ def task_failed(spec: Any, err_bytes: bytes | None) -> None:
         TASKS.append(_pack((TASK_CANCELLED, _now(), spec.task_id, spec.attempt)))
     else:
         TASKS.append(_pack((TASK_FAILED, _now(), spec.task_id, spec.attempt, kind, message)))
+
+
+def task_progress(task_id: bytes, key: int, desc: str, n: float, total: float | None,
+                  unit: str) -> None:  # fmt: skip
+    """A running task reported how far it got (any thread of the task's process)."""
+    if ENABLED:
+        BUF.append((TASK_PROGRESS, _now(), task_id, key, desc, n, total, unit))
 
 
 def task_retried(spec: Any, reason: str) -> None:

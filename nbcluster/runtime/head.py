@@ -30,6 +30,7 @@ from nbcluster.runtime.cluster_overview import ClusterOverview
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.dashboard_port import DashboardPort
 from nbcluster.runtime.dashboard_port import bind as bind_dashboard
+from nbcluster.runtime.digest_service import DigestService
 from nbcluster.runtime.event_log import EventLog
 from nbcluster.runtime.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.fork_server import ForkServer
@@ -157,7 +158,8 @@ def main() -> None:
         head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
         JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
         event_log = EventLog(endpoint, directory)
-        ClusterOverview(endpoint, event_log)
+        overview = ClusterOverview(endpoint, event_log)
+        closers.append(DigestService(endpoint, event_log, overview.metrics).on_close)
         log_tail.install(endpoint, directory)
         dashboard = DashboardPort(
             endpoint, node_id, address, local_address, session_dir, stop,

@@ -272,6 +272,14 @@ async def join_head(
     endpoint.on_close = on_close
     endpoint.loop.create_task(_hold_lease(conn, head_address, stop))
 
+    def leave(c: Connection | None) -> None:
+        """The head asks this node to go (its group is being removed): stop cleanly."""
+        if c is conn:
+            log.warning("the head asked this node to leave: it was removed from the cluster")
+            stop()
+
+    endpoint.rpc["leave"] = leave
+
 
 async def _check_peers(
     loop: asyncio.AbstractEventLoop, me: str, view: dict[str, Any], head_address: str

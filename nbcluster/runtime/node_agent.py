@@ -37,6 +37,9 @@ from nbcluster.runtime.transport import Connection, Endpoint
 
 log = logging.getLogger("nbcluster.agent")
 
+#: How long requests sent to another node count against its free resources (its report,
+#: sent on change and every second, shows them by then).
+OFFLOAD_MEMORY_S = 2.0
 LEASE_ASK_INTERVAL_S = 0.1
 
 
@@ -63,7 +66,7 @@ class LeaseRequest:
     """A wish for a worker: for tasks (``resources`` held while leased), or to host an actor
     (placed where ``resources`` fit, then holding only ``hold`` for its whole life)."""
 
-    __slots__ = ("actor", "conn", "fut", "hold", "resources", "strategy", "token")
+    __slots__ = ("actor", "conn", "fut", "hold", "moved", "resources", "strategy", "token")
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class LeaseRequest:
         self.fut = fut
         self.actor = actor
         self.hold = resources if hold is None else hold
+        self.moved = False  # spilled here from another node: it does not move again
 
 
 class NodeAgent:
@@ -125,6 +129,8 @@ class NodeAgent:
         self.requests: collections.deque[LeaseRequest] = collections.deque()
         self.clients: dict[Connection, dict[str, Any]] = {}
         self.closing = False
+        #: node id -> (when, resources) of waiting requests recently sent there
+        self._offloaded: dict[str, tuple[float, dict[str, float]]] = {}
         #: other addresses this node's processes listen on (see ``exposure``)
         self.listen_also: list[str] = []
         #: on a machine other than the head's: the head machine's address (``addresses``)
@@ -315,7 +321,7 @@ class NodeAgent:
             return self.loop.create_task(
                 self._request_with_fresh_view(conn, resources, strategy, spilled, token)
             )
-        return self._serve(conn, resources, strategy, target, token)
+        return self._serve(conn, resources, strategy, target, token, spilled)
 
     async def _request_with_fresh_view(
         self,
@@ -333,7 +339,7 @@ class NodeAgent:
             )
         except Unschedulable as e:
             raise ValueError(str(e)) from None
-        reply = self._serve(conn, resources, strategy, target, token)
+        reply = self._serve(conn, resources, strategy, target, token, spilled)
         return await reply if isinstance(reply, asyncio.Future) else reply
 
     def _serve(
@@ -343,12 +349,15 @@ class NodeAgent:
         strategy: Any,
         target: str | None,
         token: int,
+        spilled: bool = False,
     ) -> Any:
         """Spill to ``target``, or queue the request here (``target`` None)."""
         if target is not None and target in self.view:
             return ["spill", self.view[target]["address"]]
         fut: asyncio.Future[Any] = self.loop.create_future()
-        self.requests.append(LeaseRequest(conn, resources, fut, strategy=strategy, token=token))
+        req = LeaseRequest(conn, resources, fut, strategy=strategy, token=token)
+        req.moved = spilled
+        self.requests.append(req)
         self._try_grant()
         if not fut.done() and not fits(self.available, resources) and conn is not None:
             conn.notify("lease_queued", token)  # it waits for resources, not for a worker
@@ -502,6 +511,7 @@ class NodeAgent:
         gone = [v["address"] for nid, v in self.view.items() if nid not in view]
         self.view = view
         self._reroute_infeasible()
+        self._offload_waiting()
         for address in gone:  # owners here retry tasks and rebuild objects that were there
             for client in list(self.clients):
                 if not client.closed:
@@ -519,6 +529,40 @@ class NodeAgent:
                 if nid != self.node_id and fits(v["total"], req.resources):
                     self.requests.remove(req)
                     req.fut.set_result(["spill", v["address"]])
+                    break
+
+    def _offload_waiting(self) -> None:
+        """Requests waiting here for resources that another node has free now (one that just
+        joined, or finished its work) move there: queued work follows new capacity, which is
+        what adding nodes to a busy cluster is for. Only default-strategy task leases that
+        were asked here first move, and only once (views are a moment old: two nodes must
+        not pass requests back and forth); what was sent to a node in the last moments counts
+        against its free resources until its own report shows it."""
+        now = time.monotonic()
+        recent = self._offloaded = {
+            nid: (t, sent) for nid, (t, sent) in self._offloaded.items()
+            if now - t < OFFLOAD_MEMORY_S and nid in self.view
+        }  # fmt: skip
+        free = {}
+        for nid, v in self.view.items():
+            if nid == self.node_id:
+                continue
+            avail = dict(v["available"])
+            for k, amount in recent.get(nid, (now, {}))[1].items():
+                avail[k] = avail.get(k, 0.0) - amount
+            free[nid] = avail
+        for req in list(self.requests):
+            if (req.actor is not None or req.moved or req.fut.done() or req.strategy is not None
+                    or fits(self.available, req.resources)):  # fmt: skip
+                continue
+            for nid, avail in free.items():
+                if fits(avail, req.resources):
+                    sent = recent.setdefault(nid, (now, {}))[1]
+                    for k, amount in req.resources.items():
+                        avail[k] = avail.get(k, 0.0) - amount
+                        sent[k] = sent.get(k, 0.0) + amount
+                    self.requests.remove(req)
+                    req.fut.set_result(["spill", self.view[nid]["address"]])
                     break
 
     def _changed(self) -> None:

@@ -83,7 +83,8 @@ class NodeDirectory:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # in-process agents
         self.on_node_dead: list[Callable[[NodeRecord], None]] = []
         self._push_scheduled = False
-        for name in ("register_node", "node_update", "get_nodes", "cluster_view", "drain_node"):
+        for name in ("register_node", "node_update", "get_nodes", "cluster_view", "drain_node",
+                     "stop_node"):  # fmt: skip
             endpoint.rpc[name] = getattr(self, name)
         self.loop.call_later(HEARTBEAT_S, self._check)
 
@@ -118,6 +119,14 @@ class NodeDirectory:
             return False
         rec.draining = True
         self._changed()
+        return True
+
+    def stop_node(self, conn: Connection | None, node_id: str) -> bool:
+        """Ask a node that joined to stop cleanly (its group is being removed)."""
+        rec = self.nodes.get(node_id)
+        if rec is None or not rec.alive or rec.conn is None or rec.conn.closed:
+            return False
+        rec.conn.notify("leave")
         return True
 
     def get_nodes(self, conn: Connection | None) -> Any:

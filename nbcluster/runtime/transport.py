@@ -33,6 +33,8 @@ from nbcluster.runtime.addresses import dial_host
 from nbcluster.runtime.config import CONFIG
 
 log = logging.getLogger("nbcluster.transport")
+#: Why a plain client may have failed: the cluster it dialled speaks TLS.
+NO_TLS_HINT = " (if the cluster uses TLS, set NBCLUSTER_TLS_CERT)"
 
 #: message type numbers shared by every process; see ``protocol`` for the records.
 REQUEST = 1
@@ -102,7 +104,7 @@ class Endpoint:
             await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
         except asyncio.TimeoutError:
             conn.close()
-            hint = "" if tls.enabled() else " (if the cluster uses TLS, set NBCLUSTER_TLS_CERT)"
+            hint = "" if tls.enabled() else NO_TLS_HINT
             raise ClusterConnectionError(
                 f"{host}:{port} did not complete the nbcluster handshake within {timeout:g} s"
                 f"{hint}"
@@ -188,8 +190,10 @@ class Connection(asyncio.Protocol):
         if self._hs_timer:
             self._hs_timer.cancel()
         if not self.ready.done():
+            # A TLS server drops a plain client's first bytes: say the likely cause.
+            hint = "" if self.server_side or tls.enabled() else NO_TLS_HINT
             self.ready.set_exception(
-                ClusterConnectionError(f"connection to {self.peer} closed during handshake")
+                ClusterConnectionError(f"connection to {self.peer} closed during handshake{hint}")
             )
             self.ready.exception()  # mark retrieved
         err = ClusterConnectionError(f"connection to {self.peer} lost")

@@ -8,6 +8,7 @@ a CLI, a widget or a test reads it::
     list_tasks(filters=[("state", "=", "RUNNING")])
     with subscribe() as events:        # pushed by the head, in order, without gaps
         for event in events: ...
+    subscribe_digests(callback)        # what live views show, coalesced by the head
 
 How fresh: a query first ships this process's own buffered events and has the workers it
 holds leases or actors on ship theirs, so it sees at least what this process did and saw
@@ -22,6 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from nbcluster.runtime.digest_stream import DigestStream, subscribe_digests
 from nbcluster.runtime.event_stream import Event, EventSubscription, ask_head, subscribe
 
 Filter = tuple[str, str, Any]
@@ -226,8 +228,8 @@ def timeline_rows(*, address: str | None = None, timeout: float = 30) -> list[li
 
 
 __all__ = [
-    "ActorState", "Event", "EventSubscription", "NodeState", "ObjectState", "TaskState",
-    "WorkerState", "get_actor", "get_task", "list_actors", "list_nodes", "list_objects",
-    "list_tasks", "list_workers", "memory_summary", "subscribe", "summarize_tasks",
-    "timeline_rows",
+    "ActorState", "DigestStream", "Event", "EventSubscription", "NodeState", "ObjectState",
+    "TaskState", "WorkerState", "get_actor", "get_task", "list_actors", "list_nodes",
+    "list_objects", "list_tasks", "list_workers", "memory_summary", "subscribe",
+    "subscribe_digests", "summarize_tasks", "timeline_rows",
 ]  # fmt: skip

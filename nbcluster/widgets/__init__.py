@@ -14,9 +14,6 @@ from typing import Any
 
 from nbcluster.runtime.object_ref import ObjectRef
 
-#: Seconds a new widget waits for the history replay before its first drawing.
-_CATCH_UP_S = 5.0
-
 
 def available() -> bool:
     """Whether live widgets can be shown here (anywidget and ipywidgets are installed)."""
@@ -41,22 +38,26 @@ class Static:
 
 
 def _open(view: Any, name: str) -> Any:
+    """The widget of ``view``, drawn from the head's picture now; it updates itself while
+    a browser shows it. Without widgets: a ``Static`` table of that picture."""
+    import time
+
     from nbcluster.widgets.feed import feed
 
     f = feed()
-    f.attach(view)
-    f.wait_caught_up(_CATCH_UP_S)
+    payload = f.open(view)
     with f.lock:
-        view.tick(f.tables)
+        view.on_digest(payload, True)
+        view.tick(time.time())
     if not available():
-        f.detach(view)
+        view.close()
         return Static(view)
     from nbcluster.widgets.live import widget_class
 
     widget = widget_class(name)(view)
     with f.lock:
         view.widget = widget
-        view.resync(f.tables)
+        view.show()
     return widget
 
 
@@ -76,23 +77,26 @@ def progress(refs: Any, title: str = "") -> Any:
     return _open(ProgressView(_refs(refs), title), "progress")
 
 
-def graph(refs: Any = None) -> Any:
+def graph(refs: Any = None, *, group_at: int | None = None) -> Any:
     """The live ObjectRef graph: of the work this cell launches (no argument, in a notebook),
-    or of the lineage of ``refs``. Click a node for its details."""
+    or of the lineage of ``refs``. Click a node for its details. Beyond ``group_at`` nodes
+    (2,000) it shows one box per function instead of each node."""
     from nbcluster.widgets.graph_view import GraphView
     from nbcluster.widgets.names import current_cell
 
     if refs is not None:
-        return _open(GraphView(refs=_refs(refs)), "graph")
+        return _open(GraphView(refs=_refs(refs), group_at=group_at), "graph")
     cell, number = current_cell()
-    return _open(GraphView(cell=cell, cell_number=number), "graph")
+    return _open(GraphView(cell=cell, cell_number=number, group_at=group_at), "graph")
 
 
-def cluster() -> Any:
-    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines."""
+def cluster(*, info: dict[str, Any] | None = None) -> Any:
+    """The cluster's nodes: CPU, GPU, memory and object store use, live, with sparklines.
+    ``info``: a heading (``title``, ``rows`` of (what, how), ``dashboard`` link), as
+    ``nc.init()``'s display has it."""
     from nbcluster.widgets.cluster_view import ClusterView
 
-    return _open(ClusterView(), "cluster")
+    return _open(ClusterView(info), "cluster")
 
 
 def store() -> Any:

@@ -45,28 +45,19 @@ def on_long_wait(kernel: Any, wait: long_wait.LongWait) -> None:
     header = getattr(wait.tag, "header", None)
     if not header or wait.done.is_set():
         return
-    from nbcluster.widgets.feed import feed
-    from nbcluster.widgets.live import new_display_id, widget_class
+    from nbcluster.widgets import _open
+    from nbcluster.widgets.live import new_display_id
     from nbcluster.widgets.progress_view import ProgressView
 
     n = len(wait.refs)
     view = ProgressView(wait.refs, title=f"{wait.kind} on {n} ref{'s' if n != 1 else ''}")
-    f = feed()
-    f.attach(view)
-    f.wait_caught_up(2.0)
-    view.tick(f.tables)
-    widget = widget_class("progress")(view)
-    view.widget = widget
-    widget.set_snapshot(view.state)
+    widget = _open(view, "progress")
     display_id = new_display_id()
     bundle = widget._repr_mimebundle_()
     publish(kernel, header, bundle[0] if isinstance(bundle, tuple) else bundle, display_id)
 
     def final() -> None:
-        f.sync(1.0)
-        with f.lock:
-            view.finish_now(f.tables)
-            f.detach(view)
+        view.finish_now()
         publish(kernel, header, {"text/html": view.html(), "text/plain": view.text()},
                 display_id, update=True)  # fmt: skip
         widget.close()

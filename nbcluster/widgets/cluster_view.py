@@ -4,60 +4,98 @@ per node (``NODE_STATS``), so this widget redraws at most that often."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from nbcluster.widgets import html as H
-from nbcluster.widgets.tables import Changes, Node, Tables
+from nbcluster.widgets.feed import FedView
 
 #: Samples sent for each sparkline (one a second).
 SPARK_POINTS = 120
 
 
-def node_row(n: Node) -> dict[str, Any]:
-    st = n.stats
+def _fraction(used: Any, total: Any) -> float:
+    return float(used or 0) / float(total) if total else 0.0
+
+
+class Nodes:
+    """The nodes as the head's ``nodes`` digest describes them, with each one's recent use
+    ((cpu %, memory used fraction, store used fraction) per sample) for the sparklines."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, deque[tuple[float, float, float]]] = {}
+
+    def apply(self, payload: Any, full: bool) -> bool:
+        """Take a digest item in; whether anything changed."""
+        if full:
+            self.info.clear()
+            self.history.clear()
+        series = (payload.get("history") or {}).get("nodes") or {}
+        for node_id, cols in series.items():
+            ring = self.history[node_id] = deque(maxlen=SPARK_POINTS)
+            for cpu, mu, mt, su, sc in zip(cols["cpu_percent"], cols["mem_used"],
+                                           cols["mem_total"], cols["store_used"],
+                                           cols["store_capacity"], strict=False):  # fmt: skip
+                ring.append((cpu, _fraction(mu, mt), _fraction(su, sc)))
+        for n in payload.get("nodes") or ():
+            self.info[n["node_id"]] = n
+            st = n.get("stats") or {}
+            if st and n["node_id"] not in series:
+                ring = self.history.setdefault(n["node_id"], deque(maxlen=SPARK_POINTS))
+                ring.append((
+                    float(st.get("cpu_percent") or 0.0),
+                    _fraction(st.get("mem_used"), st.get("mem_total")),
+                    _fraction(st.get("store_used"), st.get("store_capacity")),
+                ))  # fmt: skip
+        return bool(full or payload.get("nodes") or series)
+
+    def rows(self) -> list[dict[str, Any]]:
+        nodes = sorted(self.info.values(), key=lambda n: (not n["alive"], n["address"]))
+        return [node_row(n, self.history.get(n["node_id"], ())) for n in nodes]
+
+
+def node_row(n: dict[str, Any], history: Any) -> dict[str, Any]:
+    st = n.get("stats") or {}
     gpus = st.get("gpus") or []
+    total = st.get("total") or n.get("resources") or {}
+    available = st.get("available") or {}
     return {
-        "node_id": n.node_id, "address": n.address, "alive": n.alive,
+        "node_id": n["node_id"], "address": n["address"], "alive": n["alive"],
         "cpu": float(st.get("cpu_percent") or 0.0),
-        "cpus": n.resources.get("CPU", 0.0), "cpus_free": n.available.get("CPU", 0.0),
-        "gpus": n.resources.get("GPU", 0.0), "gpus_free": n.available.get("GPU", 0.0),
+        "cpus": total.get("CPU", 0.0), "cpus_free": available.get("CPU", 0.0),
+        "gpus": total.get("GPU", 0.0), "gpus_free": available.get("GPU", 0.0),
         "gpu_util": [float(g.get("utilization") or 0.0) for g in gpus],
         "mem_used": st.get("mem_used") or 0, "mem_total": st.get("mem_total") or 0,
         "store_used": st.get("store_used") or 0, "store_capacity": st.get("store_capacity") or 0,
         "spilled": st.get("store_spilled_bytes") or 0,
         "workers": len(st.get("workers") or {}),
         "demand": dict(st.get("demand") or {}),
-        "history": [list(h[1:]) for h in list(n.history)[-SPARK_POINTS:]],
+        "history": [list(h) for h in history],
     }  # fmt: skip
 
 
-class ClusterView:
-    finished = False
+class ClusterView(FedView):
+    kind = "nodes"
 
-    def __init__(self) -> None:
-        self.widget: Any = None
-        self.state: dict[str, Any] = {"nodes": []}
-        self._dirty = True
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
+        self.nodes = Nodes()
+        #: a heading: how to reach the cluster (``nc.init()``'s display)
+        self.info = info
+        self.state: dict[str, Any] = {"nodes": [], "info": info}
 
-    def changed(self, tables: Tables, changes: Changes) -> None:
-        if changes.nodes or changes.lost:
-            self._dirty = True
+    def on_digest(self, payload: Any, full: bool) -> None:
+        if self.nodes.apply(payload, full):
+            self.state = {"nodes": self.nodes.rows(), "info": self.info}
+            self.show()
 
-    def tick(self, tables: Tables) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
-        nodes = sorted(tables.nodes.values(), key=lambda n: (not n.alive, n.address))
-        self.state = {"nodes": [node_row(n) for n in nodes]}
-        self.resync(tables)
-
-    def resync(self, tables: Tables) -> None:
+    def show(self) -> None:
         if self.widget is not None:
             self.widget.set_snapshot(self.state)
 
     def on_request(self, msg: dict[str, Any]) -> None:
         if msg.get("kind") == "resync":
-            self._dirty = True
+            self.show()
 
     def _rows(self) -> list[list[Any]]:
         rows = []

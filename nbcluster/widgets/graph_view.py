@@ -1,11 +1,15 @@
 """The live ObjectRef graph: tasks and objects as nodes, dependencies as edges.
 
-Scope: the tasks a cell launched (``graph()`` in a kernel: the calling cell's), or the
-lineage of some refs (the tasks that made them and, recursively, those that made their
-arguments). Each tick sends the nodes that appeared or changed as a numbered delta: new nodes
-with their labels as JSON, state changes as one byte per node in a binary buffer, so a burst
-of 10,000 finishing tasks is one small message, not 10,000. The ``snapshot`` trait is
-refreshed when the work settles, every ``SNAPSHOT_S`` while it runs and when a view asks.
+Scope: the tasks a cell launched (``graph()`` in a kernel: the calling cell's), the lineage
+of some refs (the tasks that made them and, recursively, those that made their arguments),
+or every task. The head keeps the graph (a ``graph`` digest) and pushes, at most ten times a
+second, what changed: new nodes as records, state changes as one byte per node in a binary
+buffer, new edges; beyond a few thousand nodes, the groups (one per function) instead, so a
+burst of 100,000 tasks is a few small messages, not 100,000 records. This view forwards them
+to the browser, adding what only the kernel knows: each cell's ``In[n]`` and the notebook
+variable that holds an object. Whole pictures (a view opens, or has lost track, or the work
+settled) go to the ``snapshot`` trait, which a fresh view renders from and a saved notebook
+keeps.
 """
 
 from __future__ import annotations
@@ -15,231 +19,147 @@ from typing import Any
 
 from nbcluster.widgets import html as H
 from nbcluster.widgets import names
-from nbcluster.widgets.tables import STATES, Changes, Obj, Tables, Task
+from nbcluster.widgets.feed import FedView, feed
 
-#: State codes in the binary state column (index into ``STATES``); objects: 5 live, 6 freed.
-CODES = {s: i for i, s in enumerate(STATES)} | {"live": 5, "freed": 6}
-#: Seconds between two snapshots while the graph keeps changing.
-SNAPSHOT_S = 10.0
-#: Producer task id of an object: its id's first 16 bytes.
-_TID_HEX = 32
+STATES = ("pending", "running", "finished", "failed", "cancelled")
 
 
-def short(name: str) -> str:
-    return name.rpartition(".")[2] or name
+class GraphView(FedView):
+    kind = "graph"
 
-
-class GraphView:
     def __init__(self, cell: str | None = None, refs: list[Any] | None = None,
-                 cell_number: int | None = None) -> None:  # fmt: skip
+                 cell_number: int | None = None, group_at: int | None = None) -> None:  # fmt: skip
         self.cell = cell
+        if group_at is not None and (not isinstance(group_at, int) or group_at < 1):
+            raise ValueError(f"group_at is a number of nodes (1 or more), not {group_at!r}")
+        self.group_at = group_at
         self.lineage = refs is not None
-        #: tasks whose lineage we follow (refs mode) / that are in scope (both modes)
-        self.wanted: set[str] = {r.task_id().hex() for r in refs or ()}
-        self.root_objects: set[str] = {r.hex() for r in refs or ()}
-        self.tasks: set[str] = set()
-        self.objects: set[str] = set()
-        self.edges: set[tuple[str, str]] = set()
-        self.widget: Any = None
-        self.state: dict[str, Any] = {}
-        self._sent: dict[str, int] = {}  # node id -> state code last sent
-        self._labels: dict[str, str] = {}
-        self._new_edges: list[tuple[str, str]] = []
-        self._dirty: set[str] = set()
-        self._last_snapshot = 0.0
-        self._snapshot_due = True
-        self._names: dict[str, str] = {}
+        self.roots = list(dict.fromkeys(r.task_id() for r in refs or ()))
+        self.summary: dict[str, Any] = {"tasks": 0, "objects": 0, "states": {}}
+        self.mode = "nodes"
+        #: the last whole picture (what the snapshot trait holds)
+        self.picture: dict[str, Any] = {}
+        #: objects in the graph (node mode): the ids whose variable names the browser needs
+        self._objects: dict[str, int | None] = {}
+        self._names_sent: dict[str, str] = {}
         self._names_at = 0.0
+        self._cells_sent = -1
         if cell is not None and cell_number is not None:
             names.CELLS.setdefault(cell, cell_number)
 
-    finished = False
-
-    # -- scope -----------------------------------------------------------------------------------
-    def _in_scope(self, t: Task) -> bool:
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"group_at": self.group_at} if self.group_at else {}
         if self.lineage:
-            return t.task_id in self.wanted
-        return self.cell is None or t.cell == self.cell
+            spec["tasks"] = b"".join(self.roots)
+        elif self.cell is not None:
+            spec["cell"] = self.cell
+        return spec
 
-    def _add_task(self, tables: Tables, t: Task) -> None:
-        if t.task_id not in self.tasks:
-            self.tasks.add(t.task_id)
-        for oid in t.args:
-            self._add_edge(oid, t.task_id)
-            if self.lineage:
-                producer = oid[:_TID_HEX]
-                if producer not in self.wanted:
-                    self.wanted.add(producer)
-                    p = tables.tasks.get(producer)
-                    if p is not None:
-                        self._add_task(tables, p)
-        for oid in t.returns:
-            self._add_edge(t.task_id, oid)
-        self._dirty.add(t.task_id)
+    @property
+    def scope(self) -> str:
+        if self.lineage:
+            return "lineage of the given refs"
+        return f"cell In[{names.CELLS.get(self.cell, '?')}]" if self.cell else "all tasks"
 
-    def _add_edge(self, src: str, dst: str) -> None:
-        for node in (src, dst):
-            if len(node) > _TID_HEX and node not in self.objects:
-                self.objects.add(node)
-                self._dirty.add(node)
-        if (src, dst) not in self.edges:
-            self.edges.add((src, dst))
-            self._new_edges.append((src, dst))
+    # -- feed ----------------------------------------------------------------------------------
+    def on_digest(self, payload: Any, full: bool) -> None:
+        self.mode = payload.get("mode", "nodes")
+        self.summary = {**payload.get("summary", {}), "scope": self.scope}
+        if full:
+            self._objects.clear()
+            self._names_sent.clear()
+            self._cells_sent = -1
+        if self.mode == "nodes":
+            for rec in payload.get("nodes", ()):
+                if rec[1] == "o":
+                    self._objects[rec[0]] = rec[4]
+        extra = self._extras(time.time(), force=full)
+        if full:
+            self.picture = {**payload, **extra, "summary": self.summary}
+            self.picture.pop("state_codes", None)
+            self.show()
+        elif self.widget is not None:
+            codes = payload.pop("state_codes", b"") or b""
+            self.widget.send_delta({**payload, **extra, "summary": self.summary}, [codes])
 
-    def changed(self, tables: Tables, changes: Changes) -> None:
-        if changes.lost:
-            self._snapshot_due = True
-        for tid in changes.tasks:
-            t = tables.tasks.get(tid)
-            if t is not None and self._in_scope(t):
-                self._add_task(tables, t)
-        for oid in changes.objects:
-            if oid in self.objects or (self.lineage and oid in self.root_objects):
-                self._dirty.add(oid)
+    def tick(self, now: float) -> None:
+        if self.mode == "nodes" and self.views and self.widget is not None:
+            extra = self._extras(now)
+            if extra:
+                self.widget.send_delta(extra, [])
 
-    # -- records ---------------------------------------------------------------------------------
-    def _task_record(self, t: Task) -> list[Any]:
-        cell = names.CELLS.get(t.cell or "")
-        return [t.task_id, "t", short(t.name), CODES[t.state], None, None, cell]
+    def _extras(self, now: float, force: bool = False) -> dict[str, Any]:
+        """What only the kernel knows and the browser has not got yet: the cells' ``In[n]``
+        and (at most once a second, in node mode) the variables holding the objects."""
+        out: dict[str, Any] = {}
+        if force or len(names.CELLS) != self._cells_sent:
+            self._cells_sent = len(names.CELLS)
+            out["cells"] = dict(names.CELLS)
+        if self.mode == "nodes" and self._objects and (force or now - self._names_at >= 1.0):
+            self._names_at = now
+            fresh = names.ref_names()
+            changed = {oid: fresh.get(oid, "") for oid in self._objects
+                       if fresh.get(oid, "") != self._names_sent.get(oid, "")}  # fmt: skip
+            if changed:
+                self._names_sent.update(changed)
+                out["names"] = changed
+        return out
 
-    def _object_record(self, o: Obj | None, oid: str) -> list[Any]:
-        state = CODES["freed"] if o is not None and o.freed else CODES["live"]
-        size = o.size if o is not None else None
-        return [oid, "o", self._names.get(oid) or "", state, size, None, None]
-
-    def _record(self, tables: Tables, node: str) -> list[Any]:
-        if node in self.tasks:
-            t = tables.tasks.get(node) or Task(node)
-            return self._task_record(t)
-        return self._object_record(tables.objects.get(node), node)
-
-    def _refresh_names(self, now: float) -> None:
-        if now - self._names_at < 1.0:
-            return
-        self._names_at = now
-        fresh = names.ref_names()
-        changed = {oid for oid in self.objects if fresh.get(oid) != self._names.get(oid)}
-        self._names = fresh
-        self._dirty |= changed
-
-    def tick(self, tables: Tables) -> None:
-        if not self.tasks and not self.lineage and self.cell is None:
-            for t in tables.tasks.values():
-                self._add_task(tables, t)
-        now = time.time()
-        self._refresh_names(now)
-        if self._dirty or self._new_edges:
-            self._send_delta(tables)
-        if self._snapshot_due or (now - self._last_snapshot > SNAPSHOT_S and self._sent
-                                  and self._changed_since_snapshot):  # fmt: skip
-            self._snapshot(tables, now)
-
-    _changed_since_snapshot = False
-
-    def resync(self, tables: Tables) -> None:
-        """Send the whole graph now (a new widget, or a view that lost track)."""
-        self._snapshot(tables, time.time())
-
-    def _send_delta(self, tables: Tables) -> None:
-        new_nodes: list[list[Any]] = []
-        state_ids: list[str] = []
-        state_codes = bytearray()
-        for node in self._dirty:
-            rec = self._record(tables, node)
-            label = f"{rec[2]}|{rec[4]}|{rec[6]}"
-            if node not in self._sent or self._labels.get(node) != label:
-                new_nodes.append(rec)
-            elif self._sent[node] != rec[3]:
-                state_ids.append(node)
-                state_codes.append(rec[3])
-            self._sent[node] = rec[3]
-            self._labels[node] = label
-        self._dirty.clear()
-        edges = [list(e) for e in self._new_edges]
-        self._new_edges.clear()
-        if not (new_nodes or state_ids or edges):
-            return
-        self._changed_since_snapshot = True
-        self.state = self._summary(tables)
-        if self.widget is not None and not self._snapshot_due:
-            delta = {"nodes": new_nodes, "edges": edges, "state_ids": state_ids,
-                     "summary": self.state}  # fmt: skip
-            self.widget.send_delta(delta, [bytes(state_codes)])
-
-    def _snapshot(self, tables: Tables, now: float) -> None:
-        self._snapshot_due = False
-        self._changed_since_snapshot = False
-        self._last_snapshot = now
-        nodes = [self._record(tables, n) for n in (*self.tasks, *self.objects)]
-        for rec in nodes:
-            self._sent[rec[0]] = rec[3]
-            self._labels[rec[0]] = f"{rec[2]}|{rec[4]}|{rec[6]}"
-        self.state = self._summary(tables)
+    def show(self) -> None:
         if self.widget is not None:
-            self.widget.set_snapshot({"nodes": nodes, "edges": [list(e) for e in self.edges],
-                                      "summary": self.state})  # fmt: skip
+            self.widget.set_snapshot(self.picture)
 
-    def _summary(self, tables: Tables) -> dict[str, Any]:
-        counts = dict.fromkeys(STATES, 0)
-        for tid in self.tasks:
-            counts[(tables.tasks.get(tid) or Task(tid)).state] += 1
-        if self.lineage:
-            scope = "lineage of the given refs"
-        else:
-            scope = f"cell In[{names.CELLS.get(self.cell, '?')}]" if self.cell else "all tasks"
-        return {"tasks": len(self.tasks), "objects": len(self.objects), "states": counts,
-                "scope": scope}  # fmt: skip
+    def resync(self) -> None:
+        """Ask the head for the whole graph (a view lost track)."""
+        if self.did is not None:
+            feed().request_full(self.did)
 
     # -- requests from the front end -----------------------------------------------------------
     def on_request(self, msg: dict[str, Any]) -> None:
         kind = msg.get("kind")
         if kind == "resync":
-            self._snapshot_due = True
+            self.resync()
         elif kind == "details" and self.widget is not None:
             node = str(msg.get("id", ""))
             self.widget.send({"kind": "details", "id": node, "info": self.details(node)})
 
     def details(self, node: str) -> dict[str, Any]:
-        from nbcluster.widgets.feed import feed
+        from nbcluster.util import state
 
-        tables = feed().tables
-        if node in self.tasks:
-            t = tables.tasks.get(node) or Task(node)
-            info: dict[str, Any] = {
-                "task": t.task_id, "function": t.name, "state": t.state,
-                "cell": names.CELLS.get(t.cell or ""), "attempt": t.attempt,
-                "args": [self._names.get(a) or a for a in t.args], "worker": t.worker,
-            }  # fmt: skip
-            try:
-                from nbcluster.util import state
+        if len(node) > 32:  # an object: its producer's task id and a 4-byte index
+            return {"object": node, "size": self._objects.get(node),
+                    "variable": self._names_sent.get(node) or names.ref_names().get(node),
+                    "made_by": node[:32] if not node.endswith("00000000") else "put"}  # fmt: skip
+        try:
+            rec = state.get_task(node, timeout=5)
+        except Exception as e:
+            return {"task": node, "error": f"could not ask the cluster: {e}"}
+        if rec is None:
+            return {"task": node, "state": "unknown to the cluster (forgotten, or not yet seen)"}
+        from nbcluster.runtime.digest_views import cell_of
 
-                rec = state.get_task(t.task_id, timeout=5)
-            except Exception:
-                rec = None
-            if rec is not None:
-                info.update(node=rec.node_id, worker_pid=rec.worker_pid, call_site=rec.call_site,
-                            submitted_ms=rec.creation_time_ms, started_ms=rec.start_time_ms,
-                            ended_ms=rec.end_time_ms)  # fmt: skip
-                if rec.error_type:
-                    info["error"] = f"{rec.error_type}: {rec.error_message}"
-            elif t.error:
-                info["error"] = t.error
-            return info
-        o = tables.objects.get(node) or Obj(node)
-        return {"object": node, "size": o.size, "variable": self._names.get(node),
-                "made_by": o.task_id, "location": o.location, "freed": o.freed,
-                "spilled": o.spilled}  # fmt: skip
+        info: dict[str, Any] = {
+            "task": rec.task_id, "function": rec.name, "state": rec.state.lower(),
+            "cell": names.CELLS.get(cell_of(rec.tag) or ""), "attempt": rec.attempt_number,
+            "args": [self._names_sent.get(a) or a for a in rec.args],
+            "node": rec.node_id, "worker_pid": rec.worker_pid, "call_site": rec.call_site,
+            "submitted_ms": rec.creation_time_ms, "started_ms": rec.start_time_ms,
+            "ended_ms": rec.end_time_ms,
+        }  # fmt: skip
+        if rec.error_type:
+            info["error"] = f"{rec.error_type}: {rec.error_message}"
+        return info
 
     # -- static forms ------------------------------------------------------------------------------
+    def _title(self) -> str:
+        s = self.summary
+        return (f"ObjectRef graph ({self.scope}): {s.get('tasks', 0)} tasks, "
+                f"{s.get('objects', 0)} objects")  # fmt: skip
+
     def html(self) -> str:
-        s = self.state or {"tasks": 0, "objects": 0, "states": {}, "scope": ""}
-        rows = [[st, n] for st, n in s.get("states", {}).items() if n]
-        inner = H.table(["state", "tasks"], rows)
-        title = f"ObjectRef graph ({s.get('scope')}): {s['tasks']} tasks, {s['objects']} objects"
-        return H.box(title, inner, "nbcluster-graph-static")
+        rows = [[st, n] for st, n in self.summary.get("states", {}).items() if n]
+        return H.box(self._title(), H.table(["state", "tasks"], rows), "nbcluster-graph-static")
 
     def text(self) -> str:
-        s = self.state or {"tasks": 0, "objects": 0, "states": {}, "scope": ""}
-        states = ", ".join(f"{n} {st}" for st, n in s.get("states", {}).items() if n)
-        return (f"ObjectRef graph ({s.get('scope')}): {s['tasks']} tasks, {s['objects']} objects"
-                + (f" ({states})" if states else ""))
+        states = ", ".join(f"{n} {st}" for st, n in self.summary.get("states", {}).items() if n)
+        return self._title() + (f" ({states})" if states else "")

@@ -4,7 +4,9 @@ Each widget's front end is one ESM file in ``static/`` (built from ``js/`` by es
 shipped in the wheel: no CDN, no extra port). The Python side holds the state in the
 ``snapshot`` trait, which a fresh view renders from and a saved notebook keeps; large
 widgets (the graph) also send deltas as custom messages, numbered so that a view that missed
-one asks for the snapshot again. Every widget's display also carries ``text/html`` and
+one asks for the snapshot again. Each browser view says when it renders and when it goes
+(``{"kind": "view"}``), so a widget nobody shows does no work (``FedView.on_views``). Every
+widget's display also carries ``text/html`` and
 ``text/plain`` (see ``html``), so a front end without widgets shows a table, not ``VBox()``.
 
 Messages from the browser (Cancel, Free, a node's details) must be handled while a cell is
@@ -43,12 +45,25 @@ class LiveWidget(anywidget.AnyWidget):
         #: the view (aggregation) object that feeds this widget and answers its requests
         self.owner = owner
         self.seq = 0
+        #: browser views showing this widget now
+        self.views = 0
         _handle_on_frontend_subshell(self)
         self.on_msg(self._on_frontend_msg)
 
     def _on_frontend_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict):
+        if not isinstance(content, dict):
+            return
+        if content.get("kind") == "view":
+            self.views = max(0, self.views + (1 if content.get("on") else -1))
+            self.owner.on_views(self.views)
+        else:
             self.owner.on_request(content)
+
+    def close(self) -> None:
+        owner = getattr(self, "owner", None)
+        if owner is not None:
+            owner.close()
+        super().close()
 
     def set_snapshot(self, state: dict[str, Any]) -> None:
         self.seq += 1
@@ -59,6 +74,7 @@ class LiveWidget(anywidget.AnyWidget):
         self.send({"kind": "delta", "base": self.seq - 1, "seq": self.seq, **delta}, buffers)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        self.owner.refresh()
         bundle = super()._repr_mimebundle_(**kwargs)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         if isinstance(data, dict):

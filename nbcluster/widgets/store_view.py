@@ -3,19 +3,18 @@ their owner, call site, notebook variable, references and why each is pinned. A 
 ``put`` object held only by one notebook variable can be freed from here (the variable is
 deleted); anything else is explained, not freed.
 
-Object sizes and places come with the events; who references what is asked of every process
-(``memory_summary``), so that is refreshed only when the objects changed, at most every
-``REFS_EVERY_S``, and when the view asks."""
+Node use comes with the head's ``nodes`` digest, which also says when objects changed; who
+references what is asked of every process (``memory_summary``), so that is refreshed only
+when the objects changed, at most every ``REFS_EVERY_S``, and when the view asks."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from nbcluster.widgets import html as H
 from nbcluster.widgets import names
-from nbcluster.widgets.cluster_view import node_row
-from nbcluster.widgets.tables import Changes, Tables
+from nbcluster.widgets.cluster_view import Nodes
+from nbcluster.widgets.feed import FedView
 
 #: Rows in the table of largest objects.
 TOP = 25
@@ -29,32 +28,34 @@ def why_pinned(refs: list[dict[str, Any]]) -> str:
     return text + (f", {borrowers} borrower{'s' if borrowers != 1 else ''}" if borrowers else "")
 
 
-class StoreView:
-    finished = False
+class StoreView(FedView):
+    kind = "nodes"
 
     def __init__(self) -> None:
-        self.widget: Any = None
+        self.nodes = Nodes()
         self.state: dict[str, Any] = {"nodes": [], "objects": [], "message": ""}
         self._objects: list[Any] = []
         self._dirty = True
         self._refs_due = True
         self._refs_at = 0.0
 
-    def changed(self, tables: Tables, changes: Changes) -> None:
-        if changes.nodes:
+    def spec(self) -> dict[str, Any]:
+        return {"objects": True}
+
+    def on_digest(self, payload: Any, full: bool) -> None:
+        if self.nodes.apply(payload, full):
             self._dirty = True
-        if changes.objects or changes.lost:
+        if full or payload.get("objects_changed"):
             self._refs_due = self._dirty = True
 
-    def tick(self, tables: Tables) -> None:
-        now = time.time()
+    def tick(self, now: float) -> None:
         if self._refs_due and now - self._refs_at >= REFS_EVERY_S:
             self._refresh_refs(now)
         if not self._dirty:
             return
         self._dirty = False
-        self._build(tables)
-        self.resync(tables)
+        self._build()
+        self.show()
 
     def _refresh_refs(self, now: float) -> None:
         from nbcluster.util import state
@@ -67,7 +68,7 @@ class StoreView:
             self.state["message"] = f"could not read references: {e}"
         self._dirty = True
 
-    def _build(self, tables: Tables) -> None:
+    def _build(self) -> None:
         var = names.ref_names()
         objs = sorted(self._objects, key=lambda o: -(o.object_size or 0))[:TOP]
         rows = []
@@ -79,10 +80,10 @@ class StoreView:
                 "call_site": o.call_site, "variable": var.get(o.object_id, ""),
                 "refs": len(refs), "pinned": why_pinned(refs), "put": o.task_id is None,
             })  # fmt: skip
-        nodes = [node_row(n) for n in sorted(tables.nodes.values(), key=lambda n: n.address)]
+        nodes = self.nodes.rows()
         self.state = {"nodes": nodes, "objects": rows, "message": self.state.get("message", "")}
 
-    def resync(self, tables: Tables) -> None:
+    def show(self) -> None:
         if self.widget is not None:
             self.widget.set_snapshot(self.state)
 

@@ -4,8 +4,6 @@ on the timeline — the page as a user outside Jupyter sees it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from conftest import wait_for_file
 
 import nbcluster as nc
-from browser.lab import REPO_ROOT, expect
+from browser.lab import expect
 
 
 def waits_then_fails(gate: str) -> None:
@@ -37,14 +35,10 @@ def page(chromium: Any) -> Iterator[Any]:
     context.close()
 
 
-def keep(shots: Path, name: str, page: Any, readme: bool = False) -> None:
-    """A screenshot in the test's folder; NBCLUSTER_SCREENSHOTS=docs also keeps the README's
-    picture current."""
+def keep(shots: Path, name: str, page: Any) -> None:
+    """A screenshot in the test's folder (pytest's temporary one)."""
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / name))
-    docs = os.environ.get("NBCLUSTER_SCREENSHOTS")
-    if docs and readme:
-        shutil.copy(shots / name, REPO_ROOT / docs / name)
 
 
 def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
@@ -88,7 +82,7 @@ def test_the_heads_dashboard_needs_its_token_and_shows_a_task_live(
     expect(traceback).to_contain_text("Traceback")
     expect(traceback).to_contain_text("the input was not what this task expected")
     expect(traceback).to_contain_text("waits_then_fails")
-    keep(shots, "dashboard-task.png", page, readme=True)
+    keep(shots, "dashboard-task.png", page)
 
     # The timeline: one slice per task that ran, the failed one among them.
     page.locator("[data-tab=timeline]").click()

@@ -5,7 +5,10 @@ shows on the timeline."""
 
 from __future__ import annotations
 
-from browser.lab import Notebook, expect
+import os
+from pathlib import Path
+
+from browser.lab import REPO_ROOT, Notebook, expect
 
 LINK = """
 import nbcluster as nc
@@ -28,7 +31,9 @@ except FileNotFoundError:
 """
 
 
-def test_a_notebook_opens_its_clusters_dashboard_under_jupyter(notebook: Notebook) -> None:
+def test_a_notebook_opens_its_clusters_dashboard_under_jupyter(
+    notebook: Notebook, shots: Path
+) -> None:
     index = notebook.run(LINK)
     link = notebook.cell(index).locator("a.dash-link")
     href = link.get_attribute("href")
@@ -58,6 +63,12 @@ def test_a_notebook_opens_its_clusters_dashboard_under_jupyter(notebook: Noteboo
     row.click()
     expect(dash.locator("pre.traceback")).to_contain_text("no such table: sales.csv")
     expect(dash.locator("pre.traceback")).to_contain_text("FileNotFoundError")
+    shots.mkdir(parents=True, exist_ok=True)
+    dash.screenshot(path=str(shots / "dashboard-task.png"))
+    # NBCLUSTER_SCREENSHOTS=docs keeps the README's picture current.
+    docs = os.environ.get("NBCLUSTER_SCREENSHOTS")
+    if docs:
+        dash.screenshot(path=str(REPO_ROOT / docs / "dashboard-task.png"))
 
     # The timeline shows it; the cells view names the cell's work.
     dash.locator("[data-tab=timeline]").click()

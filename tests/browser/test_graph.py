@@ -1,6 +1,6 @@
 """The live ObjectRef graph in JupyterLab: the right task and object nodes, the failed task
-drawn in the theme's error colour, its details (with the remote error) a click away, and a
-10,000-node graph grouped by function on screen."""
+drawn in the theme's error colour, labels that neither overlap nor run off, its details (with
+the remote error) a click away, and a 10,000-node graph grouped by function on screen."""
 
 from __future__ import annotations
 
@@ -24,6 +24,29 @@ def merge(a, b):
 def check(x):
     raise ValueError(f"bad merge of {len(x)} items")
 """
+
+
+#: Labels that run off the drawing or over another node or label (each node is a <g> holding
+#: its shape and its label).
+LABEL_PROBLEMS = """root => {
+  const svg = root.querySelector("svg");
+  const W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
+  const nodes = [...svg.querySelectorAll("g")].map(g => ({
+    id: g.querySelector(".nbc-node").dataset.id, shape: g.querySelector(".nbc-node").getBBox(),
+    text: g.querySelector("text").getBBox(), label: g.querySelector("text").textContent }));
+  const over = (a, b) => a.x < b.x + b.width && b.x < a.x + a.width
+                         && a.y < b.y + b.height && b.y < a.y + a.height;
+  const problems = [];
+  for (const a of nodes) {
+    const t = a.text;
+    if (t.x < 0 || t.y < 0 || t.x + t.width > W || t.y + t.height > H)
+      problems.push(`${a.label}: cut off`);
+    for (const b of nodes)
+      if (a !== b && (over(t, b.shape) || over(t, b.text)))
+        problems.push(`${a.label}: over ${b.label}`);
+  }
+  return problems;
+}"""
 
 
 def test_graph_shows_tasks_objects_and_the_failed_one_in_red(notebook: Notebook) -> None:
@@ -54,6 +77,7 @@ def test_graph_shows_tasks_objects_and_the_failed_one_in_red(notebook: Notebook)
     assert failed.evaluate("e => getComputedStyle(e).fill") == error_color
     expect(view.locator("text", has_text="merged")).to_have_count(1)  # the variable's name
     expect(view.locator("text", has_text="check")).to_have_count(1)
+    assert view.evaluate(LABEL_PROBLEMS) == []
     failed.click()
     expect(view.locator(".nbc-details")).to_contain_text("ValueError: bad merge of 7 items")
     expect(view.locator(".nbc-details")).to_contain_text("check")

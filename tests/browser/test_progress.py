@@ -56,3 +56,23 @@ def test_cancel_stops_the_tasks_of_a_blocked_cell(notebook: Notebook) -> None:
         "sorted(t.state for t in state.list_tasks(filters=[('name', '=', 'work')]))"
     )
     expect(notebook.result(left)).not_to_contain_text("RUNNING")
+
+
+def test_tasks_own_progress_shows_as_sub_bars_and_stays_in_the_snapshot(
+    notebook: Notebook,
+) -> None:
+    notebook.run(WORK + "from nbcluster.util.progress import tqdm\n"
+                 "@nc.remote\n"
+                 "def epochs(n):\n"
+                 "    for _ in tqdm(range(n), desc='epochs'):\n"
+                 "        time.sleep(0.2)\n"
+                 "    return n\n")  # fmt: skip
+    index = notebook.start("nc.get([epochs.remote(12), epochs.remote(12)])")
+    live = notebook.cell(index).locator(".nbc-progress")
+    expect(live).to_be_visible(timeout=20_000)
+    expect(live.locator(".nbc-subbar[data-desc='epochs']")).to_have_count(2, timeout=20_000)
+    notebook.wait_done(index)
+    static = notebook.cell(index).locator(".nbcluster-progress-static")
+    expect(static).to_contain_text("epochs: epochs")
+    expect(static.locator(".nbcluster-subbars")).to_contain_text("12/12")
+    assert notebook.errors == []

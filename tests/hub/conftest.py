@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 from parts import missing
 
-from hub.realhub import VENV_BIN, OsUsers, RealHub, free_ports, unreadable_for_others
+from hub.realhub import VENV_BIN, OsUsers, RealHub, TraverseGrant, free_ports
 from nbcluster.kernel.kernelspec import ensure_installed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,28 +47,6 @@ def _require_parts() -> None:
         missing("configurable-http-proxy", f"not in {VENV_BIN}; the test extra installs it")
 
 
-def _let_others_traverse(paths: list[Path]) -> list[tuple[str, int]]:
-    """Give o+x to the folders on the way to the venv and the source tree that lack it.
-
-    The users' servers run this interpreter and import nbcluster from this tree; a venv
-    whose ``python`` links to a pyenv build under a 0700 ``/root`` (as here), or a checkout
-    under one, is unusable to them ("Permission denied" when the hub spawns). Only the
-    traverse bit is added (no listing), and ``_restore`` puts the old modes back.
-    """
-    changed = []
-    for d in unreadable_for_others(paths):
-        mode = os.stat(d).st_mode
-        os.chmod(d, mode | stat.S_IXOTH)
-        changed.append((d, mode))
-    return changed
-
-
-def _restore(changed: list[tuple[str, int]]) -> None:
-    for d, mode in changed:
-        if os.stat(d).st_mode == mode | stat.S_IXOTH:  # unless someone changed it since
-            os.chmod(d, stat.S_IMODE(mode))
-
-
 @pytest.fixture(scope="package")
 def os_users() -> Iterator[OsUsers]:
     """Real OS accounts (and their homes), removed with all they left after the run: alice
@@ -79,8 +56,8 @@ def os_users() -> Iterator[OsUsers]:
     os.chmod(root, 0o755)  # the users' homes live below it
     users = OsUsers(root)
     interpreter = Path(os.path.realpath(sys.executable))  # a venv's python is a symlink
-    changed = _let_others_traverse([Path(sys.prefix), interpreter.parent, Path(sys.base_prefix),
-                                    REPO_ROOT])  # fmt: skip
+    grant = TraverseGrant([Path(sys.prefix), interpreter.parent, Path(sys.base_prefix), REPO_ROOT])
+    grant.acquire()
     try:
         suffix = os.getpid() % 100000
         for name in ("alice", "bob", "carol", "dave", "erin", "frank"):
@@ -88,7 +65,7 @@ def os_users() -> Iterator[OsUsers]:
         yield users
     finally:
         users.remove()
-        _restore(changed)
+        grant.release()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -100,6 +77,7 @@ class SharedCluster:
     users: list[str]  # may use it (their role has the service's access scope)
     outsider: str  # a hub user without that scope
     admin: str  # has the scope, and is one of the service's --admin-users
+    service_dir: Path  # the service's NBCLUSTER_TEMP_DIR (its token is in there)
     user_cpus: float = 1.0
     user_store: int = 8 * 2**20
 
@@ -116,9 +94,9 @@ def hub(os_users: OsUsers) -> Iterator[RealHub]:
     ensure_installed()  # the users' servers list the nbcluster kernel from this venv
     *ports, service_port, dashboard_port = free_ports(5)
     suffix = os.getpid() % 100000
-    shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
-                           f"erin{suffix}", f"frank{suffix}")  # fmt: skip
     service_dir = os_users.root / "service"
+    shared = SharedCluster(f"127.0.0.1:{service_port}", [f"carol{suffix}", f"dave{suffix}"],
+                           f"erin{suffix}", f"frank{suffix}", service_dir)  # fmt: skip
     service_dir.mkdir(mode=0o700)
     command = [
         str(VENV_BIN / "nbcluster"), "start", "--head", "--block", "--jupyterhub",

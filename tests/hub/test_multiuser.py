@@ -16,9 +16,6 @@ import pytest
 
 from hub.realhub import HubUser, RealHub, poll
 
-# Two users' clusters on one host need per-user session directories.
-pytest.importorskip("nbcluster.runtime.sessions", reason="no per-user session directories")
-
 #: One cell run in each user's kernel: the cluster works, and where its files are.
 WHO_AM_I = """
 import getpass, json, os

@@ -9,7 +9,10 @@ scope is refused; quotas give clear errors. All through the hub's proxy, as a br
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,10 +325,53 @@ try:
     nc.put(np.zeros(16 * 2**20, dtype=np.uint8))
 except Exception as e:
     out["store"] = f"{type(e).__name__}: {e}"
+@nc.remote(num_cpus=2)
+class Big:
+    pass
+try:
+    Big.remote()
+except Exception as e:
+    out["actor"] = f"{type(e).__name__}: {e}"
 out["after"] = nc.get(nc.remote(lambda: 7).remote())
 print(json.dumps(out))
 """)
     assert "may use 1 CPUs at once; this task asks for 2" in got["cpus"], got
     assert got["store"].startswith("QuotaExceededError"), got
     assert "may keep 8.0 MiB in the object store" in got["store"], got
+    assert got["actor"].startswith("QuotaExceededError"), got
+    assert "their actors hold 0 and this one asks for 2" in got["actor"], got
     assert got["after"] == 7  # within quota, work goes on
+
+
+def test_a_worker_node_joins_and_runs_the_users_tasks(
+    hub: RealHub, team: dict[str, Any], tmp_path: Any
+) -> None:
+    """A node started with --jupyterhub on another "machine" takes users' work too."""
+    shared = hub.shared  # type: ignore[attr-defined]
+    (token_file,) = shared.service_dir.glob("**/session_*/token")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBCLUSTER_")}
+    env.update(NBCLUSTER_TOKEN=token_file.read_text().strip(),
+               NBCLUSTER_TEMP_DIR=str(tmp_path / "node"))  # fmt: skip
+    log = tmp_path / "node.log"
+    with open(log, "wb") as out:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "nbcluster", "start", "--address", shared.address,
+             "--jupyterhub", "--num-cpus", "1", "--resources", '{"extra": 1}', "--block"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+    try:
+        got = _json(hub, team[shared.users[0]], """
+import json, time, nbcluster as nc
+deadline = time.monotonic() + 60
+while len([n for n in nc.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.1)
+@nc.remote(resources={"extra": 1})
+def where():
+    return nc.get_runtime_context().get_node_id()
+extra = [n["NodeID"] for n in nc.nodes() if n["Alive"] and "extra" in n["Resources"]]
+print(json.dumps({"ran_on": nc.get(where.remote(), timeout=60), "extra": extra}))
+""")
+        assert got["extra"] and got["ran_on"] == got["extra"][0], (got, log.read_text()[-2000:])
+    finally:
+        node.terminate()
+        node.wait(30)
