@@ -25,6 +25,7 @@ from nbcluster.runtime.api import remote as remote
 from nbcluster.runtime.api import shutdown as shutdown
 from nbcluster.runtime.api import wait as wait
 from nbcluster.runtime.dashboard_link import dashboard_url as dashboard_url
+from nbcluster.runtime.generators import DynamicObjectRefGenerator as DynamicObjectRefGenerator
 from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
 from nbcluster.runtime.timeline import timeline as timeline
 
@@ -49,6 +50,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "ObjectRef",
     "available_resources",
     "cancel",

@@ -381,7 +381,24 @@ def fresh_pid():
 def test_max_calls_gives_each_call_a_fresh_worker(cluster):
     pids = [nc.get(fresh_pid.remote(), timeout=T) for _ in range(3)]
     assert len(set(pids)) == 3, pids
-    assert sorted(nc.get([fresh_pid.remote() for _ in range(4)], timeout=T)) != []
+    assert len(nc.get([fresh_pid.remote() for _ in range(4)], timeout=T)) == 4  # many at once
+
+
+# ---------------------------------------------------------------------- dynamic returns
+
+
+@nc.remote(num_returns="dynamic")
+def squares(n):
+    for i in range(n):
+        yield np.full(20_000, i * i)  # some in the store, some not: sizes differ
+
+
+def test_num_returns_dynamic_gives_a_ref_per_value_yielded(cluster):
+    gen = nc.get(squares.remote(4), timeout=T)
+    assert isinstance(gen, nc.DynamicObjectRefGenerator) and len(gen) == 4
+    assert [int(nc.get(r, timeout=T)[0]) for r in gen] == [0, 1, 4, 9]
+    with pytest.raises(ValueError, match="remote functions only"):
+        Account.remote("x").deposit.options(num_returns="dynamic")
 
 
 # ------------------------------------------------------------------------------------ wait

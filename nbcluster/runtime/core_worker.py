@@ -251,8 +251,8 @@ class CoreWorker:
             ev.flush_core(self)
             for server in self.endpoint.servers:
                 server.close()
-            for c in list(self.conns.values()):
-                c.close()
+            for c in [*self.conns.values(), *self.endpoint.connections]:
+                c.close()  # every one: their owners (subscriptions, say) hear of it
             self.loop.call_later(0.05, self.loop.stop)  # the closes above go out first
 
         try:
@@ -268,10 +268,11 @@ class CoreWorker:
         nothing of the old cluster (its shared memory is gigabytes)."""
         for server in self.endpoint.servers:
             server.close()
-        for conn in list(self.conns.values()):
+        for conn in [*self.conns.values(), *self.endpoint.connections]:
             if conn.transport is not None:
                 conn.transport.abort()
         self.conns.clear()
+        self.endpoint.connections.clear()
         self.loop.close()
         if self.store is not None:
             self.store.close()  # views a user still holds keep their pages, nothing more

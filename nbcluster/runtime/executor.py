@@ -30,6 +30,7 @@ from nbcluster.runtime import serialization as ser
 from nbcluster.runtime.actor_host import ActorExit, ActorHost
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core_worker import error_bytes
+from nbcluster.runtime.generators import each_value_stored
 from nbcluster.runtime.ids import object_id
 from nbcluster.runtime.output import capture_worker_output
 from nbcluster.runtime.reference_table import KIND_ERROR, KIND_INLINE, KIND_STORE
@@ -281,6 +282,8 @@ class Executor:
             ctx.group = self.actor_host.group_of(extra["method"], extra.get("group"))
             self.actor_host.call(fn, args, kwargs, ctx, num_returns)
         else:
+            if extra.get("dynamic"):  # num_returns="dynamic": each value yielded, an object
+                fn = each_value_stored(fn, self.core.put)
             max_calls = extra.get("max_calls")
             if max_calls:  # as Ray: a fresh worker after that many calls of the function
                 n = self._calls[fn_id] = self._calls.get(fn_id, 0) + 1

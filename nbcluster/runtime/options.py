@@ -49,10 +49,6 @@ def _counting(name: str, infinite: bool = True) -> Option:
     )
 
 
-def _quantity(name: str) -> str | None:
-    return None
-
-
 def _resource(name: str) -> Option:
     def check(v: Any) -> str | None:
         if v is None:
@@ -86,8 +82,10 @@ def _resources(v: Any) -> str | None:
 
 
 def _num_returns(v: Any) -> str | None:
-    if v is None or v == "dynamic" or (isinstance(v, int) and v >= 0):
+    if v is None or (isinstance(v, int) and v >= 0):
         return None
+    if v == "dynamic":
+        return None  # (tasks only: an actor method refuses it, see validate)
     return (
         "The keyword 'num_returns' only accepts None, a non-negative integer, or 'dynamic' "
         "(for generators)."
@@ -188,5 +186,7 @@ def validate(options: dict[str, Any], table: dict[str, Option], what: str,
         raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
     if in_options and "concurrency_groups" in options:
         raise ValueError("Setting 'concurrency_groups' is not supported in '.options()'.")
+    if table is METHOD and options.get("num_returns") == "dynamic":
+        raise ValueError("num_returns='dynamic' is supported for remote functions only")
     if table is ACTOR and options.get("get_if_exists") and not options.get("name"):
         raise ValueError("The actor name must be specified to use `get_if_exists`.")

@@ -101,7 +101,7 @@ class RemoteFunction(Exportable):
             self.descriptor(), args, kwargs, self._num_returns, self._resources,
             self._max_retries, self._retry_exceptions, self._strategy, self._max_calls,
         )  # fmt: skip
-        if self._num_returns == 1:
+        if self._num_returns in (1, "dynamic"):
             return refs[0]
         if self._num_returns == 0:
             return None

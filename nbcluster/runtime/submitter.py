@@ -149,7 +149,7 @@ class Submitter:
         fn: FunctionDescriptor,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        num_returns: int,
+        num_returns: int | str,
         resources: dict[str, float],
         max_retries: int,
         retry_exceptions: Any,
@@ -157,16 +157,19 @@ class Submitter:
         max_calls: int = 0,
     ) -> list[ObjectRef]:
         core = self.core
+        dynamic = num_returns == "dynamic"  # one return: the generator of the values' refs
+        n = 1 if dynamic else int(num_returns)
         blob, deps, held = encode_args(args, kwargs, fn.name, core.put_serialized)
         task_id = new_task_id()
-        return_ids = [object_id(task_id, i + 1) for i in range(num_returns)]
+        return_ids = [object_id(task_id, i + 1) for i in range(n)]
         spec = TaskSpec(
-            task_id, fn, blob, deps, held, num_returns, resources, max_retries,
+            task_id, fn, blob, deps, held, n, resources, max_retries,
             retry_exceptions, return_ids,
         )  # fmt: skip
         spec.tag = output.current_tag()
         spec.strategy = strategy
         spec.max_calls = max_calls
+        spec.dynamic = dynamic
         parent = core.current_task
         spec.parent = parent.task_id if parent is not None else None
         for oid in return_ids:
@@ -435,10 +438,12 @@ class Submitter:
                 assert e is not None
                 deps.append([e.oid, e.kind, e.data, e.size])
         extra = spec.extra
-        if extra is None and (lease.gpus or spec.resources or spec.max_calls):
+        if extra is None and (lease.gpus or spec.resources or spec.max_calls or spec.dynamic):
             extra = {"res": spec.resources, "gpus": lease.gpus}
             if spec.max_calls:
                 extra["max_calls"] = spec.max_calls
+            if spec.dynamic:
+                extra["dynamic"] = True
         conn.send(
             (P.PUSH_TASK, spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
              spec.num_returns, extra)

@@ -40,6 +40,7 @@ class TaskSpec:
         "cls",
         "deps",
         "done",
+        "dynamic",
         "extra",
         "fn",
         "held",
@@ -95,6 +96,7 @@ class TaskSpec:
         self.cls: Any = None  # the submitter's scheduling class once queued
         self.lineage_evicted = False
         self.max_calls = 0  # the worker retires after this many calls of the function
+        self.dynamic = False  # num_returns="dynamic": the result is a generator of refs
         self.parent: bytes | None = None  # the task that submitted this one, if any
 
 

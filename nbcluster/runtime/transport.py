@@ -62,6 +62,7 @@ class Endpoint:
         self.on_close: Callable[[Connection], None] | None = None
         self.loop_thread: int | None = None
         self.servers: list[asyncio.AbstractServer] = []
+        self.connections: set[Connection] = set()  # every open one, to close at shutdown
         #: Other tokens a server side accepts, each for a narrow purpose: token -> (label,
         #: the only request methods such a connection may call). Node join tokens.
         self.restricted_tokens: dict[str, tuple[str, frozenset[str]]] = {}
@@ -144,6 +145,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.endpoint.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._hs_timer = self.endpoint.loop.call_later(
@@ -187,6 +189,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.endpoint.connections.discard(self)
         if self._hs_timer:
             self._hs_timer.cancel()
         if not self.ready.done():

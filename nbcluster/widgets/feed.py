@@ -150,8 +150,9 @@ class Feed:
             self._wake.wait(TICK_S)
             self._wake.clear()
             with self._mu:
-                if self._stream is None and not self._views:
-                    self._thread = None
+                stream = self._stream
+                if (stream is None and not self._views) or (stream is not None and stream.closed):
+                    self._thread = None  # nothing to show, or the cluster is gone: no thread
                     return
             self.step()
 
