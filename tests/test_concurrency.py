@@ -257,3 +257,20 @@ def test_a_task_that_blocks_briefly_in_get_never_leaves_its_cpu_lent(cluster, tm
         )
         (tmp_path / f"go-{r}").touch()
     assert nc.get(ref, timeout=T) is True
+
+
+# ------------------------------------------------- a backlog that comes back finds a lease
+
+
+@nc.remote(max_calls=1)
+def one_call_worker(i):
+    return i
+
+
+def test_tasks_given_back_while_lease_requests_are_withdrawn_still_run(cluster):
+    """Each worker runs one call and goes (``max_calls=1``), giving back the tasks queued on
+    it: the backlog empties and fills again while the owner withdraws lease requests it no
+    longer needed. A task must never wait for a lease nobody asks for."""
+    for r in range(30):
+        refs = [one_call_worker.remote(4 * r + i) for i in range(4)]
+        assert nc.get(refs, timeout=T) == [4 * r + i for i in range(4)]

@@ -356,8 +356,11 @@ class Submitter:
                 reply = await agent.call(
                     "request_lease", cls.resources, cls.strategy, True, cls.token
                 )
-            if reply[0] == "cancelled":  # withdrawn: the backlog it was for is gone
+            if reply[0] == "cancelled":  # withdrawn: the backlog it was for is gone...
                 cls.requests -= 1
+                # ...but a new backlog may have come meanwhile, and found this request still
+                # counted: look again, or its tasks wait for a lease nobody asks for.
+                self._mark_dirty(cls)
                 return
             _, worker_id, addr, gpus = reply
             conn = await core.connect(addr)
