@@ -20,6 +20,7 @@ def format_bytes(n: float | None) -> str:
 def status_text() -> str:
     """Every node, alive or dead, then what ``usage_text`` says."""
     import nbcluster as nc
+    from nbcluster.runtime.limits import describe as describe_limits
 
     nodes = nc.nodes()
     alive = [n for n in nodes if n["Alive"]]
@@ -28,6 +29,8 @@ def status_text() -> str:
         state = "ALIVE" if n["Alive"] else f"DEAD ({n['DeathReason']})"
         res = ", ".join(f"{k}: {v:g}" for k, v in sorted(n["Resources"].items()))
         out.append(f"  {n['NodeID'][:12]}  {n['Address']:<22} {state:<8} {res}")
+        if n.get("Limits"):
+            out.append(f"  {'':12}  limited to {describe_limits(n['Limits'])}")
     return "\n".join(out) + "\n" + usage_text()
 
 

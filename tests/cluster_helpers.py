@@ -39,7 +39,9 @@ STOP_TIMEOUT_S = 10.0
 NODE_MODULE = "nbcluster.runtime.head"
 #: How ``ps`` shows a node process once it runs (``nbcluster.runtime.proctitle``).
 NODE_TITLES = ("nbcluster::head", "nbcluster::node")
-_STARTED = re.compile(r"nbcluster (?:head )?node started at ([^\s,]+)")
+#: The CLI's line saying where its node listens. Under PYTHONUNBUFFERED ``print`` writes the
+#: line and its newline apart, so the node's own log line may come between them.
+_STARTED = re.compile(r"nbcluster (?:head )?node started at (\[[^\]\s]*\]:\d+|[^\s,\[]+)")
 
 
 def poll(

@@ -42,7 +42,9 @@ def where() -> str:
 
 
 @nc.remote
-def wait_then_where(gate: str) -> str:
+def wait_then_where(gate: str, started: str = "") -> str:
+    if started:
+        Path(started).touch()
     wait_for_file(gate)
     return str(nc.get_runtime_context().get_node_id())
 
@@ -76,8 +78,13 @@ def test_local_nodes_join_take_pinned_work_and_leave_when_removed(cluster: Any) 
 def test_remove_lets_running_work_finish_first(cluster: Any, gate: Path) -> None:
     group = nc.cluster.add_nodes(1, backend="local", cpus=1)
     (node,) = group.wait(timeout=JOIN_TIMEOUT_S)
-    running = wait_then_where.options(**pinned(node["NodeID"]), max_retries=0).remote(str(gate))
-    wait_until(lambda: nc.available_resources().get("CPU", 0) <= 2.0, message="task not running")
+    started = gate.with_name("started")
+    running = wait_then_where.options(**pinned(node["NodeID"]), max_retries=0).remote(
+        str(gate), str(started)
+    )
+    # Running, not merely leased somewhere: free CPUs also drop for another test's lingering
+    # lease, and a node removed before its task starts has nothing to drain.
+    wait_until(started.exists, timeout=30, message="task not running")
     remover = threading.Thread(target=group.remove, kwargs={"drain_timeout": 60})
     remover.start()
     try:

@@ -219,6 +219,7 @@ def _info() -> ClusterInfo:
         token_file=_token_file(),
         started_here=_head is not None,
         resources=_driver.node_info.get("cluster_resources") or {},
+        limits=_driver.node_info.get("limits") or {},
     )
 
 

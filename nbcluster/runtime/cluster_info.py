@@ -18,10 +18,13 @@ import html
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from nbcluster.runtime.limits import describe as describe_limits
+
 
 class ClusterInfo(dict[str, Any]):
     """The cluster this process is connected to (keys: ``address``, ``node_id``,
-    ``session_dir``, ``token_file``, ``started_here``, ``resources``)."""
+    ``session_dir``, ``token_file``, ``started_here``, ``resources``, ``limits``: what limits
+    this machine's node besides the machine's size, see ``limits``)."""
 
     #: Alternative displays, tried in order (see the module docstring).
     renderers: ClassVar[list[Callable[[ClusterInfo], dict[str, Any] | None]]] = []
@@ -61,7 +64,9 @@ class ClusterInfo(dict[str, Any]):
         whose = "started by this process" if self.get("started_here") else "attached"
         res = self.get("resources") or {}
         amounts = ", ".join(f"{v:g} {k}" for k, v in sorted(res.items()) if v)
-        return f"nbcluster cluster at {self.address} ({whose}{'; ' + amounts if amounts else ''})"
+        limited = describe_limits(self.get("limits") or {})
+        about = "; ".join(p for p in (whose, amounts, limited and f"limited to {limited}") if p)
+        return f"nbcluster cluster at {self.address} ({about})"
 
     def __str__(self) -> str:
         width = max(len(what) for what, _ in self._how())

@@ -1,15 +1,27 @@
 """One place for every tunable of the runtime.
 
-Each field can be overridden from the environment as ``NBCLUSTER_<FIELD>`` (upper case), so
-a test or a user can change a knob without touching code, and every process of a cluster
-reads the same values.
+Each field can be set in a site's config file and overridden from the environment as
+``NBCLUSTER_<FIELD>`` (upper case), so an administrator sets defaults for every user of a
+machine, a test or a user changes a knob without touching code, and every process of a
+cluster reads the same values.
+
+The config file is JSON whose keys are the fields below, e.g. ``{"cpu_limit": 4,
+"mem_limit": 8589934592}``: ``/etc/nbcluster/config.json``, or the file named by
+``NBCLUSTER_CONFIG_FILE`` (empty: none). A missing file is no file; one that cannot be read
+or parsed, an unknown key or a value of the wrong type is an error that names the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Where a machine's administrator puts defaults for all its users.
+SITE_CONFIG_FILE = "/etc/nbcluster/config.json"
 
 
 @dataclass
@@ -17,8 +29,16 @@ class Config:
     #: Values whose serialized size is below this travel inline in messages and live with
     #: their owner; larger ones go to the node's shared-memory store.
     inline_threshold: int = 100 * 1024
-    #: Fraction of RAM given to a node's object store when ``object_store_memory`` is unset.
+    #: Fraction of this user's memory limit (RAM when nothing limits it; see ``limits``)
+    #: given to a node's object store when ``object_store_memory`` is unset.
     object_store_fraction: float = 0.3
+    #: CPUs each user's node on this machine takes by default, at most (0: no limit of our
+    #: own; the cgroup's quota and the spawner's ``CPU_LIMIT`` still apply; see ``limits``).
+    cpu_limit: float = 0.0
+    #: Memory each user's node on this machine keeps under, in bytes (0: no limit of our
+    #: own; the cgroup's limit and the spawner's ``MEM_LIMIT`` still apply): it sizes the
+    #: object store and the memory monitor's threshold (see ``limits``).
+    mem_limit: int = 0
     #: This user's directory for session files (tokens, records of running clusters, logs,
     #: spill). Empty: ``$XDG_RUNTIME_DIR/nbcluster`` or ``<tempdir>/nbcluster-<uid>``; it is
     #: created 0700 and refused unless private to this user (see ``sessions``).
@@ -56,12 +76,17 @@ class Config:
     log_max_bytes: int = 100 * 1024 * 1024
     #: ...keeping this many old logs (``.1`` newest).
     log_backups: int = 3
-    #: Kill the newest task when the machine's memory use passes this fraction of RAM...
+    #: Kill the newest task when memory use passes this fraction of this user's memory limit
+    #: (counted as the limit counts it: a cgroup's use, else the machine's; see ``limits``)...
     memory_usage_threshold: float = 0.95
     #: ...or this many bytes, when set (> 0).
     memory_limit_bytes: int = 0
     #: How often the memory monitor samples (seconds; 0 turns it off).
     memory_monitor_interval_s: float = 0.25
+    #: Workers' ``oom_score_adj``: when the kernel's OOM killer strikes anyway (memory that
+    #: grows faster than the monitor samples), it takes a worker, not the node or the user's
+    #: notebook kernel (Ray's default too; 0 leaves it as inherited).
+    worker_oom_score_adj: int = 1000
     #: A node silent for this long is declared dead by the head (seconds).
     node_timeout_s: float = 10.0
     #: A node that joined leaves the cluster when the head has not answered it this long
@@ -119,22 +144,88 @@ class Config:
     #: debugging nbcluster itself); by default a user sees their frames and one clear error.
     traceback_internals: bool = False
 
+    #: Where each field set from outside came from (``NBCLUSTER_MEM_LIMIT``, ``mem_limit in
+    #: /etc/nbcluster/config.json``), so what it causes can say so.
+    _origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
     @classmethod
     def from_env(cls) -> Config:
         cfg = cls()
-        for f in fields(cls):
-            raw = os.environ.get(f"NBCLUSTER_{f.name.upper()}")
-            if raw is None:
-                continue
-            current = getattr(cfg, f.name)
-            if isinstance(current, bool):  # bool("0") is True: parse the usual spellings
-                setattr(cfg, f.name, raw.strip().lower() not in ("0", "false", "no", "off", ""))
-                continue
-            setattr(cfg, f.name, type(current)(raw))
+        path = config_file()
+        for name, value in _read_file(path).items():
+            setattr(cfg, name, _coerce(getattr(cfg, name), value, f"{name} in {path}"))
+            cfg._origins[name] = f"{name} in {path}"
+        for name in _field_names():
+            var = f"NBCLUSTER_{name.upper()}"
+            raw = os.environ.get(var)
+            if raw is not None:
+                setattr(cfg, name, _coerce(getattr(cfg, name), raw, var))
+                cfg._origins[name] = var
         return cfg
+
+    def origin(self, name: str) -> str:
+        """Where field ``name`` was set: an environment variable, a key of the config file,
+        or "nbcluster's configuration" when code set it."""
+        return self._origins.get(name) or f"{name} in nbcluster's configuration"
 
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def config_file() -> str:
+    """The site's config file: ``NBCLUSTER_CONFIG_FILE`` (empty: none), else the default."""
+    return os.environ.get("NBCLUSTER_CONFIG_FILE", SITE_CONFIG_FILE)
+
+
+def _field_names() -> list[str]:
+    return [f.name for f in fields(Config) if not f.name.startswith("_")]
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ValueError(f"nbcluster cannot read its config file {path}: {e.strerror}") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"nbcluster's config file {path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"nbcluster's config file {path} must hold a JSON object of settings")
+    known = _field_names()
+    for name in values:
+        if name not in known:
+            near = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"nbcluster's config file {path}: unknown setting {name!r}{hint}")
+    return values
+
+
+def _coerce(current: object, raw: object, where: str) -> Any:
+    """``raw`` (a string from the environment, or a JSON value) as the type of the field."""
+    kind: Any = type(current)
+    if isinstance(raw, str):
+        if kind is bool:  # bool("0") is True: parse the usual spellings
+            return raw.strip().lower() not in ("0", "false", "no", "off", "")
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{where}={raw!r}: not {_TYPE_NAMES[kind]}") from None
+    if kind is bool and isinstance(raw, bool):
+        return raw
+    if kind in (int, float) and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        if kind is int and raw != int(raw):
+            raise ValueError(f"{where}={raw!r}: not {_TYPE_NAMES[kind]}")
+        return kind(raw)
+    raise ValueError(f"{where}={raw!r}: not {_TYPE_NAMES[kind]}")
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
 CONFIG = Config.from_env()

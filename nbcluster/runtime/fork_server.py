@@ -181,10 +181,25 @@ def _serve(cmd_r: int, ev_w: int, worker_main: Callable[[], Any]) -> None:
             pass
 
 
+def first_for_oom_killer() -> None:
+    """Offer this process first to the kernel's OOM killer (``worker_oom_score_adj``): a task
+    that outgrows memory faster than the memory monitor samples then costs a worker, not the
+    node or the user's notebook kernel. Raising it needs no privilege; failing is harmless."""
+    from nbcluster.runtime.config import CONFIG
+
+    if CONFIG.worker_oom_score_adj:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(CONFIG.worker_oom_score_adj))
+        except OSError:
+            pass
+
+
 def _run_child(worker_main: Callable[[], Any]) -> None:
     code = 0
     try:
         die_with_parent()
+        first_for_oom_killer()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         from nbcluster.runtime import ids
 

@@ -145,6 +145,7 @@ def main() -> None:
         "resources": cfg["resources"],
         "store_capacity": store.capacity,
         "labels": cfg.get("labels") or {},
+        "limits": agent.limits.applied(),
     }
     node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
     StoreProxy(endpoint, storesvc.arena)

@@ -19,15 +19,17 @@ import asyncio
 import collections
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from nbcluster.runtime import events as ev
+from nbcluster.runtime import limits
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.fork_server import ForkServer
 from nbcluster.runtime.gpus import GpuSlots
-from nbcluster.runtime.memory_monitor import MemoryMonitor
+from nbcluster.runtime.memory_monitor import MemoryMonitor, private_memory
 from nbcluster.runtime.node_directory import HEARTBEAT_S
 from nbcluster.runtime.placement import Unschedulable, route
 from nbcluster.runtime.protocol import HELLO
@@ -149,11 +151,15 @@ class NodeAgent:
         self.loop.add_reader(fork_server.ev_r, self._on_fork_events)
         self.loop.call_later(1.0, self._reap_extra_workers)
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
+        #: what this user's processes may use here (reported to the head, see ``limits``)
+        self.limits = limits.detect()
         if CONFIG.memory_monitor_interval_s > 0:
             self.memory_monitor = MemoryMonitor(
                 self.loop,
                 lambda: [w for w in self.workers.values() if w.lease and w.actor is None],
                 self._kill_for_memory,
+                self.limits,
+                self._memory_held,
             )
 
     # -- pool ---------------------------------------------------------------------------------
@@ -261,6 +267,7 @@ class NodeAgent:
             "store_capacity": self.store.store.capacity,
             "resources": self.total,
             "cluster_resources": self.cluster_total(),
+            "limits": self.limits.applied(),
             "session_dir": self.session_dir,
             # where this machine's processes must also listen, and what loopback means here
             "listen_also": list(self.listen_also),
@@ -486,6 +493,11 @@ class NodeAgent:
         cpu = w.lease[1].get("CPU", 0.0)
         self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
         self._changed()
+
+    def _memory_held(self) -> int:
+        """This node's own memory: its processes' private memory and its object store."""
+        pids = [os.getpid(), self.fork_server.pid, *self.pids]
+        return private_memory(pids) + self.store.store.stats().used
 
     def _kill_for_memory(self, w: WorkerInfo, why: str) -> None:
         owner = w.lease[0] if w.lease else None

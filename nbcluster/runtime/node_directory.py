@@ -26,7 +26,7 @@ HEARTBEAT_S = 1.0
 class NodeRecord:
     __slots__ = (
         "address", "alive", "available", "conn", "death", "draining", "host", "labels",
-        "last_seen", "node_id", "resources", "started", "store_capacity", "transfer",
+        "last_seen", "limits", "node_id", "resources", "started", "store_capacity", "transfer",
     )  # fmt: skip
 
     def __init__(self, node_id: str, info: dict[str, Any], conn: Connection | None) -> None:
@@ -40,6 +40,8 @@ class NodeRecord:
         self.conn = conn
         #: e.g. {"nbcluster.io/group": "local-1"}: the node group a launcher started it for
         self.labels: dict[str, str] = dict(info.get("labels") or {})
+        #: what limits the node besides the machine's size (``limits.Limits.applied``)
+        self.limits: dict[str, Any] = dict(info.get("limits") or {})
         #: being removed: other nodes stop sending it work (see ``view``)
         self.draining = False
         self.alive = True
@@ -60,6 +62,7 @@ class NodeRecord:
             "ObjectStoreCapacity": self.store_capacity,
             "DeathReason": self.death,
             "Labels": dict(self.labels),
+            "Limits": dict(self.limits),
             "Draining": self.draining,
         }
 

@@ -1,8 +1,10 @@
 """What a node offers: CPUs, GPUs, object store memory and custom resources.
 
-GPUs are detected the way users expect from Ray: ``CUDA_VISIBLE_DEVICES`` when set, otherwise
-NVML (``pynvml``) or ``nvidia-smi -L`` when present, otherwise none. Any figure can be given
-explicitly instead.
+By default a node offers the CPUs this user may use here and an object store of
+``object_store_fraction`` of the memory they may use (``limits``: the machine, its cgroup,
+the spawner's and the site's limits, the smallest of each). GPUs are detected the way users
+expect from Ray: ``CUDA_VISIBLE_DEVICES`` when set, otherwise NVML (``pynvml``) or
+``nvidia-smi -L`` when present, otherwise none. Any figure can be given explicitly instead.
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ import os
 import shutil
 import subprocess
 
-import psutil
-
+from nbcluster.runtime import limits
 from nbcluster.runtime.config import CONFIG
 
 
 def detect_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return int(limits.detect().cpus.amount)
 
 
 def detect_gpus() -> int:
@@ -49,7 +47,7 @@ def detect_gpus() -> int:
 
 
 def default_object_store_memory() -> int:
-    return int(psutil.virtual_memory().total * CONFIG.object_store_fraction)
+    return int(limits.detect().memory.amount * CONFIG.object_store_fraction)
 
 
 def node_resources(

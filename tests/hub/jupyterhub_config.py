@@ -67,6 +67,10 @@ class TestSpawner(LocalProcessSpawner):
 c.JupyterHub.spawner_class = TestSpawner
 c.Spawner.cmd = [os.path.join(S["venv_bin"], "jupyterhub-singleuser")]
 c.Spawner.start_timeout = 90
+# LocalProcessSpawner enforces neither; it hands them to each server as MEM_LIMIT and
+# CPU_LIMIT, which size the user's own clusters (nbcluster.runtime.limits).
+c.Spawner.mem_limit = "2G"
+c.Spawner.cpu_limit = 2.0
 c.Spawner.http_timeout = 90
 if S.get("server_token_scopes"):  # what a server's JUPYTERHUB_API_TOKEN may do (if the user may)
     c.Spawner.server_token_scopes = S["server_token_scopes"]

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from hub.realhub import HubUser, RealHub, poll
+from nbcluster.runtime import limits
+from nbcluster.runtime.config import Config
 
 #: One cell run in each user's kernel: the cluster works, and where its files are.
 WHO_AM_I = """
@@ -32,6 +34,8 @@ print(json.dumps({
     "address": info["address"],
     "session_dir": info["session_dir"],
     "user": getpass.getuser(),
+    "title": str(info).splitlines()[0],
+    "store": nc.nodes()[0]["ObjectStoreCapacity"],
 }))
 """
 
@@ -62,6 +66,11 @@ def test_each_user_runs_their_own_cluster(hub: RealHub, two_users: Any) -> None:
         st = os.stat(info["session_dir"])
         assert st.st_uid == hub_uid(name), f"{info['session_dir']} is not {name}'s"
         assert st.st_mode & 0o077 == 0, oct(st.st_mode)
+        # sized by the spawner's mem_limit (2G) and cpu_limit (2), not by the machine
+        assert "2.0 GiB memory (MEM_LIMIT)" in info["title"], info["title"]
+        if limits.detect(env={}, config=Config()).cpus.amount >= 2:  # else the machine's fewer
+            assert "2 CPUs (CPU_LIMIT)" in info["title"], info["title"]
+        assert info["store"] == int(2 * 2**30 * 0.3)
     assert seen[alice[0].name]["address"] != seen[bob[0].name]["address"]
     assert seen[alice[0].name]["session_dir"] != seen[bob[0].name]["session_dir"]
 
