@@ -9,7 +9,8 @@ kernel extension fills it after each cell, and a widget for the current cell its
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from nbcluster.runtime.object_ref import ObjectRef
 
@@ -19,13 +20,23 @@ MAX_ITEMS = 10_000
 CELLS: dict[str, int] = {}
 
 
-def _user_ns() -> dict[str, Any] | None:
+def _shell() -> Any:
+    """The running IPython shell, or None.
+
+    ``get_ipython`` is typed only in newer IPython releases; the annotated name keeps one spelling
+    that type-checks against every IPython the package allows (8.0 and later).
+    """
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:
         return None
-    shell = get_ipython()
-    return None if shell is None else shell.user_ns
+    find: Callable[[], Any] = get_ipython
+    return find()
+
+
+def _user_ns() -> dict[str, Any] | None:
+    shell = _shell()
+    return None if shell is None else cast(dict[str, Any], shell.user_ns)
 
 
 def ref_names(ns: dict[str, Any] | None = None) -> dict[str, str]:
@@ -71,10 +82,8 @@ def current_cell() -> tuple[str | None, int | None]:
     if msg_id is None:
         return None, None
     try:
-        from IPython import get_ipython
-
         from nbcluster.kernel.cell_number import cell_number
 
-        return msg_id, cell_number(get_ipython())
+        return msg_id, cell_number(_shell())
     except Exception:
         return msg_id, None
