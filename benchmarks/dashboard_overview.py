@@ -55,7 +55,7 @@ def _timed(fn: Any, repeat: int, pause: float) -> list[float]:
 
 def nbcluster_figures(n: int, repeat: int) -> dict[str, Any]:
     import nbcluster as nc
-    from nbcluster.runtime import api as runtime_api
+    from nbcluster.runtime.api import session as runtime_api
 
     nc.init(num_cpus=2, dashboard=True)
     f = nc.remote(noop)

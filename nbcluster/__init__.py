@@ -6,28 +6,30 @@ The public face. Each name is re-exported from the module that owns it.
 from nbcluster import exceptions as exceptions
 from nbcluster._version import __version__ as __version__
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
-from nbcluster.runtime.actor import ActorClass as ActorClass
-from nbcluster.runtime.actor import ActorHandle as ActorHandle
-from nbcluster.runtime.actor import get_actor as get_actor
-from nbcluster.runtime.actor import kill as kill
-from nbcluster.runtime.actor import method as method
-from nbcluster.runtime.api import available_resources as available_resources
-from nbcluster.runtime.api import cancel as cancel
-from nbcluster.runtime.api import cluster_resources as cluster_resources
-from nbcluster.runtime.api import get as get
-from nbcluster.runtime.api import get_gpu_ids as get_gpu_ids
-from nbcluster.runtime.api import get_runtime_context as get_runtime_context
-from nbcluster.runtime.api import init as init
-from nbcluster.runtime.api import is_initialized as is_initialized
-from nbcluster.runtime.api import nodes as nodes
-from nbcluster.runtime.api import put as put
-from nbcluster.runtime.api import remote as remote
-from nbcluster.runtime.api import shutdown as shutdown
-from nbcluster.runtime.api import wait as wait
-from nbcluster.runtime.dashboard_link import dashboard_url as dashboard_url
-from nbcluster.runtime.generators import DynamicObjectRefGenerator as DynamicObjectRefGenerator
-from nbcluster.runtime.object_ref import ObjectRef as ObjectRef
-from nbcluster.runtime.timeline import timeline as timeline
+from nbcluster.runtime.api.actor import ActorClass as ActorClass
+from nbcluster.runtime.api.actor import ActorHandle as ActorHandle
+from nbcluster.runtime.api.actor import get_actor as get_actor
+from nbcluster.runtime.api.actor import kill as kill
+from nbcluster.runtime.api.actor import method as method
+from nbcluster.runtime.api.dashboard_link import dashboard_url as dashboard_url
+from nbcluster.runtime.api.session import available_resources as available_resources
+from nbcluster.runtime.api.session import cancel as cancel
+from nbcluster.runtime.api.session import cluster_resources as cluster_resources
+from nbcluster.runtime.api.session import get as get
+from nbcluster.runtime.api.session import get_gpu_ids as get_gpu_ids
+from nbcluster.runtime.api.session import get_runtime_context as get_runtime_context
+from nbcluster.runtime.api.session import init as init
+from nbcluster.runtime.api.session import is_initialized as is_initialized
+from nbcluster.runtime.api.session import nodes as nodes
+from nbcluster.runtime.api.session import put as put
+from nbcluster.runtime.api.session import remote as remote
+from nbcluster.runtime.api.session import shutdown as shutdown
+from nbcluster.runtime.api.session import wait as wait
+from nbcluster.runtime.observe.timeline import timeline as timeline
+from nbcluster.runtime.ownership.generators import (
+    DynamicObjectRefGenerator as DynamicObjectRefGenerator,
+)
+from nbcluster.runtime.ownership.object_ref import ObjectRef as ObjectRef
 
 
 def __getattr__(name: str) -> object:

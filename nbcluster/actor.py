@@ -4,7 +4,7 @@ Code written for Ray imports ``exit_actor`` and the actor types from here; each 
 re-exported from the runtime module that owns it.
 """
 
-from nbcluster.runtime.actor import ActorClass, ActorHandle, ActorMethod, method
-from nbcluster.runtime.actor_host import exit_actor
+from nbcluster.runtime.api.actor import ActorClass, ActorHandle, ActorMethod, method
+from nbcluster.runtime.execute.actor_host import exit_actor
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]

@@ -15,8 +15,9 @@ import sys
 import time
 from typing import Any
 
-from nbcluster.runtime import hub_service, sessions
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.control import hub_service
+from nbcluster.runtime.node import sessions
 from nbcluster.status_report import format_bytes as _bytes
 
 
@@ -52,8 +53,8 @@ def _token_from(args: argparse.Namespace, env: bool = True) -> str | None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from nbcluster.runtime.launcher import start_head
-    from nbcluster.runtime.resources import default_object_store_memory, node_resources
+    from nbcluster.runtime.node.launcher import start_head
+    from nbcluster.runtime.scheduling.resources import default_object_store_memory, node_resources
 
     if bool(args.head) == bool(args.address):
         raise CliError("give either --head or --address HOST:PORT")
@@ -112,7 +113,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def _configure_tls(args: argparse.Namespace) -> None:
     """TLS for the node and its workers goes through the environment they inherit."""
-    from nbcluster.runtime import tls
+    from nbcluster.runtime.wire import tls
 
     if args.tls and not args.tls_cert:
         args.tls_cert, args.tls_key = tls.generate(sessions.subdir("tls"))

@@ -20,7 +20,7 @@ def format_bytes(n: float | None) -> str:
 def status_text() -> str:
     """Every node, alive or dead, then what ``usage_text`` says."""
     import nbcluster as nc
-    from nbcluster.runtime.limits import describe as describe_limits
+    from nbcluster.runtime.scheduling.limits import describe as describe_limits
 
     nodes = nc.nodes()
     alive = [n for n in nodes if n["Alive"]]
@@ -89,7 +89,7 @@ def _fits_no_node(shape: str, totals: list[dict[str, float]]) -> str:
     (say 9 CPUs on nodes of 2 and 8: the cluster has 10, no node has 9)."""
     import ast
 
-    from nbcluster.runtime.resources import fits
+    from nbcluster.runtime.scheduling.resources import fits
 
     try:
         wanted = ast.literal_eval(shape)

@@ -36,8 +36,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 START_TIMEOUT_S = 30.0
 #: How long a node may take to be gone after SIGTERM (the CLI itself waits 5 s for it).
 STOP_TIMEOUT_S = 10.0
-NODE_MODULE = "nbcluster.runtime.head"
-#: How ``ps`` shows a node process once it runs (``nbcluster.runtime.proctitle``).
+NODE_MODULE = "nbcluster.runtime.node.node_main"
+#: How ``ps`` shows a node process once it runs (``nbcluster.runtime.execute.proctitle``).
 NODE_TITLES = ("nbcluster::head", "nbcluster::node")
 #: The CLI's line saying where its node listens. Under PYTHONUNBUFFERED ``print`` writes the
 #: line and its newline apart, so the node's own log line may come between them.
@@ -311,7 +311,7 @@ def attach(address: str, token: str) -> None:
 
 
 def records(temp_dir: Path, started_by: str | None = None) -> list[dict[str, Any]]:
-    """The session records (``nbcluster.runtime.sessions``) under ``temp_dir``, as JSON."""
+    """The session records (``nbcluster.runtime.node.sessions``) under ``temp_dir``, as JSON."""
     found = []
     for path in sorted((temp_dir / "clusters").glob("*.json")):
         record = json.loads(path.read_text())

@@ -13,7 +13,7 @@ from conftest import wait_until
 
 import nbcluster as nc
 from nbcluster import exceptions as exc
-from nbcluster.runtime import output
+from nbcluster.runtime.core import output
 
 T = 30
 

@@ -174,8 +174,8 @@ def test_actors_cannot_be_called_directly(cluster):
 
 
 def test_public_actor_module_is_rays(cluster):
-    from nbcluster.runtime import actor as runtime_actor
-    from nbcluster.runtime import actor_host
+    from nbcluster.runtime.api import actor as runtime_actor
+    from nbcluster.runtime.execute import actor_host
 
     assert nbcluster.actor.exit_actor is actor_host.exit_actor
     assert nbcluster.actor.ActorHandle is nc.ActorHandle is runtime_actor.ActorHandle

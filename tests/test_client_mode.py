@@ -34,7 +34,7 @@ def remote_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
 DRIVER = """
 import hashlib, json, numpy as np, nbcluster as nc
 nc.init()   # NBCLUSTER_ADDRESS / NBCLUSTER_TOKEN: the head on the other machine
-import nbcluster.runtime.object_ref as o
+import nbcluster.runtime.ownership.object_ref as o
 client = o.get_core().client_mode
 
 @nc.remote

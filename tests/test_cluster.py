@@ -52,7 +52,7 @@ from conftest import wait_for_file
 
 import nbcluster as nc
 from nbcluster.exceptions import NbclusterError
-from nbcluster.runtime.placement import NodeAffinitySchedulingStrategy
+from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
 STORE_BYTES = str(1 << 30)  # per node: room for the 200 MB array and its copy
 

@@ -35,7 +35,7 @@ from parts import missing
 
 import nbcluster as nc
 from nbcluster.cluster import LaunchError, LaunchTimeoutError
-from nbcluster.runtime.addresses import primary_ip
+from nbcluster.runtime.wire.addresses import primary_ip
 from nbcluster.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -300,7 +300,7 @@ while True:
 
 
 async def test_a_cluster_of_another_nbcluster_version_says_so(lab: Lab, tmp_path: Path) -> None:
-    from nbcluster.runtime import sessions
+    from nbcluster.runtime.node import sessions
 
     proc = subprocess.Popen([sys.executable, "-c", OTHER_PROTOCOL], stdout=subprocess.PIPE)
     try:

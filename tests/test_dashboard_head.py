@@ -21,7 +21,7 @@ from conftest import wait_for_file, wait_until
 from dashboard_helpers import EventSocket, Http, ws_status
 
 import nbcluster as nc
-from nbcluster.runtime import api as runtime_api
+from nbcluster.runtime.api import session as runtime_api
 
 
 def fails(msg: str) -> None:

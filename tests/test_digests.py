@@ -11,10 +11,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from nbcluster.runtime import events as E
-from nbcluster.runtime.digest_service import DigestService
-from nbcluster.runtime.event_log import EventLog
-from nbcluster.runtime.transport import Endpoint
+from nbcluster.runtime.observe import events as E
+from nbcluster.runtime.observe.digest_service import DigestService
+from nbcluster.runtime.observe.event_log import EventLog
+from nbcluster.runtime.wire.transport import Endpoint
 
 DRIVER = ["driver", 1, "n1", b"d", "127.0.0.1:1"]
 WORKER = ["worker", 2, "n1", b"w", "127.0.0.1:2"]
@@ -210,7 +210,7 @@ def test_a_lagging_subscriber_later_gets_one_coalesced_change(head: Head) -> Non
 
 
 def test_a_quiet_graph_is_pushed_whole_once(head: Head, monkeypatch: Any) -> None:
-    from nbcluster.runtime import digest_service
+    from nbcluster.runtime.observe import digest_service
 
     monkeypatch.setattr(digest_service, "SETTLE_S", 0.0)
     sub = Subscriber()
@@ -234,7 +234,7 @@ def test_bad_digest_requests_are_refused_with_the_reason(head: Head) -> None:
 
 
 def test_progress_carries_the_bars_tasks_report_running_ones_first(head: Head) -> None:
-    from nbcluster.runtime.digest_views import MAX_BARS
+    from nbcluster.runtime.observe.digest_views import MAX_BARS
 
     for i in range(10):
         head.submit(i, "mod.train")

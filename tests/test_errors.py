@@ -271,7 +271,7 @@ def _peer_session(address: str, token: str, steps: Any) -> Any:
     """Connect to ``address`` as an authenticated peer and run ``steps(conn)``."""
     import asyncio
 
-    from nbcluster.runtime.transport import Endpoint, install_rpc, parse_address
+    from nbcluster.runtime.wire.transport import Endpoint, install_rpc, parse_address
 
     async def main() -> Any:
         endpoint = Endpoint(asyncio.get_running_loop(), token)
@@ -290,8 +290,8 @@ def test_a_handler_that_raises_keeps_the_link_and_logs_its_traceback(cluster, ca
     sender's), not garbage on the wire: the link stays up and the traceback is logged."""
     import asyncio
 
-    from nbcluster.runtime import protocol as P
-    from nbcluster.runtime.object_ref import get_core
+    from nbcluster.runtime.ownership.object_ref import get_core
+    from nbcluster.runtime.wire import protocol as P
 
     core = get_core()
 
@@ -318,7 +318,7 @@ def test_a_handler_that_raises_keeps_the_link_and_logs_its_traceback(cluster, ca
 def test_undecodable_bytes_from_an_authenticated_peer_drop_the_link(cluster):
     import asyncio
 
-    from nbcluster.runtime.object_ref import get_core
+    from nbcluster.runtime.ownership.object_ref import get_core
 
     core = get_core()
 

@@ -42,7 +42,7 @@ from faults.helpers import (
 
 import nbcluster as nc
 from nbcluster import exceptions as exc
-from nbcluster.runtime.placement import NodeAffinitySchedulingStrategy
+from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
 #: A task waiting for a node with its resources warns that it is pending: expected here,
 #: where such tasks wait for the replacement of a node that died.
@@ -812,8 +812,8 @@ def test_a_reader_that_stops_reading_does_not_pin_the_object_forever(
     makes no progress for the node timeout, and releases its pin on the object."""
     import socket
 
-    from nbcluster.runtime import transfer
-    from nbcluster.runtime.object_ref import get_core
+    from nbcluster.runtime.objects import transfer
+    from nbcluster.runtime.ownership.object_ref import get_core
 
     on_head = NodeAffinitySchedulingStrategy(node_id_of(nodes.head.address))
     ref = make_big.options(scheduling_strategy=on_head).remote(9, str(tmp_path / "made"))

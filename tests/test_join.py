@@ -23,7 +23,7 @@ from netns_pair import Pair, netns_pair
 
 import nbcluster as nc
 from nbcluster.exceptions import AuthenticationError
-from nbcluster.runtime.api import _core
+from nbcluster.runtime.api.session import _core
 
 SUBNET = "10.231.50"
 #: A refused join ends well within this (the handshake timeout is 5 s).

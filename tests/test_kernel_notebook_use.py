@@ -123,4 +123,4 @@ def test_the_internals_are_there_when_asked_for(new_kernel: NewKernel) -> None: 
         "import nbcluster as nc, threading\n"
         "@nc.remote\ndef f(x):\n    return 1\nnc.get(f.remote(threading.Lock()))"
     )
-    assert "nbcluster/runtime/serialization.py" in cell.traceback_text
+    assert "nbcluster/runtime/objects/serialization.py" in cell.traceback_text

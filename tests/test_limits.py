@@ -28,8 +28,8 @@ from cluster_helpers import CliCluster, attach, clean_env, poll, run_driver
 from parts import missing
 
 import nbcluster as nc
-from nbcluster.runtime import limits
 from nbcluster.runtime.config import Config
+from nbcluster.runtime.scheduling import limits
 
 MiB = 2**20
 GiB = 2**30

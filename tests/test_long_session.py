@@ -18,7 +18,7 @@ import pytest
 from conftest import own_leaks, wait_until
 
 import nbcluster as nc
-from nbcluster.runtime.object_ref import get_core
+from nbcluster.runtime.ownership.object_ref import get_core
 
 T = 30
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from nbcluster.exceptions import ObjectStoreFullError
-from nbcluster.runtime.object_store import ObjectStore
-from nbcluster.runtime.store_client import StoreMapping, layout, write_buffers
+from nbcluster.runtime.objects.object_store import ObjectStore
+from nbcluster.runtime.objects.store_client import StoreMapping, layout, write_buffers
 
 REPO = Path(__file__).resolve().parents[1]
 KB = 1024
@@ -91,7 +91,7 @@ def test_another_process_reads_and_writes_the_arena(
     child = textwrap.dedent(
         """
         import hashlib, sys
-        from nbcluster.runtime.store_client import StoreMapping, write_buffers
+        from nbcluster.runtime.objects.store_client import StoreMapping, write_buffers
         path, cap, a, b = sys.argv[1], *map(int, sys.argv[2:])
         m = StoreMapping(path, cap)
         print(hashlib.sha256(m.readonly(a, 300 * 1024)).hexdigest())
@@ -457,7 +457,7 @@ def test_sigkilled_agent_leaves_no_file_behind(tmp_path: Path) -> None:
     agent = textwrap.dedent(
         """
         import sys, time
-        from nbcluster.runtime.object_store import ObjectStore
+        from nbcluster.runtime.objects.object_store import ObjectStore
         s = ObjectStore(128 * 1024, sys.argv[1])
         for i in range(10):
             s.create(bytes([i]), 30 * 1024, "w")

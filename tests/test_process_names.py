@@ -1,5 +1,5 @@
 """``ps`` names every process of a cluster by its role, as Ray does, not as one more
-``python -m nbcluster.runtime.head``."""
+``python -m nbcluster.runtime.node.node_main``."""
 
 from __future__ import annotations
 
@@ -36,5 +36,5 @@ def test_ps_shows_each_process_by_its_role(cluster: Any) -> None:
     assert ps(task_pid, "comm") == "nbcluster::work"  # the kernel keeps 15 bytes of it
     roles = {ps(p.pid, "args") for p in descendants()}
     assert {"nbcluster::head", "nbcluster::fork_server", "nbcluster::worker"} <= roles, roles
-    assert not [r for r in roles if "nbcluster.runtime.head" in r], roles
+    assert not [r for r in roles if "nbcluster.runtime.node.node_main" in r], roles
     nc.kill(actor)

@@ -41,8 +41,8 @@ from cluster_helpers import (
 
 import nbcluster as nc
 from nbcluster.exceptions import AuthenticationError
-from nbcluster.runtime import auth
-from nbcluster.runtime.protocol import PUSH_TASK
+from nbcluster.runtime.wire import auth
+from nbcluster.runtime.wire.protocol import PUSH_TASK
 
 #: The cluster's handshake timeout, lowered from 5 s so that waiting for it is cheap.
 HANDSHAKE_S = 2.0
@@ -55,7 +55,7 @@ HELLO_LEN = auth.SERVER_HELLO_LEN
 WORKLOAD = r"""
 import json, os, sys, numpy as np
 import nbcluster as nc
-from nbcluster.runtime.placement import NodeAffinitySchedulingStrategy as On
+from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy as On
 
 status, stop = sys.argv[1], sys.argv[2]
 nc.init()  # NBCLUSTER_ADDRESS and NBCLUSTER_TOKEN

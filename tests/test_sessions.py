@@ -26,8 +26,8 @@ from conftest import session_files
 from kernel_helpers import KernelSession, kernelspec, new_kernel  # noqa: F401
 
 from nbcluster.exceptions import UnsafeSessionDirectoryError
-from nbcluster.runtime import sessions
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.node import sessions
 
 pytestmark = pytest.mark.timeout(120)
 NewKernel = Callable[..., KernelSession]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cluster_helpers import CliCluster, run_driver
 
-from nbcluster.runtime.transport import parse_address
+from nbcluster.runtime.wire.transport import parse_address
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/openssl").exists(), reason="generating a certificate needs openssl"

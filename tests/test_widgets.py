@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import nbcluster as nc
-from nbcluster.runtime import long_wait
+from nbcluster.runtime.core import long_wait
 from nbcluster.widgets import Static, progress
 from nbcluster.widgets.progress_view import ProgressView
 
@@ -279,7 +279,7 @@ def test_tasks_report_their_own_progress_as_sub_bars(cluster: Any) -> None:
 
 @pytest.mark.timeout(60)
 def test_init_and_cluster_resources_display_as_the_cluster_widget(cluster: Any) -> None:
-    from nbcluster.runtime.cluster_info import ClusterInfo, ClusterResources
+    from nbcluster.runtime.api.cluster_info import ClusterInfo, ClusterResources
     from nbcluster.widgets import displays
 
     info, resources = nc.init(), nc.cluster_resources()

@@ -131,7 +131,7 @@ class Adaptive:
         self._shrink(live)
 
     def _shrink(self, live: list[NodeGroup]) -> None:
-        from nbcluster.runtime.api import nodes
+        from nbcluster.runtime.api.session import nodes
 
         now = time.monotonic()
         by_id = {n["NodeID"]: n for n in nodes() if n["Alive"]}
@@ -206,7 +206,7 @@ def adapt(
     """
     global _current
     from nbcluster.cluster.manager import _hook_shutdown
-    from nbcluster.runtime.api import core_for_submit
+    from nbcluster.runtime.api.session import core_for_submit
 
     core_for_submit()
     _hook_shutdown()

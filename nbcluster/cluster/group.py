@@ -45,7 +45,7 @@ class LaunchTimeoutError(LaunchError, TimeoutError):
 
 
 def _nodes() -> list[dict[str, Any]]:
-    from nbcluster.runtime.api import nodes
+    from nbcluster.runtime.api.session import nodes
 
     return nodes()
 
@@ -162,7 +162,7 @@ class NodeGroup:
         ``drain_timeout`` seconds), then cancel the jobs. Safe to call twice."""
         if self.state == REMOVED:
             return
-        from nbcluster.runtime.api import _core
+        from nbcluster.runtime.api.session import _core
 
         core = _core()
         members = self.nodes

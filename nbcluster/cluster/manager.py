@@ -19,8 +19,8 @@ from typing import Any
 from nbcluster.cluster import launcher as launchers
 from nbcluster.cluster.group import GROUP_LABEL, NodeGroup
 from nbcluster.cluster.launcher import JoinCommand, LaunchError, node_args, spec_from
-from nbcluster.runtime.addresses import is_loopback, route_to
-from nbcluster.runtime.transport import parse_address
+from nbcluster.runtime.wire.addresses import is_loopback, route_to
+from nbcluster.runtime.wire.transport import parse_address
 
 log = logging.getLogger("nbcluster.cluster")
 
@@ -41,7 +41,7 @@ def add_nodes(count: int | None = None, backend: str = "local", **options: Any) 
     ``walltime``, ``env``. Backend options: ``hosts`` (ssh), ``partition``, ``account``...
     (slurm), ``image``, ``namespace`` (kubernetes); see each backend's documentation.
     """
-    from nbcluster.runtime.api import core_for_submit
+    from nbcluster.runtime.api.session import core_for_submit
 
     cls = launchers.load(backend)
     spec = spec_from(options)
@@ -151,12 +151,12 @@ def shutdown() -> None:
 
 
 def _forget(group: NodeGroup) -> None:
-    from nbcluster.runtime.api import is_initialized
+    from nbcluster.runtime.api.session import is_initialized
 
     with _lock:
         _groups.pop(group.id, None)
     if is_initialized():
-        from nbcluster.runtime.api import _core
+        from nbcluster.runtime.api.session import _core
 
         try:
             _core().head_call("revoke_join_token", group.id, timeout=10)
@@ -169,7 +169,7 @@ def _logs(core: Any) -> str:
     of the node this driver uses, when it is on this machine (it goes with that node, even
     if the driver is killed), else a directory of its own, removed at shutdown."""
     global _log_dir
-    from nbcluster.runtime import sessions
+    from nbcluster.runtime.node import sessions
 
     if _log_dir is None or not os.path.isdir(_log_dir):
         session = str(core.node_info.get("session_dir") or "")
@@ -184,7 +184,7 @@ def _logs(core: Any) -> str:
 def _hook_shutdown() -> None:
     global _hooked
     if not _hooked:
-        from nbcluster.runtime.api import on_shutdown
+        from nbcluster.runtime.api.session import on_shutdown
 
         on_shutdown(shutdown)
         _hooked = True

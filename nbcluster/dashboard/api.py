@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from nbcluster.dashboard.client import ClusterClient
 from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
-from nbcluster.runtime.protocol import PROTOCOL_VERSION
-from nbcluster.runtime.transport import RemoteCallError
+from nbcluster.runtime.wire.protocol import PROTOCOL_VERSION
+from nbcluster.runtime.wire.transport import RemoteCallError
 
 #: The state API's record kinds, each a list (``.../tasks``) and an item (``.../tasks/<id>``).
 STATE_KINDS = ("tasks", "actors", "objects", "nodes", "workers")
@@ -221,7 +221,7 @@ async def cluster_resource(
     if what in STATE_KINDS and item is not None and result is None:
         raise ApiError(404, f"no {what[:-1]} {item!r} in this cluster")
     if what == "timeline" and _last(args, "format") == "chrome":
-        from nbcluster.runtime.timeline import chrome_trace
+        from nbcluster.runtime.observe.timeline import chrome_trace
 
         return chrome_trace(result)
     return result

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
-from nbcluster.runtime.transport import Connection, Endpoint, install_rpc, parse_address
+from nbcluster.runtime.wire.transport import Connection, Endpoint, install_rpc, parse_address
 
 #: Seconds a request to a head may take before the page is told it timed out.
 CALL_TIMEOUT_S = 10.0

@@ -35,10 +35,10 @@ from nbcluster.dashboard.handlers import (
     PrometheusMixin,
     StopMixin,
 )
-from nbcluster.runtime.protocol import PROTOCOL_VERSION
+from nbcluster.runtime.wire.protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
-    from nbcluster.runtime.dashboard_port import DashboardPort
+    from nbcluster.runtime.control.dashboard_port import DashboardPort
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("nbcluster.dashboard")

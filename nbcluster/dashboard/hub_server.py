@@ -38,11 +38,11 @@ from nbcluster.dashboard.handlers import (
     PageMixin,
 )
 from nbcluster.dashboard.head_server import log_server_errors
-from nbcluster.runtime.protocol import PROTOCOL_VERSION
-from nbcluster.runtime.user_auth import user_key
+from nbcluster.runtime.wire.protocol import PROTOCOL_VERSION
+from nbcluster.runtime.wire.user_auth import user_key
 
 if TYPE_CHECKING:
-    from nbcluster.runtime.dashboard_port import DashboardPort
+    from nbcluster.runtime.control.dashboard_port import DashboardPort
 
 log = logging.getLogger("nbcluster.dashboard")
 

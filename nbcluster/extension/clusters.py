@@ -35,7 +35,7 @@ KINDS = {"kernel": "kernel", "cli": "standalone", "script": "script"}
 
 
 def _live_records() -> list[Any]:
-    from nbcluster.runtime import sessions
+    from nbcluster.runtime.node import sessions
 
     return list(sessions.live_clusters())
 

@@ -20,7 +20,7 @@ from nbcluster.kernel import cell_task
 from nbcluster.kernel.cell_code import CellCode, analyze
 from nbcluster.kernel.cell_number import cell_number
 from nbcluster.kernel.routing import plain_submissions
-from nbcluster.runtime import long_wait
+from nbcluster.runtime.core import long_wait
 
 
 def _resources(text: str) -> dict[str, float]:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nbcluster.runtime import output
+from nbcluster.runtime.core import output
 
 #: True while ``%%remote`` submits a cell body: its output needs no "where" prefix, since
 #: it should read exactly as if the cell had run locally.

@@ -5,7 +5,7 @@ Nothing here reaches into the runtime beyond what a user could write; importing 
 and starts no cluster.
 """
 
-from nbcluster.runtime.actor import list_named_actors as list_named_actors
+from nbcluster.runtime.api.actor import list_named_actors as list_named_actors
 from nbcluster.util import queue as queue
 from nbcluster.util import state as state
 from nbcluster.util.actor_pool import ActorPool as ActorPool

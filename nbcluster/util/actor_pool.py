@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from nbcluster.runtime.api import get, wait
-from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.api.session import get, wait
+from nbcluster.runtime.ownership.object_ref import ObjectRef
 
 V = TypeVar("V")
 

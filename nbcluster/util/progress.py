@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from nbcluster.runtime import events as E
+from nbcluster.runtime.observe import events as E
 
 #: Seconds between two reports of one bar (the first and the last are always sent).
 REPORT_S = 0.2
@@ -34,7 +34,7 @@ _keys = itertools.count(1)
 
 
 def _current_task_id() -> bytes | None:
-    from nbcluster.runtime.object_ref import get_core
+    from nbcluster.runtime.ownership.object_ref import get_core
 
     core = get_core()
     task = core.current_task if core is not None else None

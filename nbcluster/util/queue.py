@@ -17,10 +17,10 @@ import queue as _stdlib_queue
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from nbcluster.runtime.actor import ActorClass, ActorHandle, kill
-from nbcluster.runtime.actor_host import exit_actor
-from nbcluster.runtime.api import get, remote, wait
-from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.api.actor import ActorClass, ActorHandle, kill
+from nbcluster.runtime.api.session import get, remote, wait
+from nbcluster.runtime.execute.actor_host import exit_actor
+from nbcluster.runtime.ownership.object_ref import ObjectRef
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
 """Scheduling strategies, where Ray keeps them (``ray.util.scheduling_strategies``)."""
 
-from nbcluster.runtime.placement import NodeAffinitySchedulingStrategy
+from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
 __all__ = ["NodeAffinitySchedulingStrategy"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.ownership.object_ref import ObjectRef
 
 
 def available() -> bool:

@@ -1,7 +1,7 @@
 """Progress that appears by itself under a cell whose ``get``/``wait`` blocks for a while.
 
 The kernel registers ``on_long_wait`` with the runtime's long-wait hook
-(``nbcluster.runtime.long_wait``); the hook runs on the runtime's watcher thread once a call
+(``nbcluster.runtime.core.long_wait``); the hook runs on the runtime's watcher thread once a call
 has blocked ``long_wait_s`` on two refs or more (``%%remote``: on its one). It publishes a
 progress widget under the cell that is waiting, with that cell's parent header, and when the
 call returns (on the cell's own thread, before the cell ends) it replaces the live widget by
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nbcluster.runtime import long_wait
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.core import long_wait
 
 
 def install(kernel: Any) -> Callable[[], None] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbcluster.runtime.cluster_info import ClusterInfo, ClusterResources
+from nbcluster.runtime.api.cluster_info import ClusterInfo, ClusterResources
 
 
 def _bundle(widget: Any) -> dict[str, Any]:

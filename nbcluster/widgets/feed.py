@@ -1,7 +1,7 @@
 """One digest connection per kernel, feeding every open widget.
 
 Each widget asks the head for a *digest* of what it shows (``state.subscribe_digests``; the
-head's side is ``nbcluster.runtime.digest_service``): its progress counts, its graph, the
+head's side is ``nbcluster.runtime.observe.digest_service``): its progress counts, its graph, the
 nodes. The head follows its own tables, coalesces, and pushes at most one item per widget
 per 0.1 s, holding only that widget's changes; so however many events a burst of tasks makes,
 the kernel decodes a few small messages a second and forwards them. The items arrive on the

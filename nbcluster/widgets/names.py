@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from nbcluster.runtime.object_ref import ObjectRef
+from nbcluster.runtime.ownership.object_ref import ObjectRef
 
 #: Containers longer than this are not looked into.
 MAX_ITEMS = 10_000
@@ -75,7 +75,7 @@ def ref_names(ns: dict[str, Any] | None = None) -> dict[str, str]:
 
 def current_cell() -> tuple[str | None, int | None]:
     """The running cell's request id and ``In[n]``, in a kernel; (None, None) elsewhere."""
-    from nbcluster.runtime import output
+    from nbcluster.runtime.core import output
 
     tag = output.current_tag()
     msg_id = getattr(tag, "msg_id", None)

@@ -146,6 +146,6 @@ class StoreView(FedView):
 
 
 def _is_ref(value: Any, oid: str) -> bool:
-    from nbcluster.runtime.object_ref import ObjectRef
+    from nbcluster.runtime.ownership.object_ref import ObjectRef
 
     return isinstance(value, ObjectRef) and value.hex() == oid

@@ -68,7 +68,7 @@ c.JupyterHub.spawner_class = TestSpawner
 c.Spawner.cmd = [os.path.join(S["venv_bin"], "jupyterhub-singleuser")]
 c.Spawner.start_timeout = 90
 # LocalProcessSpawner enforces neither; it hands them to each server as MEM_LIMIT and
-# CPU_LIMIT, which size the user's own clusters (nbcluster.runtime.limits).
+# CPU_LIMIT, which size the user's own clusters (nbcluster.runtime.scheduling.limits).
 c.Spawner.mem_limit = "2G"
 c.Spawner.cpu_limit = 2.0
 c.Spawner.http_timeout = 90

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from hub.realhub import HubUser, RealHub, poll
-from nbcluster.runtime import limits
 from nbcluster.runtime.config import Config
+from nbcluster.runtime.scheduling import limits
 
 #: One cell run in each user's kernel: the cluster works, and where its files are.
 WHO_AM_I = """
 import getpass, json, os
 import nbcluster as nc
-from nbcluster.runtime import api
+from nbcluster.runtime.api import session as api
 
 @nc.remote
 def square(x):
@@ -162,9 +162,9 @@ def test_a_second_kernel_gets_its_own_cluster_which_stops_with_it(
 
     def heads() -> list[Any]:
         """alice's head processes (by command line or process title), not their children."""
+        names = ("nbcluster.runtime.node.node_main", "nbcluster::head")
         found = [p for p in os_users.processes() if p.uids().real == uid
-                 and any(name in " ".join(p.cmdline())
-                        for name in ("nbcluster.runtime.head", "nbcluster::head"))]  # fmt: skip
+                 and any(name in " ".join(p.cmdline()) for name in names)]  # fmt: skip
         pids = {p.pid for p in found}
         return [p for p in found if p.ppid() not in pids]
 

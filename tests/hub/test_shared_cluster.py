@@ -56,7 +56,7 @@ def _json(hub: RealHub, who: tuple[HubUser, str], code: str) -> Any:
 JOBS = """
 import json, os
 import nbcluster as nc
-from nbcluster.runtime.object_ref import get_core
+from nbcluster.runtime.ownership.object_ref import get_core
 from nbcluster.util import state
 
 @nc.remote
@@ -226,7 +226,7 @@ def test_users_make_only_the_requests_a_driver_makes(
     carol = team[hub.shared.users[0]]  # type: ignore[attr-defined]
     got = _json(hub, carol, """
 import json
-from nbcluster.runtime.object_ref import get_core
+from nbcluster.runtime.ownership.object_ref import get_core
 try:
     get_core().head_call("create_join_token", "mine", 1, timeout=30)
     print(json.dumps("granted"))
@@ -237,7 +237,7 @@ except PermissionError as e:
     # In client mode a user reads and writes the store's arena only where their objects are.
     got = _json(hub, carol, """
 import json
-from nbcluster.runtime.object_ref import get_core
+from nbcluster.runtime.ownership.object_ref import get_core
 core = get_core()
 try:
     core.agent_call("store_read_range", core.store.capacity - 64, 64, timeout=30)
@@ -275,7 +275,7 @@ def test_named_actors_are_per_user_and_only_their_owner_kills_them(
     assert (c["value"], d["value"]) == (101, 201)  # two actors named "counter"
     kill = f"""
 import json
-from nbcluster.runtime.object_ref import get_core
+from nbcluster.runtime.ownership.object_ref import get_core
 try:
     get_core().head_call("kill_actor", bytes.fromhex({c["id"]!r}), True, timeout=30)
     print(json.dumps("killed"))

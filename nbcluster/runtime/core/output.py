@@ -1,0 +1,129 @@
+"""Output that goes home: what remote work prints is delivered to the process that asked for it.
+
+A worker replaces ``sys.stdout``/``sys.stderr`` with streams that, while a task runs, send each
+write to that task's owner over the connection the task came on (so it arrives before the
+task's result). The owner hands it to a *sink* along with the *tag* it recorded when the task
+was submitted. A notebook kernel sets the tag to the submitting cell and the sink to publish
+under that cell, which is how output lands under the right cell even after it finished.
+Writes made outside any task go to the worker's original stream (the node's log).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from nbcluster.runtime.wire import protocol as P
+
+Sink = Callable[[Any, str, str, str], None]
+
+_tag_provider: Callable[[], Any] | None = None
+_sink: Sink | None = None
+
+
+def set_tag_provider(fn: Callable[[], Any] | None) -> None:
+    """``fn()`` is called at each submission; its result is remembered with the task."""
+    global _tag_provider
+    _tag_provider = fn
+
+
+def current_tag() -> Any:
+    return _tag_provider() if _tag_provider is not None else None
+
+
+def set_sink(fn: Sink | None) -> None:
+    """``fn(tag, stream, text, where)`` receives remote output in the driver (loop thread)."""
+    global _sink
+    _sink = fn
+
+
+def deliver(tag: Any, stream: str, text: str, where: str) -> None:
+    if _sink is not None:
+        try:
+            _sink(tag, stream, text, where)
+            return
+        except Exception:  # a broken sink must not break the cluster: fall back to the console
+            pass
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    lines = text.splitlines(keepends=True)
+    out.write("".join(f"{where} {line}" for line in lines))
+    out.flush()
+
+
+def cancel_tag(tag: Any) -> int:
+    """Cancel every unfinished task submitted under ``tag``; return how many."""
+    from nbcluster.runtime.ownership.object_ref import get_core
+
+    core = get_core()
+    if core is None:
+        return 0
+
+    async def go() -> int:
+        return int(core.submitter.cancel_tagged(tag))
+
+    return int(core.run_sync(go, timeout=10))
+
+
+class TaskStream(io.TextIOBase):
+    """A worker's stdout/stderr: forwards writes made by a running task to its owner.
+
+    Output is sent in whole lines, so a print() arrives as one piece, not as its fragments.
+    The partial line waiting for its end is kept with the task that wrote it (its context),
+    not in the stream: calls of a threaded or async actor print at the same time, and each
+    line must go home whole, under its own call.
+    """
+
+    def __init__(self, name: str, original: TextIO, core: Any) -> None:
+        self.name = name
+        self._original = original
+        self._core = core
+
+    def write(self, s: str) -> int:
+        task = self._core.current_task
+        conn = task.conn if task is not None else None
+        if conn is None or conn.closed:
+            n = self._original.write(s)
+            self._original.flush()
+            return n
+        text = task.out.pop(self.name, "") + s
+        cut = text.rfind("\n") + 1
+        if cut:
+            conn.send((P.OUTPUT, task.task_id, self.name, text[:cut], _where(task)))
+            text = text[cut:]
+        if text:
+            task.out[self.name] = text
+        return len(s)
+
+    def flush(self) -> None:
+        task = self._core.current_task
+        text = task.out.pop(self.name, "") if task is not None else ""
+        if text:
+            conn = task.conn
+            if conn is not None and not conn.closed:
+                conn.send((P.OUTPUT, task.task_id, self.name, text, _where(task)))
+            else:
+                self._original.write(text)
+        self._original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._original.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._original, "encoding", "utf-8")
+
+
+def _where(task: Any) -> str:
+    import os
+
+    return f"({task.fn_name} pid={os.getpid()})"
+
+
+def capture_worker_output(core: Any) -> None:
+    sys.stdout = TaskStream("stdout", sys.__stdout__, core)  # type: ignore[arg-type]
+    sys.stderr = TaskStream("stderr", sys.__stderr__, core)  # type: ignore[arg-type]

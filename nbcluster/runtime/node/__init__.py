@@ -1,0 +1,1 @@
+"""A node's processes: the node main, its agent, the fork server, joining and launching."""

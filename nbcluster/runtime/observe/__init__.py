@@ -1,0 +1,1 @@
+"""Events, state tables and digests: what the CLI, widgets and dashboard read."""

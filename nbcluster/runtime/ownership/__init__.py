@@ -1,0 +1,1 @@
+"""Who owns each object and who borrows it: ObjectRefs, reference counts, lineage."""

@@ -1,0 +1,1 @@
+"""How processes talk: framed, authenticated connections, TLS and the message codes."""
