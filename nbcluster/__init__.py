@@ -25,7 +25,7 @@ from nbcluster.runtime.api.session import put as put
 from nbcluster.runtime.api.session import remote as remote
 from nbcluster.runtime.api.session import shutdown as shutdown
 from nbcluster.runtime.api.session import wait as wait
-from nbcluster.runtime.observe.timeline import timeline as timeline
+from nbcluster.runtime.api.timeline import timeline as timeline
 from nbcluster.runtime.ownership.generators import (
     DynamicObjectRefGenerator as DynamicObjectRefGenerator,
 )

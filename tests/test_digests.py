@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from nbcluster.runtime.observe import events as E
+from nbcluster.runtime import events as E
 from nbcluster.runtime.observe.digest_service import DigestService
 from nbcluster.runtime.observe.event_log import EventLog
 from nbcluster.runtime.wire.transport import Endpoint

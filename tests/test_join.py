@@ -23,7 +23,7 @@ from netns_pair import Pair, netns_pair
 
 import nbcluster as nc
 from nbcluster.exceptions import AuthenticationError
-from nbcluster.runtime.api.session import _core
+from nbcluster.runtime.api.session import current_core
 
 SUBNET = "10.231.50"
 #: A refused join ends well within this (the handshake timeout is 5 s).
@@ -130,7 +130,7 @@ def test_a_join_token_joins_nodes_and_nothing_else(tmp_path: Path) -> None:
     with CliCluster(tmp_path) as cluster:
         cluster.start_head("--num-cpus", "1")
         attach(cluster.head.address, cluster.token)
-        core = _core()
+        core = current_core()
         token = core.head_call("create_join_token", "g1", 1, timeout=10)
 
         nc.shutdown()  # a driver holding a stolen join token is refused, with the reason
@@ -144,7 +144,7 @@ def test_a_join_token_joins_nodes_and_nothing_else(tmp_path: Path) -> None:
         second = cluster.launch("second", ["--address", cluster.head.address], token=token)
         assert "already used by 1 node(s)" in refused(second)
 
-        core = _core()
+        core = current_core()
         late = core.head_call("create_join_token", "g2", 5, timeout=10)
         assert core.head_call("revoke_join_token", "g2", timeout=10)
         third = cluster.launch("third", ["--address", cluster.head.address], token=late)

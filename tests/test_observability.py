@@ -19,8 +19,8 @@ import pytest
 from conftest import wait_for_file, wait_until
 
 import nbcluster as nc
+from nbcluster.runtime import events
 from nbcluster.runtime.core import output
-from nbcluster.runtime.observe import events
 from nbcluster.util import state
 
 MiB = 1 << 20

@@ -162,9 +162,9 @@ class NodeGroup:
         ``drain_timeout`` seconds), then cancel the jobs. Safe to call twice."""
         if self.state == REMOVED:
             return
-        from nbcluster.runtime.api.session import _core
+        from nbcluster.runtime.api.session import current_core
 
-        core = _core()
+        core = current_core()
         members = self.nodes
         for n in members:
             core.head_call("drain_node", n["NodeID"], timeout=30)

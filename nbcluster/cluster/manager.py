@@ -156,10 +156,10 @@ def _forget(group: NodeGroup) -> None:
     with _lock:
         _groups.pop(group.id, None)
     if is_initialized():
-        from nbcluster.runtime.api.session import _core
+        from nbcluster.runtime.api.session import current_core
 
         try:
-            _core().head_call("revoke_join_token", group.id, timeout=10)
+            current_core().head_call("revoke_join_token", group.id, timeout=10)
         except Exception as e:  # the head is going away: its tokens go with it
             log.debug("could not revoke the join token of %s: %s", group.id, e)
 

@@ -221,7 +221,7 @@ async def cluster_resource(
     if what in STATE_KINDS and item is not None and result is None:
         raise ApiError(404, f"no {what[:-1]} {item!r} in this cluster")
     if what == "timeline" and _last(args, "format") == "chrome":
-        from nbcluster.runtime.observe.timeline import chrome_trace
+        from nbcluster.runtime.api.timeline import chrome_trace
 
         return chrome_trace(result)
     return result

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nbcluster.dashboard.client import ClusterClient, Subscription
-from nbcluster.runtime.observe.event_stream import decode
+from nbcluster.runtime.api.event_stream import decode
 
 #: How often buffered events go to the browser (seconds).
 FLUSH_S = 0.1

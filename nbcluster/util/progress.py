@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from nbcluster.runtime.observe import events as E
+from nbcluster.runtime import events as E
 
 #: Seconds between two reports of one bar (the first and the last are always sent).
 REPORT_S = 0.2

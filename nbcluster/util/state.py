@@ -23,8 +23,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from nbcluster.runtime.observe.digest_stream import DigestStream, subscribe_digests
-from nbcluster.runtime.observe.event_stream import Event, EventSubscription, ask_head, subscribe
+from nbcluster.runtime.api.digest_stream import DigestStream, subscribe_digests
+from nbcluster.runtime.api.event_stream import Event, EventSubscription, ask_head, subscribe
 
 Filter = tuple[str, str, Any]
 _T = TypeVar("_T")

@@ -17,10 +17,10 @@ def dashboard_url(*, jupyter: bool | None = None, timeout: float = 10.0) -> str:
     (``jupyter=None``: when known), else a one-time login link to the head's dashboard."""
     from nbcluster.runtime.api import session as api
 
-    core = api._core()
+    core = api.current_core()
     base = CONFIG.jupyter_base_url
     if jupyter is None:
-        jupyter = bool(base) and api._head is not None  # a cluster of this kernel's own
+        jupyter = bool(base) and api.owns_head()  # a cluster of this kernel's own
     if jupyter:
         if not base:
             raise RuntimeError("not running under a Jupyter server with the nbcluster extension")

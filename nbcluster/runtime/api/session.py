@@ -51,13 +51,20 @@ def on_shutdown(fn: Callable[[], None]) -> None:
         _shutdown_hooks.append(fn)
 
 
-def _core() -> CoreWorker:
+def current_core() -> CoreWorker:
+    """This process's core worker; a clear error when there is none (never initialized, or
+    the cluster was lost)."""
     core = object_ref_mod.get_core()
     if core is None:
         if _lost:
             raise ClusterConnectionError(f"{_lost}: call nbcluster.init() to start a new cluster")
         raise RuntimeError("nbcluster is not initialized: call nbcluster.init() first")
     return core  # type: ignore[no-any-return]
+
+
+def owns_head() -> bool:
+    """Whether this process started the cluster it is connected to (a notebook's own)."""
+    return _head is not None
 
 
 def core_for_submit() -> CoreWorker:
@@ -270,7 +277,7 @@ def remote(*args: Any, **options: Any) -> Any:
 
 
 def get(refs: Any, *, timeout: float | None = None) -> Any:
-    core = _core()
+    core = current_core()
     if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
         with long_wait.watching("get", refs):
             return core.get(refs, timeout)
@@ -288,7 +295,7 @@ def wait(
     timeout: float | None = None,
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    core = _core()
+    core = current_core()
     if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
         with long_wait.watching("wait", refs):
             return core.wait(refs, num_returns, timeout)
@@ -298,7 +305,7 @@ def wait(
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
-    core = _core()
+    core = current_core()
 
     async def go() -> None:  # on the loop, where the submitter's tables live
         core.submitter.cancel(ref.task_id(), force)
@@ -308,7 +315,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
 
 def nodes() -> list[dict[str, Any]]:
     """Every node that joined the cluster, alive or dead, with Ray's field names."""
-    return list(_core().head_call("get_nodes", timeout=30))
+    return list(current_core().head_call("get_nodes", timeout=30))
 
 
 def _sum(field: str) -> dict[str, float]:
@@ -426,7 +433,7 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    return RuntimeContext(_core())
+    return RuntimeContext(current_core())
 
 
 def get_gpu_ids() -> list[int]:

@@ -18,8 +18,8 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.wire import protocol as P
 from nbcluster.runtime.wire.transport import Connection, Endpoint, parse_address
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.wire.transport import Connection, Endpoint
 
 log = logging.getLogger("nbcluster.nodes")

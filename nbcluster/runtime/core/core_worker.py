@@ -24,15 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.core import exposure
+from nbcluster.runtime.core import event_shipping, exposure
+from nbcluster.runtime.core.borrowing import Ownership
 from nbcluster.runtime.ids import put_object_id, random_id
 from nbcluster.runtime.objects import serialization as ser
 from nbcluster.runtime.objects.remote_store import RemoteStore
 from nbcluster.runtime.objects.store_client import StoreMapping
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.ownership import object_ref as object_ref_mod
-from nbcluster.runtime.ownership.borrowing import Ownership
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.ownership.reference_table import (
     FAILED,
@@ -122,6 +122,8 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="nbcluster-io", daemon=True)
         self._started = threading.Event()
         self._start_error: BaseException | None = None
+        # The one import up a layer (tests/test_layers.py allows it): the core builds its
+        # process's submitter and routes task replies to it; the submitter uses the core.
         from nbcluster.runtime.submit.submitter import Submitter
 
         self.refs: ReferenceTable = None  # type: ignore[assignment]
@@ -221,7 +223,7 @@ class CoreWorker:
         if self.kind == "driver":
             self._head_answered = time.monotonic()
             self.loop.call_later(HEAD_PING_S, self._ping_head)
-        ev.attach_core(self)  # ship this process's events to the head
+        event_shipping.start(self)  # ship this process's events to the head
 
     async def _local_node(self) -> str | None:
         """The agent address of a live node on this machine (the head's, if it is local);
@@ -248,7 +250,7 @@ class CoreWorker:
             object_ref_mod.set_core(None)
 
         def stop() -> None:
-            ev.flush_core(self)
+            event_shipping.flush(self)
             for server in self.endpoint.servers:
                 server.close()
             for c in [*self.conns.values(), *self.endpoint.connections]:

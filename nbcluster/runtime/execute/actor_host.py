@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.execute.proctitle import set_title
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.ownership.reference_table import KIND_ERROR, KIND_INLINE
 from nbcluster.runtime.wire import protocol as P
 

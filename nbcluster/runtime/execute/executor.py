@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core.core_worker import error_bytes
 from nbcluster.runtime.core.output import capture_worker_output
 from nbcluster.runtime.execute.actor_host import ActorExit, ActorHost
 from nbcluster.runtime.ids import object_id
 from nbcluster.runtime.objects import serialization as ser
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.ownership.generators import each_value_stored
 from nbcluster.runtime.ownership.reference_table import KIND_ERROR, KIND_INLINE, KIND_STORE
 from nbcluster.runtime.submit.task_spec import decode_args
@@ -421,7 +421,7 @@ class Executor:
         borrowed = (
             [[e.oid, e.owner] for e in self.core.refs.mark_registered(fresh)] if fresh else []
         )
-        if ev.ENABLED:  # a flush meanwhile waits for the record (``events.flush_confirmed``)
+        if ev.ENABLED:  # a flush meanwhile waits for the record (``flush_confirmed``)
             ev.REPLYING.add(task_id)
         conn.send((P.TASK_DONE, task_id, status, results, contained, borrowed))
         if ev.ENABLED:  # after the reply: the owner need not wait for the record

@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.control.node_directory import HEARTBEAT_S
 from nbcluster.runtime.node.fork_server import ForkServer
 from nbcluster.runtime.node.memory_monitor import MemoryMonitor, private_memory
 from nbcluster.runtime.objects.store_service import StoreService
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.scheduling import limits
 from nbcluster.runtime.scheduling.gpus import GpuSlots
 from nbcluster.runtime.scheduling.placement import Unschedulable, route

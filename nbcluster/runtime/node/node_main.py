@@ -31,14 +31,13 @@ from nbcluster.runtime.control.node_directory import NodeDirectory
 from nbcluster.runtime.core.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.execute.proctitle import set_title
 from nbcluster.runtime.ids import random_id
-from nbcluster.runtime.node import log_rotation, sessions
+from nbcluster.runtime.node import event_shipping, log_rotation, sessions
 from nbcluster.runtime.node.fork_server import ForkServer
 from nbcluster.runtime.node.join import JoinError, JoinService, join_head
 from nbcluster.runtime.node.node_agent import NodeAgent
 from nbcluster.runtime.objects.object_store import ObjectStore
 from nbcluster.runtime.objects.remote_store import StoreProxy
 from nbcluster.runtime.objects.store_service import StoreService
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.observe import log_tail
 from nbcluster.runtime.observe.cluster_overview import ClusterOverview
 from nbcluster.runtime.observe.digest_service import DigestService
@@ -218,7 +217,7 @@ def main() -> None:
         except JoinError as e:
             fork_server.stop()
             _fail(ready_fd, str(e))
-    ev.attach_node(agent, event_log.ingest if event_log is not None else None)
+    event_shipping.start(agent, event_log.ingest if event_log is not None else None)
     agent.start_pool()
     if dashboard is not None and dash_sock is not None:
         dashboard.adopt(dash_sock, dash_host)

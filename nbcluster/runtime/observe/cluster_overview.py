@@ -19,8 +19,8 @@ import time
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from nbcluster.runtime import events as E
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.observe import events as E
 from nbcluster.runtime.observe.metrics_history import MetricsHistory
 from nbcluster.runtime.observe.state_tables import FAILED, TaskRecord
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbcluster.runtime.observe import events as E
+from nbcluster.runtime import events as E
 from nbcluster.runtime.observe.digest_views import (
     Digest,
     NodeList,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from nbcluster.runtime import events as E
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.observe import events as E
 from nbcluster.runtime.observe.event_subscribers import Subscribers
 from nbcluster.runtime.observe.state_queries import StateQueries
 from nbcluster.runtime.observe.state_tables import (

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core import output
 from nbcluster.runtime.ids import new_task_id, object_id
-from nbcluster.runtime.observe import events as ev
 from nbcluster.runtime.ownership.lineage import Lineage
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.ownership.reference_table import (

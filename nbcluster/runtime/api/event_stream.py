@@ -22,7 +22,8 @@ from typing import Any
 
 import msgpack
 
-from nbcluster.runtime.observe import events as E
+from nbcluster.runtime import events as E
+from nbcluster.runtime.core import event_shipping
 from nbcluster.runtime.wire.transport import Connection, parse_address
 
 _KINDS = ("TASK_", "ACTOR_", "OBJECT_", "NODE_", "WORKER_")
@@ -311,8 +312,8 @@ def ask_head(method: str, *args: Any, address: str | None = None, timeout: float
     core = connected_core(address)
 
     async def go() -> Any:
-        E.flush_core(core)  # ours first: a task's submission before its workers' report
-        await E.sync_observed(core)
+        event_shipping.flush(core)  # ours first: a task's submission before its workers' report
+        await event_shipping.sync_observed(core)
         return await core.head.call(method, *args)
 
     return core.run_sync(go, timeout)

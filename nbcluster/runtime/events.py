@@ -1,8 +1,11 @@
 """State-change events: recorded where they happen, shipped to the head in batches.
 
 Every process appends events to per-process buffers (deques: appending is atomic, so user
-threads and the event loop need no lock) and its event loop ships them to the head every
-``event_flush_s`` as one ``events`` notification. An event is a plain tuple
+threads and the event loop need no lock); the component that owns the process's loop ships
+them (``drain``/``take``) on its own timer, every ``event_flush_s``, as one ``events``
+notification: the core worker in drivers and workers (``core.event_shipping``), the node
+agent in node processes (``node.event_shipping``). This module imports no component, so
+every layer can record. An event is a plain tuple
 ``(kind, time, *fields)`` — building a dict or a record per event would cost more than the
 task it describes — and the batch carries who sent it (a *header*), so events need not repeat
 the process's pid, node or address. The head (``event_log``) numbers them, streams them to
@@ -29,17 +32,11 @@ import collections
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
 from nbcluster.runtime.config import CONFIG
-
-if TYPE_CHECKING:
-    from nbcluster.runtime.core.core_worker import CoreWorker
-    from nbcluster.runtime.node.node_agent import NodeAgent
-    from nbcluster.runtime.wire.transport import Connection
 
 # Event kinds and their fields after (kind, time). ``event_stream`` decodes them.
 TASK_SUBMITTED = 1  # task_id, name, attempt, arg oids, nested oids, num_returns, tag, site, actor
@@ -307,109 +304,39 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def flush_core(core: CoreWorker) -> None:
-    """Ship this process's events now (loop thread). The state API calls it before a query,
-    so a process sees its own doings in the answer."""
+def drain(address: str) -> tuple[bytes | None, bytes | None, int] | None:
+    """Everything recorded here, ready to ship: (batch, task batch, how many task state
+    changes); None when nothing waits. Tasks still queued or running are reported first, as
+    seen by the process at ``address`` (event loop thread)."""
     if RUNNING_NOW or QUEUED:
-        _report_worker(core.address)
-    if BUF or TASKS or RAN2 or RAN3:
-        head = getattr(core, "head", None)
-        if head is not None and not head.closed:
-            blob = take()
-            tasks, n = take_tasks()
-            head.notify("events", _header(core), blob, tasks, n)
+        _report_worker(address)
+    if not (BUF or TASKS or RAN2 or RAN3):
+        return None
+    blob = take()
+    tasks, n = take_tasks()
+    return blob, tasks, n
 
 
-async def flush_confirmed(core: CoreWorker) -> None:
-    """Ship this process's events and return once the head has taken them (and everything
-    this process sent it before): a ping on the same connection answers after them. A task
-    whose reply already left but whose run is not recorded yet is waited for first: the
-    asker may have that reply in hand."""
-    deadline = time.monotonic() + _REPLYING_WAIT_S
+async def replies_recorded(timeout: float = _REPLYING_WAIT_S) -> None:
+    """Wait (briefly) until every task whose reply already left has its run recorded: the
+    asker may hold that reply and expect to see the run."""
+    deadline = time.monotonic() + timeout
     while REPLYING and time.monotonic() < deadline:
         await asyncio.sleep(0.0005)
-    flush_core(core)
-    head = getattr(core, "head", None)
-    if head is not None and not head.closed:
-        await head.call("ping")
 
 
-async def sync_observed(core: CoreWorker, timeout: float = 2.0) -> None:
-    """Before a state query: make the head hold the events of every worker this process
-    talks to (the connections it keeps to leased workers and actors), so the answer shows
-    at least what this process has seen: a task whose ``get`` returned is FINISHED, and on
-    the timeline. Costs one round trip per such worker, in parallel, per query; the task
-    path is untouched. (Node agents among those connections answer "unknown method".)"""
-    conns = set(getattr(core, "conns", {}).values())
-    calls = [asyncio.ensure_future(c.call("flush_events")) for c in conns
-             if c is not None and not c.closed]  # fmt: skip
-    for call in calls:  # best effort: a worker that died has nothing more to tell
-        call.add_done_callback(lambda f: f.cancelled() or f.exception())
-    if calls:
-        await asyncio.wait(calls, timeout=timeout)
-
-
-def _header(core: CoreWorker) -> list[Any]:
-    return [core.kind, os.getpid(), core.node_id, core.worker_id, core.address]
-
-
-def attach_core(core: CoreWorker) -> None:
-    """Start shipping a driver's or worker's events (called once it knows the head)."""
-    from nbcluster.runtime.observe import event_refs
-
-    event_refs.install(core)
-    if not ENABLED:
-        return
-    core.endpoint.rpc["flush_events"] = lambda conn: flush_confirmed(core)
-    for table in (BUF, TASKS, RAN2, RAN3, QUEUED, RUNNING_NOW, REPLYING):  # an earlier one's
+def reset() -> None:
+    """Forget what an earlier cluster's process recorded (a driver's ``init`` after
+    ``shutdown``)."""
+    for table in (BUF, TASKS, RAN2, RAN3, QUEUED, RUNNING_NOW, REPLYING):
         table.clear()
-    interval = CONFIG.event_flush_s
-
-    def tick() -> None:
-        if core.closed:
-            return
-        flush_core(core)
-        core.loop.call_later(interval, tick)
-
-    core.loop.call_later(interval, tick)
 
 
-def attach_node(agent: NodeAgent, send: Callable[[list[Any], bytes | None], None] | None) -> None:
-    """Ship a node process's events with ``send(header, batch)`` (None: to the head over the
-    agent's connection to it) and sample its resources."""
-    if not ENABLED:
-        return
-    if send is None:
-        assert agent.head_conn is not None
-        send = send_via(agent.head_conn)
-    from nbcluster.runtime.observe.node_stats import NodeSampler
-
-    header = ["node", os.getpid(), agent.node_id, b"", agent.address]
-    interval = CONFIG.event_flush_s
-    sampler = NodeSampler(agent)
-
-    def tick() -> None:
-        if agent.closing:
-            return
-        if BUF:
-            send(header, take())  # (node processes run no tasks)
-        agent.loop.call_later(interval, tick)
-
-    def sample() -> None:
-        if agent.closing:
-            return
-        BUF.append((NODE_STATS, _now(), agent.node_id, sampler.sample()))
-        agent.loop.call_later(CONFIG.resource_sample_s, sample)
-
-    agent.loop.call_later(interval, tick)
-    agent.loop.call_soon(sample)
-    agent.store.store.on_event = _store_event
+def node_stats(node_id: str, stats: dict[str, Any]) -> None:
+    """A node's resource sample (``node.node_stats``)."""
+    BUF.append((NODE_STATS, _now(), node_id, stats))
 
 
-def _store_event(what: str, oid: bytes, size: int) -> None:
+def store_event(what: str, oid: bytes, size: int) -> None:
+    """The node's store spilled or restored an object (its ``on_event`` hook)."""
     BUF.append((OBJECT_SPILLED if what == "spilled" else OBJECT_RESTORED, _now(), oid, size))
-
-
-def send_via(conn: Connection) -> Callable[[list[Any], bytes | None], None]:
-    """A node's sender when the event log is in another process (the head)."""
-    return lambda header, batch: conn.notify("events", header, batch)

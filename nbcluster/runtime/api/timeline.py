@@ -51,7 +51,7 @@ def timeline(
     """The cluster's task timeline as Chrome trace events, or, given ``filename``, written
     there and nothing returned (as Ray: a notebook cell ending in ``nc.timeline("t.json")``
     must not print thousands of events)."""
-    from nbcluster.runtime.observe.event_stream import ask_head
+    from nbcluster.runtime.api.event_stream import ask_head
 
     trace = chrome_trace(list(ask_head("state_timeline", address=address)))
     if filename is None:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from nbcluster.runtime.observe.event_stream import ask_head, connect_to_head, connected_core
+from nbcluster.runtime.api.event_stream import ask_head, connect_to_head, connected_core
 from nbcluster.runtime.wire.transport import Connection
 
 Items = list[list[Any]]
@@ -47,10 +47,10 @@ class DigestStream:
         did = f"{os.getpid()}-{next(_ids)}"
         conn = self._conn
         assert conn is not None
-        from nbcluster.runtime.observe import events as E
+        from nbcluster.runtime.core import event_shipping
 
         async def go() -> Any:
-            E.flush_core(self._core)  # the head then knows what this process submitted
+            event_shipping.flush(self._core)  # the head then knows what this process submitted
             return await conn.call("digest_open", did, kind, spec, live)
 
         return did, self._core.run_sync(go, timeout)
