@@ -142,7 +142,7 @@ class ActorClass(Exportable):
         desc = self._desc()
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
-            entries = [core._entry(r) for r in deps]
+            entries = [core.entry_of(r) for r in deps]
             pending = [e for e in entries if e.state == PENDING]
             if pending:  # waiting for more entries than were passed would never end
                 core.wait_entries(pending, len(pending), None)
@@ -152,7 +152,7 @@ class ActorClass(Exportable):
         actor_id = random_id()
         create = [
             P.PUSH_TASK, new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
-            [[e.oid, e.kind, e.data, e.size] for e in (core._entry(r) for r in deps)], 1,
+            [[e.oid, e.kind, e.data, e.size] for e in (core.entry_of(r) for r in deps)], 1,
             {"create": actor_id, "max_concurrency": o.get("max_concurrency"),
              "methods": self._methods, "groups": _groups(o.get("concurrency_groups")),
              "owner": core.address, "job": core.job_id,

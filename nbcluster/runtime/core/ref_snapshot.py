@@ -34,7 +34,7 @@ def sizes(core: CoreWorker) -> dict[str, int]:
     sub = core.submitter
     out = {
         "objects": len(core.refs.entries),
-        "pins": len(core._pins),
+        "pins": len(core.store_reader.pinned()),
         "connections": len(core.conns),
         "tasks": len(sub.tasks),
         "lineage": len(sub.lineage),
@@ -58,7 +58,7 @@ def snapshot(core: CoreWorker, conn: Connection | None = None) -> dict[str, Any]
     for spec in list(core.submitter.tasks.values()):
         for ref in list(spec.deps or ()):
             pending.add(ref._id)
-    pinned = set(core._pins)
+    pinned = core.store_reader.pinned()
     with core.refs.lock:
         entries = list(core.refs.entries.values())
     captured: set[bytes] = set()

@@ -26,11 +26,11 @@ import cloudpickle
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
-from nbcluster.runtime.core.core_worker import error_bytes
 from nbcluster.runtime.core.output import capture_worker_output
 from nbcluster.runtime.execute.actor_host import ActorExit, ActorHost
 from nbcluster.runtime.ids import object_id
 from nbcluster.runtime.objects import serialization as ser
+from nbcluster.runtime.objects.serialization import error_bytes
 from nbcluster.runtime.ownership.generators import each_value_stored
 from nbcluster.runtime.ownership.reference_table import KIND_ERROR, KIND_INLINE, KIND_STORE
 from nbcluster.runtime.submit.task_spec import decode_args

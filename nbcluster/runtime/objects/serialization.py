@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from nbcluster.exceptions import SerializationError
+from nbcluster.exceptions import NbclusterError, SerializationError
 from nbcluster.runtime.objects.store_client import StoreMapping, layout, write_buffers
 
 _HDR = struct.Struct("<II")  # number of buffers, header size
@@ -142,6 +142,15 @@ def deserialize_store(view: memoryview) -> tuple[Any, list[memoryview]]:
         parts.append(view[off : off + length])
     value = pickle.loads(parts[0], buffers=parts[1:])
     return value, parts[1:]
+
+
+def error_bytes(err: BaseException) -> bytes:
+    """An error as the value of a failed object (or task reply): ``get`` unpickles and
+    raises it. An error that cannot be pickled travels as its type's name and message."""
+    try:
+        return pickle.dumps(err, protocol=5)
+    except Exception:
+        return pickle.dumps(NbclusterError(f"{type(err).__name__}: {err}"))
 
 
 def dumps_function(fn: Any) -> bytes:

@@ -39,7 +39,7 @@ class ObjectRef:
 
     def __del__(self) -> None:
         # The garbage collector runs this on any thread, possibly one holding the runtime's
-        # locks: it only queues the release (see ``CoreWorker.release_ref``), never blocks.
+        # locks: it only queues the release (``core/release_queue.py``), never blocks.
         core = self._core
         if core is not None and core is _core:
             try:
