@@ -53,6 +53,10 @@ class Counter:
     def pid(self):
         return os.getpid()
 
+    def pid_when(self, _ready):
+        """The host's pid, once ``_ready`` (an argument still being computed) is."""
+        return os.getpid()
+
     def record(self, tag, i):
         self.log.append((tag, i))
         return i
@@ -117,6 +121,12 @@ def make_counter(start):
 @nc.remote
 def find_actor(name):
     return {"found": nc.get_actor(name)}
+
+
+@nc.remote
+def opened(gate):
+    """Returns once the test creates ``gate``: an argument that is ready when the test says."""
+    return wait_for_file(gate, T)
 
 
 @nc.remote
@@ -263,6 +273,18 @@ def test_handle_stored_in_a_put_object_keeps_the_actor_alive(cluster):
     del again, box
     gc.collect()
     wait_until(lambda: is_gone(pid), timeout=15, message="actor outlived its last handle")
+
+
+def test_a_call_keeps_its_actor_until_done_when_the_handle_goes_at_once(cluster, tmp_path):
+    """``A.remote().m.remote(x)``: the only handle is gone before the call could even be sent
+    (its argument is not ready). As in Ray, the call keeps the actor; then the actor ends."""
+    gate = tmp_path / "gate"
+    call = Counter.remote().pid_when.remote(opened.remote(str(gate)))
+    gc.collect()
+    nc.nodes()  # a round trip to the head, after whatever dropping the handle told it
+    gate.touch()
+    pid = nc.get(call, timeout=T)
+    wait_until(lambda: is_gone(pid), timeout=15, message="actor outlived its last call")
 
 
 # ---------------------------------------------------------------------- names, lifetime

@@ -284,6 +284,9 @@ class ActorMethod:
         core = core_for_submit()
         h = self._handle
         blob, deps, held = encode_args(args, kwargs, self._desc.name, core.put_serialized)
+        # The call holds its handle until it is done, as in Ray: ``A.remote().m.remote()``
+        # drops the only handle at once, and the actor must not end before the call ran.
+        held = [*held, h._ref]
         task_id = new_task_id()
         n = self._num_returns
         return_ids = [object_id(task_id, i + 1) for i in range(n)]
