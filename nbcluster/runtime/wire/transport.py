@@ -31,16 +31,11 @@ from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.wire import auth, tls, user_auth
 from nbcluster.runtime.wire.addresses import dial_host
+from nbcluster.runtime.wire.protocol import MESSAGE_NAMES, REPLY, REQUEST
 
 log = logging.getLogger("nbcluster.transport")
 #: Why a plain client may have failed: the cluster it dialled speaks TLS.
 NO_TLS_HINT = " (if the cluster uses TLS, set NBCLUSTER_TLS_CERT)"
-
-#: message type numbers shared by every process; see ``protocol`` for the records.
-REQUEST = 1
-REPLY = 2
-#: names of message types, for logs (``protocol`` adds its own)
-MESSAGE_NAMES: dict[int, str] = {REQUEST: "REQUEST", REPLY: "REPLY"}
 
 
 class Malformed(Exception):
