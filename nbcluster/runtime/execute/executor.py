@@ -19,13 +19,14 @@ import signal
 import sys
 import threading
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import cloudpickle
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.core import event_shipping
 from nbcluster.runtime.core.core_worker import error_bytes
 from nbcluster.runtime.core.output import capture_worker_output
 from nbcluster.runtime.execute.actor_host import ActorExit, ActorHost
@@ -342,8 +343,15 @@ class Executor:
         a fresh worker)."""
         self.retiring = True
         self.core.call_soon(self._give_back_backlog)
+        self.leave()
+
+    def leave(self) -> NoReturn:
+        """End this worker process now, once its replies and its events are out: the head
+        records the end of every task it ran (events left in the buffer would show those
+        tasks unfinished for ever)."""
+        core = self.core
         try:
-            self.core.run_sync(_flushed, timeout=5)  # the replies go out before we do
+            core.run_sync(lambda: event_shipping.flush_confirmed(core), timeout=5)
         except Exception:
             pass
         sys.stdout.flush()
@@ -428,17 +436,14 @@ class Executor:
             ev.task_replied(task_id, status, results)
 
 
-async def _flushed() -> None:
-    """Awaited from another thread: the loop has run (and flushed what was queued)."""
-
-
-_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+#: The runtime package: a traceback's leading frames from here are the runtime's own.
+_RUNTIME_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _format_tb(e: BaseException) -> str:
     tb = e.__traceback__
     # Drop the runtime's own leading frames: the user's frames are what matter.
-    while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _RUNTIME_DIR:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(e), e, tb))
 
