@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -129,7 +130,8 @@ def test_init_again_in_the_same_process_is_harmless(cluster):
 # ----------------------------------------------------------- drivers in separate processes
 
 DRIVER = r"""
-import json, os, sys, time
+import faulthandler, json, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks on a hang
 import nbcluster as nc
 
 nc.init(num_cpus=2)
@@ -158,6 +160,37 @@ if sys.argv[2] == "exit":
     sys.exit(0)          # normal exit, no shutdown(), a task still running
 nc.get(long_task)        # wait here until killed
 """
+
+
+def drain(proc: subprocess.Popen[bytes]) -> list[bytes]:
+    """Keep reading the driver's output (so it never blocks on a full pipe); the list fills."""
+    out: list[bytes] = []
+    assert proc.stdout is not None
+    stream = proc.stdout
+
+    def read() -> None:
+        try:
+            out.extend(iter(lambda: stream.read1(65536), b""))
+        except (ValueError, OSError):  # closed by the test's cleanup
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    return out
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float, output: list[bytes]) -> int:
+    """The driver's exit status; if it does not exit in time, fail with its threads' stacks."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while b"most recent call first" not in b"".join(output) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (a diagnostic on the way to failing: nothing to order)
+        raise AssertionError(
+            f"the driver did not exit in {timeout}s; its stacks and output:\n"
+            + b"".join(output).decode(errors="replace")[-8000:]
+        ) from None
 
 
 def run_driver_and_end_it(tmp_path, how: str) -> None:
@@ -202,8 +235,9 @@ def test_signalled_driver_leaves_nothing_behind(tmp_path, sig):
         report = read_report(proc, "READY", timeout=60)
         cluster_pids = {p.pid for p in descendants(proc.pid)} | set(report["workers"])
         stores = store_inodes(cluster_pids | {proc.pid})
+        output = drain(proc)
         os.kill(proc.pid, sig)
-        proc.wait(timeout=15)
+        wait_exit(proc, 15, output)
         assert_all_gone(cluster_pids, stores, f"after {sig.name} to the driver")
     finally:
         proc.kill()

@@ -256,7 +256,7 @@ def test_the_spawners_cpu_and_memory_limits_size_a_users_cluster(tmp_path: Path)
 
 def detected(env: dict[str, str]) -> dict[str, Any]:
     """``limits.detect().applied()`` in a fresh process with ``env``, as a node would see it."""
-    code = "import json; from nbcluster.runtime import limits; print(json.dumps(limits.detect().applied()))"  # noqa: E501
+    code = "import json; from nbcluster.runtime.scheduling import limits; print(json.dumps(limits.detect().applied()))"  # noqa: E501
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=False, timeout=T)  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import wait_for_file, wait_until
+from conftest import is_gone, wait_for_file, wait_until
 
 import nbcluster as nc
 from nbcluster.runtime import events
@@ -325,3 +325,40 @@ def test_events_can_be_turned_off(
     make_cluster(num_cpus=2)
     assert nc.get([nc.remote(inc).remote(i) for i in range(10)]) == list(range(1, 11))
     assert state.list_tasks() == [] and state.list_nodes() == []
+
+
+
+def my_pid() -> int:
+    return os.getpid()
+
+
+def pids_nested() -> list[int]:
+    """Blocks in ``get`` on a nested task: the node lends its CPU and starts an extra worker,
+    which the node reaps once idle."""
+    return [os.getpid(), nc.get(nc.remote(my_pid).remote())]
+
+
+def test_workers_that_go_report_the_tasks_they_ran_first(
+    no_cluster: None, make_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that retires (``max_calls``) or is reaped as an idle extra ships its events
+    before it goes: its tasks end FINISHED, not running forever in the state tables. The
+    workers' flush timer is set far beyond the test, so only the goodbye can ship them."""
+    monkeypatch.setenv("NBCLUSTER_EVENT_FLUSH_S", "600")
+    monkeypatch.setenv("NBCLUSTER_IDLE_WORKER_TIMEOUT_S", "0.2")
+    make_cluster(num_cpus=1)
+    retired = nc.remote(max_calls=1)(my_pid).remote()
+    pid = nc.get(retired, timeout=30)
+    wait_until(lambda: is_gone(pid), message=f"worker {pid} did not retire")
+    task_of(retired, "FINISHED")
+
+    outer = nc.remote(pids_nested).remote()
+    pids = nc.get(outer, timeout=30)
+    assert pids[0] != pids[1]
+    wait_until(lambda: any(map(is_gone, pids)), message="no idle extra worker reaped")
+    if is_gone(pids[0]):  # the outer task's worker went: its run and its submission arrive
+        task_of(outer, "FINISHED")
+        wait_until(lambda: len(state.list_tasks()) == 3, message="the nested task is unknown")
+    else:  # the nested task's worker went: its run arrives
+        ran = lambda: [t.state for t in state.list_tasks() if t.worker_pid == pids[1]]  # noqa: E731
+        wait_until(lambda: ran() == ["FINISHED"], message=lambda: f"tasks: {state.list_tasks()}")

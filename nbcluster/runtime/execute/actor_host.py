@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import inspect
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -249,13 +248,7 @@ class ActorHost:
             atexit._run_exitfuncs()  # what the user registered, as a normal exit would
         except BaseException:
             pass
-        try:
-            core.run_sync(_noop, timeout=5)  # the loop flushes our replies before this returns
-        except Exception:
-            pass
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        self.executor.leave()
 
     def _drain(self, ctx: TaskContext | None) -> None:
         """Wait (a while) for the calls still running to send their results."""
@@ -274,10 +267,6 @@ class ActorHost:
 
 
 _NONE = b"\x80\x05N."  # pickle of None
-
-
-async def _noop() -> None:
-    return None
 
 
 def _terminate() -> None:

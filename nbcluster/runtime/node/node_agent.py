@@ -235,13 +235,31 @@ class NodeAgent:
             if f.cancelled() or f.exception() is not None:
                 return  # its connection closed: it is gone already
             if f.result() and not self.closing:
-                self.fork_server.kill(w.pid)
+                self._stop_idle_worker(w)
             elif w.worker_id in self.workers and w.lease is None:
                 w.idle_since = time.monotonic()
                 self.idle.append(w)  # it owns objects: still a worker of the pool
                 self._try_grant()
 
         w.conn.call("may_exit").add_done_callback(answered)
+
+    def _stop_idle_worker(self, w: WorkerInfo) -> None:
+        """Stop a worker that may go, once it has shipped its events (the tasks it ran and
+        submitted would otherwise show unfinished for ever); a worker that does not answer
+        within ``node_timeout_s`` is stopped all the same."""
+        stopped = False
+
+        def stop(_: Any = None) -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                self.fork_server.kill(w.pid)
+
+        if w.conn.closed:
+            stop()
+            return
+        w.conn.call("flush_events").add_done_callback(stop)
+        self.loop.call_later(CONFIG.node_timeout_s, stop)
 
     # -- registration -------------------------------------------------------------------------
     def _on_hello(self, conn: Connection, msg: list[Any]) -> None:

@@ -1,69 +1,141 @@
 """Message type numbers and layouts of the wire protocol.
 
-Every message is a msgpack array whose first element is its type. The layouts below are the
-one definition of each message; senders and handlers refer to these constants only.
+Every message is a msgpack array whose first element is its type. Requests and replies
+(``REQUEST``/``REPLY``) are the transport's RPC: a method name and its arguments. Every other
+message has a typed record here, the one definition of its layout: senders build the record
+and ``encode`` it, the transport ``decode``s a frame into its record before any handler sees
+it, and a frame whose fields do not fit its record is malformed input.
 """
 
 from __future__ import annotations
 
-from nbcluster.runtime.wire.transport import MESSAGE_NAMES, REPLY, REQUEST
-
-__all__ = [
-    "CANCEL_TASK",
-    "HANDOFF_DONE",
-    "HELLO",
-    "OUTPUT",
-    "PROTOCOL_VERSION",
-    "PUSH_TASK",
-    "REMOVE_BORROWER",
-    "REPLY",
-    "REQUEST",
-    "STEAL_TASKS",
-    "TASK_DONE",
-    "TASK_REQUEUE",
-]
+from typing import Any, NamedTuple
 
 #: The version of this wire protocol. Tools that find a cluster through its session record
 #: (the jupyter-server extension) compare it before talking, and say so when it differs.
 PROTOCOL_VERSION = 1
-
-#: [HELLO, server_address, kind, worker_id(bytes), pid, job_id] — first message of a
-#: connecting side (job_id: the driver whose work it sends; nodes and the head omit it).
-HELLO = 3
-#: [PUSH_TASK, task_id, fn_id, fn_bytes|None, fn_name, args_blob, deps, num_returns, extra]
-#:   deps: [[kind, data, size], ...] resolved top-level ObjectRef arguments, in order
-#:   extra: {"res": resources, "gpus": [ids], ...} or None
-PUSH_TASK = 4
-#: [TASK_DONE, task_id, status, results, contained, borrowed]
-#:   status: DONE_OK, DONE_APP_ERROR, DONE_CANCELLED, DONE_SYSTEM_ERROR
-#:   results: [[kind, data, size], ...] one per return (errors: one [KIND_ERROR, bytes, 0])
-#:   contained: [[oid, owner], ...] ObjectRefs pickled inside the returned values
-#:   borrowed: [[oid, owner], ...] refs the arguments gave the worker that it still holds:
-#:     the caller registers the worker as their borrower (see ``ownership``)
-TASK_DONE = 5
-#: [TASK_REQUEUE, [task_id, ...], blocked] — a worker gives back the tasks it had not
-#: started: it blocked in ``get`` (blocked true), or its owner asked (STEAL_TASKS).
-TASK_REQUEUE = 6
-#: [CANCEL_TASK, task_id, force]
-CANCEL_TASK = 7
-#: [REMOVE_BORROWER, oid] — sent by a borrower to the owner when its last ref is gone.
-#: Borrowers are registered with the ``add_borrowers`` request, [[oid, borrower], ...],
-#: which its owner acknowledges.
-REMOVE_BORROWER = 9
-#: [HANDOFF_DONE, task_id] — the caller registered itself for the refs inside a task's result,
-#: so the worker may drop the holds it kept on them.
-HANDOFF_DONE = 10
-#: [STEAL_TASKS] — the owner has an idle worker: give back the tasks queued here, not started.
-STEAL_TASKS = 12
-#: [OUTPUT, task_id, stream, text, where] — what a running task printed, sent to its owner.
-OUTPUT = 11
 
 DONE_OK = 0
 DONE_APP_ERROR = 1
 DONE_CANCELLED = 2
 DONE_SYSTEM_ERROR = 3
 
-MESSAGE_NAMES.update(
-    {v: k for k, v in list(globals().items()) if k.isupper() and not k.startswith("DONE_")
-     and isinstance(v, int)}
-)  # fmt: skip
+# Message types. REQUEST and REPLY are the transport's RPC: [REQUEST, id, method, args]
+# (id 0: no reply wanted) and [REPLY, id, ok, result or error].
+REQUEST = 1
+REPLY = 2
+HELLO = 3
+PUSH_TASK = 4
+TASK_DONE = 5
+TASK_REQUEUE = 6
+CANCEL_TASK = 7
+REMOVE_BORROWER = 9
+HANDOFF_DONE = 10
+OUTPUT = 11
+STEAL_TASKS = 12
+
+
+class Hello(NamedTuple):
+    """First message of a connecting side: who it is."""
+
+    address: str  # where the sender serves
+    kind: str  # "driver", "worker", "head"
+    worker_id: bytes
+    pid: int
+    #: The driver whose work it sends; nodes and the head leave it out.
+    job_id: str | None = None
+
+
+class PushTask(NamedTuple):
+    """An owner hands a task to a leased worker (or an actor)."""
+
+    task_id: bytes
+    fn_id: bytes
+    fn_bytes: bytes | None  # sent once per worker; None when it has it
+    fn_name: str
+    args_blob: bytes
+    #: Resolved top-level ObjectRef arguments, in order: [[kind, data, size], ...].
+    deps: list[Any]
+    num_returns: Any
+    #: {"res": resources, "gpus": [ids], ...} or None.
+    extra: dict[str, Any] | None
+
+
+class TaskDone(NamedTuple):
+    """A worker's reply to a task."""
+
+    task_id: bytes
+    status: int  # DONE_OK, DONE_APP_ERROR, DONE_CANCELLED, DONE_SYSTEM_ERROR
+    #: [[kind, data, size], ...] one per return (errors: one [KIND_ERROR, bytes, 0]).
+    results: Any
+    #: [[oid, owner], ...] ObjectRefs pickled inside the returned values.
+    contained: list[Any]
+    #: [[oid, owner], ...] refs the arguments gave the worker that it still holds: the caller
+    #: registers the worker as their borrower (see ``core.borrowing``).
+    borrowed: list[Any]
+
+
+class TaskRequeue(NamedTuple):
+    """A worker gives back the tasks it had not started: it blocked in ``get`` (``blocked``),
+    or its owner asked (STEAL_TASKS)."""
+
+    task_ids: list[bytes]
+    blocked: bool
+
+
+class CancelTask(NamedTuple):
+    task_id: bytes
+    force: bool
+
+
+class RemoveBorrower(NamedTuple):
+    """A borrower's last ref is gone. (Borrowers are registered with the acknowledged
+    ``add_borrowers`` request, [[oid, borrower], ...].)"""
+
+    oid: bytes
+
+
+class HandoffDone(NamedTuple):
+    """The caller registered itself for the refs inside a task's result, so the worker may
+    drop the holds it kept on them."""
+
+    task_id: bytes
+
+
+class Output(NamedTuple):
+    """What a running task printed, sent to its owner."""
+
+    task_id: bytes
+    stream: str
+    text: str
+    where: Any
+
+
+class StealTasks(NamedTuple):
+    """The owner has an idle worker: give back the tasks queued here, not started."""
+
+
+#: Message type -> its record.
+RECORDS: dict[int, type[Any]] = {
+    HELLO: Hello, PUSH_TASK: PushTask, TASK_DONE: TaskDone, TASK_REQUEUE: TaskRequeue,
+    CANCEL_TASK: CancelTask, REMOVE_BORROWER: RemoveBorrower, HANDOFF_DONE: HandoffDone,
+    OUTPUT: Output, STEAL_TASKS: StealTasks,
+}  # fmt: skip
+TYPES: dict[type[Any], int] = {cls: code for code, cls in RECORDS.items()}
+
+
+def encode(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The frame of a record: its type, then its fields (a msgpack array)."""
+    return (TYPES[type(record)], *record)
+
+
+def decode(msg: list[Any]) -> Any:
+    """The record a frame holds; ``TypeError`` when its fields do not fit its type."""
+    return RECORDS[msg[0]](*msg[1:])
+
+
+#: Names of message types, for logs.
+MESSAGE_NAMES: dict[int, str] = {
+    v: k for k, v in list(globals().items())
+    if k.isupper() and not k.startswith("DONE_") and k != "PROTOCOL_VERSION" and isinstance(v, int)
+}  # fmt: skip
