@@ -6,8 +6,8 @@ submission order, batched like tasks.
 
 A handle's lifetime is reference counted exactly like an ObjectRef's: each handle holds a ref
 to a per-actor object owned by the creator, so handles passed to tasks and other actors keep
-the actor alive, and when the last one anywhere is gone the owner asks the head to destroy
-the actor (unless it is ``lifetime="detached"``).
+the actor alive (and so does a call, until it is done), and when the last one anywhere is gone
+the owner asks the head to destroy the actor (unless it is ``lifetime="detached"``).
 """
 
 from __future__ import annotations
