@@ -97,8 +97,8 @@ class ActorManager:
             "list_actors", "actor_worker_gone", "owner_gone",
         ):  # fmt: skip
             endpoint.rpc[name] = getattr(self, name)
-        endpoint.handlers[P.TASK_DONE] = self._on_create_done
-        endpoint.handlers[P.OUTPUT] = self._on_output
+        endpoint.on(P.TaskDone, self._on_create_done)
+        endpoint.on(P.Output, self._on_output)
         agent.on_actor_worker_gone = lambda w: self.actor_worker_gone(None, w.worker_id)
         agent.on_owner_gone = lambda owner: self.owner_gone(None, owner)
         directory.on_node_dead.append(self._on_node_dead)
@@ -263,12 +263,12 @@ class ActorManager:
             return conn
         host, port = parse_address(addr)
         conn = await self.endpoint.connect(host, port)
-        conn.send((P.HELLO, self.address, "head", b"", 0))
+        conn.post(P.Hello(self.address, "head", b"", 0))
         self.conns[addr] = conn
         return conn
 
-    def _on_create_done(self, conn: Connection, msg: list[Any]) -> None:
-        _, task_id, status, results, _contained, _borrowed = msg
+    def _on_create_done(self, conn: Connection, msg: P.TaskDone) -> None:
+        task_id, status, results = msg.task_id, msg.status, msg.results
         info = self.creating.pop(task_id, None)
         if info is None or info.state == DEAD:
             return
@@ -290,8 +290,8 @@ class ActorManager:
         )
         self._kill_worker(info)
 
-    def _on_output(self, conn: Connection, msg: list[Any]) -> None:
-        _, _task_id, stream, text, where = msg
+    def _on_output(self, conn: Connection, msg: P.Output) -> None:
+        stream, text, where = msg.stream, msg.text, msg.where
         from nbcluster.runtime.core.output import deliver
 
         deliver(None, stream, text, where)

@@ -48,8 +48,8 @@ class Ownership:
         #: task id -> [caller address, refs inside its result], held until HANDOFF_DONE
         self.handoffs: dict[bytes, list[Any]] = {}
         self._watching: set[str] = set()
-        core.endpoint.handlers[P.REMOVE_BORROWER] = self._on_remove_borrower
-        core.endpoint.handlers[P.HANDOFF_DONE] = self._on_handoff_done
+        core.endpoint.on(P.RemoveBorrower, self._on_remove_borrower)
+        core.endpoint.on(P.HandoffDone, self._on_handoff_done)
         core.endpoint.rpc["add_borrowers"] = self._rpc_add_borrowers
 
     # -- borrower side ------------------------------------------------------------------------
@@ -102,12 +102,12 @@ class Ownership:
         """We took the refs inside a task's result: once their owners know us, the worker
         may drop the holds it kept on them."""
         if not fresh:
-            conn.send((P.HANDOFF_DONE, task_id))
+            conn.post(P.HandoffDone(task_id))
             return
 
         def done() -> None:
             if not conn.closed:
-                conn.send((P.HANDOFF_DONE, task_id))
+                conn.post(P.HandoffDone(task_id))
 
         self.register_then(fresh, done)
 
@@ -158,12 +158,12 @@ class Ownership:
         self._watching.add(who)
         core.loop.create_task(go())
 
-    def _on_remove_borrower(self, conn: Connection, msg: list[Any]) -> None:
-        self.core.refs.remove_borrower(msg[1], conn.info.get("addr", conn.peer))
+    def _on_remove_borrower(self, conn: Connection, msg: P.RemoveBorrower) -> None:
+        self.core.refs.remove_borrower(msg.oid, conn.info.get("addr", conn.peer))
 
     # -- the worker of a task -----------------------------------------------------------------
-    def _on_handoff_done(self, conn: Connection, msg: list[Any]) -> None:
-        self.handoffs.pop(msg[1], None)
+    def _on_handoff_done(self, conn: Connection, msg: P.HandoffDone) -> None:
+        self.handoffs.pop(msg.task_id, None)
 
     def caller_gone(self, addr: str) -> None:
         for tid in [t for t, v in self.handoffs.items() if v and v[0] == addr]:

@@ -90,7 +90,7 @@ class TaskStream(io.TextIOBase):
         text = task.out.pop(self.name, "") + s
         cut = text.rfind("\n") + 1
         if cut:
-            conn.send((P.OUTPUT, task.task_id, self.name, text[:cut], _where(task)))
+            conn.post(P.Output(task.task_id, self.name, text[:cut], _where(task)))
             text = text[cut:]
         if text:
             task.out[self.name] = text
@@ -102,7 +102,7 @@ class TaskStream(io.TextIOBase):
         if text:
             conn = task.conn
             if conn is not None and not conn.closed:
-                conn.send((P.OUTPUT, task.task_id, self.name, text, _where(task)))
+                conn.post(P.Output(task.task_id, self.name, text, _where(task)))
             else:
                 self._original.write(text)
         self._original.flush()

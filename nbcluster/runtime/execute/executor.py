@@ -95,32 +95,32 @@ class Executor:
         #: loop thread, so a plain attribute, not the per-thread current_task
         self.main_task: bytes | None = None
         self.actor_host = ActorHost(self)
-        core.endpoint.handlers[P.PUSH_TASK] = self.on_push
-        core.endpoint.handlers[P.CANCEL_TASK] = self.on_cancel
-        core.endpoint.handlers[P.STEAL_TASKS] = self.on_steal
+        core.endpoint.on(P.PushTask, self.on_push)
+        core.endpoint.on(P.CancelTask, self.on_cancel)
+        core.endpoint.on(P.StealTasks, self.on_steal)
         core.endpoint.rpc["exit_actor"] = self.on_exit_request
         signal.signal(signal.SIGINT, self._on_sigint)
         capture_worker_output(core)
 
     # -- loop thread ------------------------------------------------------------------------
-    def on_push(self, conn: Connection, msg: list[Any]) -> None:
+    def on_push(self, conn: Connection, msg: P.PushTask) -> None:
         if self.blocked or self.retiring:
-            conn.send((P.TASK_REQUEUE, [msg[1]], True))
+            conn.post(P.TaskRequeue([msg.task_id], True))
             return
         if ev.ENABLED:
-            ev.task_queued(msg[1])
+            ev.task_queued(msg.task_id)
         with self._cancel_lock:
-            self.queued.add(msg[1])
-        if msg[3] is not None and msg[2] not in self.fns:  # sent once: kept if its task goes back
-            self.fn_blobs[msg[2]] = msg[3]
+            self.queued.add(msg.task_id)
+        if msg.fn_bytes is not None and msg.fn_id not in self.fns:  # kept if its task goes back
+            self.fn_blobs[msg.fn_id] = msg.fn_bytes
         self.queue.put((conn, msg))
 
-    def on_cancel(self, conn: Connection, msg: list[Any]) -> None:
+    def on_cancel(self, conn: Connection, msg: P.CancelTask) -> None:
         """``cancel()`` as Ray defines it: a call that has not started never runs; a running
         task is interrupted (KeyboardInterrupt, a real SIGINT so blocking calls stop too); a
         running actor call is not (an actor has state), it can see ``is_canceled()``; an
         async actor's call is cancelled as an asyncio task. A finished one is left alone."""
-        task_id = msg[1]
+        task_id = msg.task_id
         self.core.submitter.cancel_children(task_id)
         interrupt = False
         with self._cancel_lock:
@@ -203,7 +203,7 @@ class Executor:
         if self._lends_cpu():
             self.core.agent.notify("worker_unblocked")
 
-    def on_steal(self, conn: Connection, msg: list[Any]) -> None:
+    def on_steal(self, conn: Connection, msg: P.StealTasks) -> None:
         """The owner has an idle worker: give back the tasks queued here, not started."""
         self._give_back(conn, blocked=False)
 
@@ -225,13 +225,13 @@ class Executor:
                 self.queue.put(item)
                 break
             conn, msg = item
-            backlog.setdefault(conn, []).append(msg[1])
+            backlog.setdefault(conn, []).append(msg.task_id)
         with self._cancel_lock:
             for tids in backlog.values():
                 self.queued.difference_update(tids)
                 self.cancelled.difference_update(tids)
         for conn, tids in backlog.items():
-            conn.send((P.TASK_REQUEUE, tids, blocked))
+            conn.post(P.TaskRequeue(tids, blocked))
 
     # -- main thread ------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -247,8 +247,8 @@ class Executor:
             except KeyboardInterrupt:  # a cancel that landed between tasks
                 continue
 
-    def execute(self, conn: Connection, msg: list[Any]) -> None:
-        _, task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
+    def execute(self, conn: Connection, msg: P.PushTask) -> None:
+        task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
         extra = extra or {}
         refs = self.core.refs
         outer = refs.start_collecting()  # refs in the arguments: the reply reports them
@@ -431,7 +431,7 @@ class Executor:
         )
         if ev.ENABLED:  # a flush meanwhile waits for the record (``flush_confirmed``)
             ev.REPLYING.add(task_id)
-        conn.send((P.TASK_DONE, task_id, status, results, contained, borrowed))
+        conn.post(P.TaskDone(task_id, status, results, contained, borrowed))
         if ev.ENABLED:  # after the reply: the owner need not wait for the record
             ev.task_replied(task_id, status, results)
 

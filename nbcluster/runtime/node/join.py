@@ -33,7 +33,7 @@ from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.control.node_directory import HEARTBEAT_S, NodeDirectory
 from nbcluster.runtime.wire.addresses import dial_host, is_loopback, set_loopback_alias
 from nbcluster.runtime.wire.auth import new_token
-from nbcluster.runtime.wire.protocol import HELLO
+from nbcluster.runtime.wire.protocol import Hello
 from nbcluster.runtime.wire.transport import Connection, Endpoint, install_rpc, parse_address
 
 log = logging.getLogger("nbcluster.join")
@@ -242,7 +242,7 @@ async def join_head(
             f"this node ({info['address']}) cannot reach the head at {head_address}: {e}"
         ) from None
     conn.info["addr"] = head_address
-    conn.send((HELLO, agent.address, "node", b"", os.getpid()))
+    conn.post(Hello(agent.address, "node", b"", os.getpid()))
     try:
         view = await conn.call("join_node", agent.node_id, info, versions())
     except ClusterConnectionError:

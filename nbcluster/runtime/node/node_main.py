@@ -43,7 +43,7 @@ from nbcluster.runtime.observe.cluster_overview import ClusterOverview
 from nbcluster.runtime.observe.digest_service import DigestService
 from nbcluster.runtime.observe.event_log import EventLog
 from nbcluster.runtime.wire.addresses import NodeAddress
-from nbcluster.runtime.wire.protocol import HELLO
+from nbcluster.runtime.wire.protocol import Hello
 from nbcluster.runtime.wire.transport import (
     Connection,
     Endpoint,
@@ -194,7 +194,7 @@ def main() -> None:
             if conn is None or conn.closed:
                 host_, port_ = parse_address(addr)
                 conn = await endpoint.connect(host_, port_)
-                conn.send((HELLO, address, "agent", b"", os.getpid()))
+                conn.post(Hello(address, "agent", b"", os.getpid()))
                 agent_conns[addr] = conn
             conn.notify(method, *args)
 

@@ -23,7 +23,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -31,7 +31,7 @@ from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.wire import auth, tls, user_auth
 from nbcluster.runtime.wire.addresses import dial_host
-from nbcluster.runtime.wire.protocol import MESSAGE_NAMES, REPLY, REQUEST
+from nbcluster.runtime.wire.protocol import MESSAGE_NAMES, REPLY, REQUEST, TYPES
 
 log = logging.getLogger("nbcluster.transport")
 #: Why a plain client may have failed: the cluster it dialled speaks TLS.
@@ -41,7 +41,8 @@ NO_TLS_HINT = " (if the cluster uses TLS, set NBCLUSTER_TLS_CERT)"
 class Malformed(Exception):
     """Bytes from an authenticated peer that do not decode to a message."""
 
-Handler = Callable[["Connection", list[Any]], None]
+Handler = Callable[["Connection", Any], None]
+_Record = TypeVar("_Record", bound=tuple[Any, ...])
 RpcHandler = Callable[..., Any]
 
 
@@ -52,6 +53,9 @@ class Endpoint:
         self.loop = loop
         self.token = token
         self.handlers: dict[int, Handler] = {}
+        #: Message type -> its record (``protocol``): frames of these types reach their
+        #: handler decoded; a frame that does not fit its record is malformed input.
+        self.decoders: dict[int, Callable[..., Any]] = {}
         self.rpc: dict[str, RpcHandler] = {}
         self.on_open: Callable[[Connection], None] | None = None
         self.on_close: Callable[[Connection], None] | None = None
@@ -72,6 +76,13 @@ class Endpoint:
 
     def next_req_id(self) -> int:
         return next(self._req_ids)
+
+    def on(self, record: type[_Record], handler: Callable[[Connection, _Record], None]) -> None:
+        """Handle the messages of ``record``'s type (a ``protocol`` record) with ``handler``,
+        which receives each one decoded."""
+        code = TYPES[record]
+        self.decoders[code] = record
+        self.handlers[code] = handler
 
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
         server = await self.loop.create_server(
@@ -158,15 +169,18 @@ class Connection(asyncio.Protocol):
         handlers = self.endpoint.handlers
         try:
             self._unpacker.feed(data)
+            decoders = self.endpoint.decoders
             for msg in self._unpacker:
                 try:
                     handler = handlers[msg[0]]
+                    decode = decoders.get(msg[0])
+                    message = msg if decode is None else decode(*msg[1:])
                 except (KeyError, TypeError, IndexError):
                     raise Malformed(f"not a message: {msg!r:.100}") from None
                 if self.allowed is not None and not self._permitted(msg):
                     continue
                 try:
-                    handler(self, msg)
+                    handler(self, message)
                 except Exception:  # our bug (or the sender's), not garbage: keep the link
                     self._handler_failed(msg)
         except Exception as e:  # undecodable input from an authenticated peer: drop the link
@@ -319,6 +333,10 @@ class Connection(asyncio.Protocol):
     def send(self, msg: list[Any] | tuple[Any, ...]) -> None:
         """Queue a message; flushed once per loop tick. Safe from any thread."""
         self.send_raw(msgpack.packb(msg))
+
+    def post(self, record: tuple[Any, ...]) -> None:
+        """Queue a ``protocol`` record (its type, then its fields). Safe from any thread."""
+        self.send_raw(msgpack.packb((TYPES[type(record)], *record)))
 
     def send_raw(self, data: bytes) -> None:
         self._out.append(data)
