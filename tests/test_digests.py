@@ -234,7 +234,7 @@ def test_bad_digest_requests_are_refused_with_the_reason(head: Head) -> None:
 
 
 def test_progress_carries_the_bars_tasks_report_running_ones_first(head: Head) -> None:
-    from nbcluster.runtime.observe.digest_views import MAX_BARS
+    from nbcluster.runtime.observe.digest_progress import MAX_BARS
 
     for i in range(10):
         head.submit(i, "mod.train")

@@ -80,7 +80,7 @@ def check_invariants(store: ObjectStore) -> None:
         assert e.npins == sum(e.pins.values())
         assert not (e.pinned and e in store._lru)
     assert all(f[0].live == len(f) - 1 for f in files.values())
-    assert store._spill_files == len(files)
+    assert store._spills.open_files == len(files)
 
 
 def test_another_process_reads_and_writes_the_arena(
@@ -140,7 +140,7 @@ def test_spills_share_files_and_free_disk_as_objects_leave(
     for oid in oids:
         put(store, mapping, oid, 4 * KB)
     st = store.stats()
-    assert st.num_spilled > 700 and store._spill_files <= st.num_spilled // 10
+    assert st.num_spilled > 700 and store._spills.open_files <= st.num_spilled // 10
     first = next(e.spill for e in store._objects.values() if e.spill is not None)
     blocks = os.fstat(first.fd).st_blocks
     members = [e.oid for e in store._objects.values() if e.spill is first]
@@ -153,7 +153,7 @@ def test_spills_share_files_and_free_disk_as_objects_leave(
     check_invariants(store)
     for oid in oids:
         store.delete(oid)
-    assert store._spill_files == 0
+    assert store._spills.open_files == 0
     assert store.stats().used == store.stats().spilled_bytes == 0
 
 

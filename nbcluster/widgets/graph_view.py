@@ -136,7 +136,7 @@ class GraphView(FedView):
             return {"task": node, "error": f"could not ask the cluster: {e}"}
         if rec is None:
             return {"task": node, "state": "unknown to the cluster (forgotten, or not yet seen)"}
-        from nbcluster.runtime.observe.digest_views import cell_of
+        from nbcluster.runtime.observe.digest import cell_of
 
         info: dict[str, Any] = {
             "task": rec.task_id, "function": rec.name, "state": rec.state.lower(),

@@ -42,7 +42,7 @@ class DigestStream:
 
     def open(self, kind: str, spec: dict[str, Any], live: bool = True,
              timeout: float = 30) -> tuple[str, Any]:  # fmt: skip
-        """Open a digest (``progress``, ``graph`` or ``nodes``, see ``digest_views``); returns
+        """Open a digest (``progress``, ``graph`` or ``nodes``, see ``observe/digest``); returns
         its id and whole picture. Pushes follow while it is live."""
         did = f"{os.getpid()}-{next(_ids)}"
         conn = self._conn

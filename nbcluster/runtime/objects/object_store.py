@@ -5,42 +5,25 @@ bytes straight into one shared arena (``store_client.write_buffers``) and seals 
 ``open`` it and map it read-only in place. This class is only the bookkeeping, a synchronous
 single-threaded API that the agent's event loop calls for its clients.
 
-* The arena is one ``memfd``, opened by clients as ``/proc/<agent pid>/fd/<fd>``. It has no
-  name in /dev/shm, so nothing is left behind even on SIGKILL; seals forbid resizing it (a
-  truncated arena would SIGBUS every reader).
-* Allocation is first fit over a sorted free list, coalescing neighbours, 64-byte aligned, so
-  the lowest, already page-faulted memory is reused first: writing into fresh shared pages is
-  several times slower (page faults and zeroing dominate).
+* The arena and its allocation are ``arena``'s; spill files are ``spilling``'s.
 * Pins make zero-copy reads safe: the creator pins an object until it is sealed, each reader
   while it holds a view (counted; all dropped at once when a reader dies). Pinned objects are
   never spilled or freed; ``delete`` of one waits for its last pin.
 * Under pressure, sealed unpinned objects are spilled least recently used first (the LRU holds
   exactly those; dropping the last pin puts an object at its young end), in batches of at
-  least ``min_spill`` bytes, one file per batch: creating a file costs 0.5-1 ms on ext4 (15-25x
-  writing 100 KiB into an open one), and a descriptor per object would exhaust RLIMIT_NOFILE.
-  Files are unlinked at birth (``O_TMPFILE``), so none outlives the agent; an object leaving
-  one (restored with ``preadv`` straight into the arena, or deleted) punches a hole in it, and
-  the file is closed with its last object.
+  least ``min_spill`` bytes, one file per batch (see ``spilling`` for why).
 """
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import ctypes
-import errno
-import fcntl
-import mmap
-import os
-import resource
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from nbcluster.exceptions import ObjectStoreFullError
-from nbcluster.runtime.objects.store_client import align_up
+from nbcluster.runtime.objects.arena import Arena
+from nbcluster.runtime.objects.spilling import SpillFile, SpillFiles
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -70,13 +53,6 @@ class ObjectInfo:
 
 
 @dataclass(eq=False)
-class _SpillFile:
-    fd: int
-    end: int = 0  # where the next object goes (page aligned, so holes free whole blocks)
-    live: int = 0  # spilled objects still in it
-
-
-@dataclass(eq=False)
 class _Entry:
     oid: bytes
     size: int
@@ -87,60 +63,13 @@ class _Entry:
     sealed: bool = False
     pins: dict[object, int] = field(default_factory=dict)
     npins: int = 0
-    spill: _SpillFile | None = None  # where it is while spilled
+    spill: SpillFile | None = None  # where it is while spilled
     spill_pos: int = 0
     deleted: bool = False  # deleted while pinned: freed when the last pin goes
 
     @property
     def pinned(self) -> bool:
         return not self.sealed or self.npins > 0
-
-
-class _FreeList:
-    """Free blocks of the arena as two sorted parallel lists; first fit, coalescing on free."""
-
-    def __init__(self, capacity: int) -> None:
-        self.offsets = [0]
-        self.sizes = [capacity]
-        self.free_bytes = capacity
-
-    def alloc(self, size: int) -> tuple[int, int] | None:
-        """Take the lowest block that fits; return (offset, bytes taken) or None."""
-        want = align_up(size)
-        for i, block in enumerate(self.sizes):
-            if block >= size:
-                offset = self.offsets[i]
-                taken = min(want, block)  # the arena's last block may be shorter than aligned
-                if taken == block:
-                    del self.offsets[i], self.sizes[i]
-                else:
-                    self.offsets[i] = offset + taken
-                    self.sizes[i] = block - taken
-                self.free_bytes -= taken
-                return offset, taken
-        return None
-
-    def free(self, offset: int, size: int) -> int:
-        """Return a block, merging it with free neighbours; return the merged block's size."""
-        self.free_bytes += size
-        i = bisect.bisect_left(self.offsets, offset)
-        if i > 0 and self.offsets[i - 1] + self.sizes[i - 1] == offset:
-            i -= 1
-            self.sizes[i] += size
-        else:
-            self.offsets.insert(i, offset)
-            self.sizes.insert(i, size)
-        nxt = i + 1
-        if nxt < len(self.offsets) and self.offsets[i] + self.sizes[i] == self.offsets[nxt]:
-            self.sizes[i] += self.sizes[nxt]
-            del self.offsets[nxt], self.sizes[nxt]
-        return self.sizes[i]
-
-
-_FALLOC_FL_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
-_fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate", None)
-if _fallocate is not None:
-    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
 def _discard(index: dict[_K, set[_V]], key: _K, value: _V) -> None:
@@ -151,40 +80,21 @@ def _discard(index: dict[_K, set[_V]], key: _K, value: _V) -> None:
         del index[key]
 
 
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """Free the disk blocks of a range of a spill file (best effort: else they wait for close)."""
-    if _fallocate is not None and length > 0:
-        _fallocate(fd, _FALLOC_FL_PUNCH_HOLE_KEEP_SIZE, offset, length)
-
-
 class ObjectStore:
     """Allocation, pinning and spilling for one node's shared-memory arena."""
 
     def __init__(self, capacity: int, spill_dir: str) -> None:
         if capacity <= 0:
             raise ValueError(f"object store capacity must be > 0, got {capacity}")
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        with contextlib.suppress(ValueError, OSError):  # every spill file holds an fd
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        # ... but never all of them: the agent still needs descriptors for its connections.
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.max_spill_files = max(16, nofile - max(1024, nofile // 8))
         #: Bytes spilled at least each time room is made, so files are created rarely.
         self.min_spill = min(8 << 20, capacity // 16)
         self.capacity = capacity
         self.spill_dir = spill_dir
-        self.fd = os.memfd_create("nbcluster-object-store", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(self.fd, capacity)
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
-            fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, seals)
-            self._mmap = mmap.mmap(self.fd, capacity)
-        except BaseException:
-            os.close(self.fd)
-            raise
-        self._view = memoryview(self._mmap)
-        self.path = f"/proc/{os.getpid()}/fd/{self.fd}"
-        self._free = _FreeList(capacity)
+        self._arena = Arena(capacity)
+        #: The arena's descriptor, and the path clients map it by.
+        self.fd, self.path = self._arena.fd, self._arena.path
+        self._free = self._arena.free
+        self._spills = SpillFiles(self._arena, spill_dir)
         self._objects: dict[bytes, _Entry] = {}
         self._deferred: dict[bytes, set[_Entry]] = {}  # deleted, waiting for their last pin
         self._lru: OrderedDict[_Entry, None] = OrderedDict()  # sealed, unpinned, in memory
@@ -192,11 +102,6 @@ class ObjectStore:
         self._owned: dict[object, set[bytes]] = {}
         self._readers: dict[object, set[_Entry]] = {}
         self._creating: dict[object, set[_Entry]] = {}  # unsealed objects, by creator
-        self._num_spilled = 0
-        self._spilled_bytes = 0
-        self._spill_files = 0
-        self._made_spill_dir = False
-        self._tmpfile_ok = True
         self._closed = False
         #: Told ("spilled" | "restored", oid, size) as objects move to disk and back (events).
         self.on_event: Callable[[str, bytes, int], None] | None = None
@@ -310,9 +215,9 @@ class ObjectStore:
             capacity=self.capacity,
             used=used,
             num_objects=len(self._objects),
-            num_in_memory=len(self._objects) - self._num_spilled,
-            num_spilled=self._num_spilled,
-            spilled_bytes=self._spilled_bytes,
+            num_in_memory=len(self._objects) - self._spills.num_spilled,
+            num_spilled=self._spills.num_spilled,
+            spilled_bytes=self._spills.spilled_bytes,
             pinned_bytes=used - self._lru_bytes,
         )
 
@@ -329,18 +234,12 @@ class ObjectStore:
             return
         self._closed = True
         # Deferred deletes are pinned, so never spilled.
-        for spill_file in {e.spill for e in self._objects.values() if e.spill is not None}:
-            os.close(spill_file.fd)
+        spilled = {e.spill for e in self._objects.values() if e.spill is not None}
         tables = (self._objects, self._deferred, self._lru, self._owned, self._readers)
         for table in (*tables, self._creating):
             table.clear()
-        self._view.release()
-        with contextlib.suppress(BufferError):
-            self._mmap.close()
-        os.close(self.fd)
-        if self._made_spill_dir:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.spill_dir)
+        self._arena.close()
+        self._spills.close(spilled)
 
     def __enter__(self) -> ObjectStore:
         return self
@@ -418,12 +317,12 @@ class ObjectStore:
             return got
         if size > self._free.free_bytes + self._lru_bytes:
             raise self._full(size)
-        batch: _SpillFile | None = None
+        batch: SpillFile | None = None
         fits, freed, checked = False, 0, False
         try:
             while self._lru and not (fits and freed >= self.min_spill):
                 victim = next(iter(self._lru))
-                batch = self._new_spill_file() if batch is None else batch
+                batch = self._spills.new() if batch is None else batch
                 freed += victim.alloc
                 fits = self._spill(victim, batch) >= size or fits
                 if not fits and not checked and freed >= size:
@@ -435,7 +334,7 @@ class ObjectStore:
                 raise self._full(size, f"; spilling to {self.spill_dir} failed: {err}") from err
         finally:
             if batch is not None and batch.live == 0:
-                self._close_spill_file(batch)
+                self._spills.close_file(batch)
         got = self._free.alloc(size) if fits else None
         if got is None:
             raise self._full(size)
@@ -462,65 +361,18 @@ class ObjectStore:
             f"objects of which {st.num_spilled} spilled{detail}"
         )
 
-    def _new_spill_file(self) -> _SpillFile:
-        """An anonymous file in the spill directory: it has no name, so nothing outlives us."""
-        if self._spill_files >= self.max_spill_files:
-            raise OSError(errno.EMFILE, f"{self._spill_files} spill files open, the most allowed")
-        if not os.path.isdir(self.spill_dir):
-            os.makedirs(self.spill_dir, exist_ok=True)
-            self._made_spill_dir = True
-        fd = -1
-        if self._tmpfile_ok:
-            try:
-                fd = os.open(self.spill_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            except OSError as err:
-                if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                self._tmpfile_ok = False  # filesystem without O_TMPFILE: create, then unlink
-        if fd < 0:
-            fd, path = tempfile.mkstemp(prefix="nbcluster-spill-", dir=self.spill_dir)
-            os.unlink(path)
-        self._spill_files += 1
-        return _SpillFile(fd)
-
-    def _close_spill_file(self, spill_file: _SpillFile) -> None:
-        os.close(spill_file.fd)
-        self._spill_files -= 1
-
     def _leave_spill_file(self, entry: _Entry) -> None:
         """The entry's spilled copy is no longer needed: free its disk space, maybe its file."""
         spill_file, entry.spill = entry.spill, None
         assert spill_file is not None
-        spill_file.live -= 1
-        if spill_file.live == 0:
-            self._close_spill_file(spill_file)
-        else:
-            _punch_hole(spill_file.fd, entry.spill_pos, entry.size)
-        self._num_spilled -= 1
-        self._spilled_bytes -= entry.size
+        self._spills.leave(spill_file, entry.spill_pos, entry.size)
 
-    def _transfer(self, write: bool, fd: int, pos: int, offset: int, size: int) -> None:
-        """Copy ``size`` bytes between the arena at ``offset`` and file ``fd`` at ``pos``."""
-        with self._view[offset : offset + size] as data:
-            done = 0
-            while done < size:
-                part = data[done:]
-                n = os.pwrite(fd, part, pos + done) if write else os.preadv(fd, [part], pos + done)
-                if n == 0:
-                    raise OSError(errno.EIO, f"spill file {fd} ends before {pos + size}")
-                done += n
-
-    def _spill(self, entry: _Entry, batch: _SpillFile) -> int:
+    def _spill(self, entry: _Entry, batch: SpillFile) -> int:
         """Append a sealed, unpinned object to ``batch`` and free its block; return merged size."""
-        pos = batch.end
-        self._transfer(True, batch.fd, pos, entry.offset, entry.size)
-        batch.end = align_up(pos + entry.size, mmap.PAGESIZE)
-        batch.live += 1
+        pos = self._spills.write(batch, entry.offset, entry.size)
         self._lru_remove(entry)
         merged = self._free.free(entry.offset, entry.alloc)
         entry.offset, entry.alloc, entry.spill, entry.spill_pos = -1, 0, batch, pos
-        self._num_spilled += 1
-        self._spilled_bytes += entry.size
         if self.on_event is not None:
             self.on_event("spilled", entry.oid, entry.size)
         return merged
@@ -530,7 +382,7 @@ class ObjectStore:
         assert entry.spill is not None
         offset, alloc = self._allocate(entry.size)
         try:
-            self._transfer(False, entry.spill.fd, entry.spill_pos, offset, entry.size)
+            self._spills.read(entry.spill, entry.spill_pos, offset, entry.size)
         except BaseException:
             self._free.free(offset, alloc)
             raise

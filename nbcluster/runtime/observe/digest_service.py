@@ -1,14 +1,14 @@
 """Digest subscriptions: the head pushes each live view what changed in its scope, coalesced.
 
 A subscriber (a notebook kernel's widgets) opens digests on its own connection, each with a
-kind and a scope (``digest_views``): ``digest_open(id, kind, spec, live)`` answers the
-digest's whole picture at once. While a digest is *live*, the head applies the task events
-it has (``EventLog.catch_up``) every ``INTERVAL_S``, tells each live digest which tasks,
-objects and nodes changed, and pushes one ``digest(items)`` message per connection with an
-``(id, seq, full, payload)`` item for each digest that has something new: at most one per
-digest per interval however many events arrived, and only what its view shows. A paused
-digest (``digest_live(id, False)``, no one is looking) costs nothing; going live again
-rebuilds it from the tables and pushes it whole.
+kind and a scope (``digest_progress``, ``digest_graph``, ``digest_nodes``):
+``digest_open(id, kind, spec, live)`` answers the digest's whole picture at once. While a
+digest is *live*, the head applies the task events it has (``EventLog.catch_up``) every
+``INTERVAL_S``, tells each live digest which tasks, objects and nodes changed, and pushes
+one ``digest(items)`` message per connection with an ``(id, seq, full, payload)`` item for
+each digest that has something new: at most one per digest per interval however many events
+arrived, and only what its view shows. A paused digest (``digest_live(id, False)``, no one is
+looking) costs nothing; going live again rebuilds it from the tables and pushes it whole.
 
 Items are numbered per digest; ``full`` ones replace what the subscriber had, the others
 build on the previous one, so a subscriber that sees a gap asks ``digest_full(id)``. A
@@ -31,14 +31,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbcluster.runtime import events as E
-from nbcluster.runtime.observe.digest_views import (
-    Digest,
-    NodeList,
-    TaskBars,
-    TaskCounts,
-    TaskGraph,
-    task_ids,
-)
+from nbcluster.runtime.observe.digest import Digest, task_ids
+from nbcluster.runtime.observe.digest_graph import TaskGraph
+from nbcluster.runtime.observe.digest_nodes import NodeList
+from nbcluster.runtime.observe.digest_progress import TaskBars, TaskCounts
 
 if TYPE_CHECKING:
     import asyncio

@@ -1,1 +1,2 @@
-"""The owner's side of a task: leasing workers, sending specs, replies, retries, recovery."""
+"""The owner's side of a task: arguments, leases, pushes, replies, retries, actor calls,
+recovery and cancel, one module each; ``submitter`` composes them."""

@@ -1,220 +1,36 @@
-"""What a live view shows, kept by the head beside its tables: the progress of a set of tasks,
-the graph of a scope of tasks and their objects, and the cluster's nodes.
-
-A notebook widget needs far less than the raw event stream: per interval, what changed among
-*its* tasks, in the form it draws. Computing that where the tables already are keeps the
-kernel (whose GIL also submits the tasks) out of the per-event work: it receives one small
-message per interval and forwards it to the browser.
-
-Each digest follows the tables incrementally: ``absorb`` hears which tasks, objects and nodes
-changed since the last interval and keeps what its scope needs; ``take`` gives the change to
-push (None: nothing new) and ``full`` the whole picture a view that opens, or lost track,
-renders from. Payloads are plain msgpack data with ids in hex.
+"""The graph view's picture: the tasks of a scope, the objects they take and return, and the
+edges between them, node by node or grouped by function (``digest`` says how digests work).
 """
 
 from __future__ import annotations
 
-import heapq
-import re
 from typing import TYPE_CHECKING, Any
 
-from nbcluster.runtime.observe.state_tables import (
-    CANCELLED,
-    FAILED,
-    FINISHED,
-    PENDING,
-    RUNNING,
-    SCHEDULED,
-    TaskRecord,
+from nbcluster.runtime.observe.digest import (
+    CODE,
+    FREED,
+    LIVE,
+    STATE_NAMES,
+    TASK_ID_BYTES,
+    Digest,
+    cell_of,
+    short,
+    task_ids,
 )
 
 if TYPE_CHECKING:
     from nbcluster.runtime.observe.event_log import EventLog
-    from nbcluster.runtime.observe.metrics_history import MetricsHistory
+    from nbcluster.runtime.observe.state_tables import TaskRecord
 
-#: State codes, as views draw them: tasks 0-4, objects 5 (live) and 6 (freed).
-STATE_NAMES = ("pending", "running", "finished", "failed", "cancelled", "live", "freed")
-CODE = {PENDING: 0, SCHEDULED: 0, RUNNING: 1, FINISHED: 2, FAILED: 3, CANCELLED: 4}
-LIVE, FREED = 5, 6
 #: A graph with more nodes than this is sent as groups (one per function), not node by node.
 GROUP_AT = 2000
-_TID = 16  # bytes of a task id; an object id is its producer's task id + a 4-byte index
 _PUT_SUFFIX = b"\0\0\0\0"
 _FIRST = (1).to_bytes(4, "big")
-_MSG_ID = re.compile(r"msg_id='([^']+)'")
-
-
-def cell_of(tag: Any) -> str | None:
-    """The cell (request msg_id) a task's tag names: a kernel tags work with its cell."""
-    if isinstance(tag, str):
-        m = _MSG_ID.search(tag)
-        return m.group(1) if m else tag
-    return None
-
-
-def task_ids(value: Any) -> set[bytes]:
-    """Task ids as a spec gives them: one blob of 16-byte ids (compact for 100,000 of them),
-    or a list."""
-    if isinstance(value, (bytes, bytearray)):
-        if len(value) % _TID:
-            raise ValueError(f"a blob of task ids is a multiple of {_TID} bytes long")
-        return {bytes(value[i : i + _TID]) for i in range(0, len(value), _TID)}
-    return {bytes(t) for t in value or ()}
-
-
-def short(name: str) -> str:
-    return name.rpartition(".")[2] or name
 
 
 def _returns(rec: TaskRecord) -> list[bytes]:
     """The ids of a task's results (most tasks have one)."""
     return [rec.task_id + _FIRST] if rec.num_returns == 1 else rec.return_ids()
-
-
-def first_error(rec: TaskRecord) -> str:
-    message = (rec.error_message or "").strip().splitlines()
-    return f"{short(rec.name)}: {rec.error_type}: {message[0] if message else ''}"[:300]
-
-
-class Digest:
-    """The interface every digest has (see the module docstring)."""
-
-    def absorb(self, tasks: set[bytes], objects: set[bytes], nodes: set[str],
-               freed: set[bytes]) -> None:  # fmt: skip
-        raise NotImplementedError
-
-    def take(self) -> tuple[dict[str, Any], bool] | None:
-        """What changed since the last ``take`` (or whole picture pushed), and whether it is
-        a whole picture; None if nothing did."""
-        raise NotImplementedError
-
-    def full(self) -> dict[str, Any]:
-        """The whole picture now (changes nothing: asking is free)."""
-        raise NotImplementedError
-
-    def pushed_full(self) -> None:
-        """A whole picture was pushed: what was waiting to be sent is in it."""
-
-    def rebuild(self) -> None:
-        """Start again from the tables (after a pause, during which nothing was absorbed)."""
-        raise NotImplementedError
-
-    #: whether deltas are followed by a whole picture once they stop (what a saved
-    #: notebook keeps, for views that draw deltas)
-    settles = False
-
-
-class TaskBars:
-    """What tasks report of their own progress: per task, its bars by key, as
-    [description, done, total, unit, time of the last report]; the tasks that reported most
-    recently are kept (``MAX_TASKS``)."""
-
-    MAX_TASKS = 10_000
-
-    def __init__(self) -> None:
-        self.tasks: dict[bytes, dict[int, list[Any]]] = {}
-
-    def report(self, tid: bytes, key: int, desc: str, n: float, total: float | None,
-               unit: str, ts: float) -> None:  # fmt: skip
-        bars = self.tasks.pop(tid, None) or {}
-        self.tasks[tid] = bars  # now the most recent
-        bars[key] = [desc, n, total, unit, ts]
-        if len(self.tasks) > self.MAX_TASKS:
-            del self.tasks[next(iter(self.tasks))]
-
-
-#: Sub-bars a progress digest sends (tasks still running first, then the latest to report).
-MAX_BARS = 8
-
-
-class TaskCounts(Digest):
-    """Progress: tasks of a set counted by function and state, the first error, and the
-    bars the tasks report of their own progress."""
-
-    def __init__(self, log: EventLog, spec: dict[str, Any], bars: TaskBars | None = None) -> None:
-        self.log = log
-        self.ids = task_ids(spec.get("tasks"))
-        self.bars = bars or TaskBars()
-        self.rebuild()
-
-    def rebuild(self) -> None:
-        self.seen: dict[bytes, tuple[str, int]] = {}
-        self.rows: dict[str, list[int]] = {}
-        self.error: str | None = None
-        tasks = self.log.tasks
-        for tid in self.ids:
-            rec = tasks.get(tid)
-            if rec is not None:
-                self._set(tid, rec)
-        #: tasks of the set that reported bars
-        self.reporting: set[bytes] = self.ids & self.bars.tasks.keys()
-        self.changed = True
-
-    def _set(self, tid: bytes, rec: TaskRecord) -> None:
-        name, code = rec.name or "?", CODE.get(rec.state, 0)
-        old = self.seen.get(tid)
-        if old is not None:
-            if old[1] == code and old[0] == name:
-                return
-            self.rows[old[0]][old[1]] -= 1
-        row = self.rows.get(name)
-        if row is None:
-            row = self.rows[name] = [0] * 5
-        row[code] += 1
-        self.seen[tid] = (name, code)
-        if code == 3 and self.error is None:
-            self.error = first_error(rec)
-        self.changed = True
-
-    def absorb(self, tasks: set[bytes], objects: set[bytes], nodes: set[str],
-               freed: set[bytes]) -> None:  # fmt: skip
-        if not tasks:
-            return
-        recs, put, bars = self.log.tasks, self._set, self.bars.tasks
-        for tid in tasks & self.ids:
-            rec = recs.get(tid)
-            if rec is not None:
-                put(tid, rec)
-            if tid in bars:
-                self.reporting.add(tid)
-                self.changed = True
-
-    def take(self) -> tuple[dict[str, Any], bool] | None:
-        if not self.changed:
-            return None
-        self.changed = False
-        return self.full(), True
-
-    def full(self, ready: set[bytes] | None = None, ready_all: bool = False) -> dict[str, Any]:
-        """Counts now. ``ready``/``ready_all``: tasks whose results the asking driver holds,
-        counted as finished though the head may not have heard of their end yet (``unheard``
-        says how many)."""
-        rows, unheard = self.rows, 0
-        if ready or ready_all:
-            rows = {k: list(v) for k, v in rows.items()}
-            for tid, (name, code) in self.seen.items():
-                if code < 2 and (ready_all or (ready is not None and tid in ready)):
-                    rows[name][code] -= 1
-                    rows[name][2] += 1
-                    unheard += 1
-        out = [[name, sum(r), *r] for name, r in sorted(rows.items()) if any(r)]
-        ended = sum(r[2] + r[3] + r[4] for r in rows.values())
-        bars, more = self._bars()
-        return {"rows": out, "total": len(self.seen), "ended": ended, "error": self.error,
-                "size": len(self.ids), "bars": bars, "more_bars": more,
-                "unheard": unheard}  # fmt: skip
-
-    def _bars(self) -> tuple[list[list[Any]], int]:
-        """Up to ``MAX_BARS`` sub-bars: [function, description, done, total, unit, state
-        code of its task], those of running tasks first, then the latest reported."""
-        found = []
-        for tid in self.reporting:
-            name, code = self.seen.get(tid, ("?", 0))
-            for bar in (self.bars.tasks.get(tid) or {}).values():
-                found.append((code != 1, -bar[4], short(name), bar, code))
-        shown = heapq.nsmallest(MAX_BARS, found, key=lambda b: b[:2])
-        return ([[fn, b[0], b[1], b[2], b[3], code] for _, _, fn, b, code in shown],
-                max(0, len(found) - MAX_BARS))  # fmt: skip
 
 
 class TaskGraph(Digest):
@@ -333,7 +149,7 @@ class TaskGraph(Digest):
         """For a lineage: the tasks that made this one's arguments, new to the scope."""
         more, recs = [], self.log.tasks
         for oid in (*(rec.args or ()), *(rec.nested_args or ())):
-            producer = oid[:_TID]
+            producer = oid[:TASK_ID_BYTES]
             if producer not in self.wanted and not oid.endswith(_PUT_SUFFIX):
                 self.wanted.add(producer)
                 p = recs.get(producer)
@@ -376,7 +192,7 @@ class TaskGraph(Digest):
                 self._edge(tid, oid)
 
     def _group_of_object(self, oid: bytes) -> str:
-        producer = self.tasks.get(oid[:_TID])
+        producer = self.tasks.get(oid[:TASK_ID_BYTES])
         if producer is not None:
             return producer[0]
         return "put" if oid.endswith(_PUT_SUFFIX) else "other"
@@ -490,52 +306,3 @@ class TaskGraph(Digest):
         return {"mode": "nodes", "nodes": [self._record(n) for n in (*self.tasks, *self.objects)],
                 "edges": [[a.hex(), b.hex()] for a, b in self.edges],
                 "summary": self.summary()}  # fmt: skip
-
-
-def node_info(rec: Any) -> dict[str, Any]:
-    """A node as the cluster view draws it: its record and newest resource sample."""
-    return {"node_id": rec.node_id, "address": rec.address, "alive": rec.state == "ALIVE",
-            "resources": rec.resources_total, "stats": rec.stats,
-            "death_reason": rec.death_reason}  # fmt: skip
-
-
-class NodeList(Digest):
-    """The cluster's nodes as their samples arrive (about once a second each), their recent
-    history in whole pictures, and (``{"objects": True}``) how many objects changed."""
-
-    def __init__(self, log: EventLog, spec: dict[str, Any],
-                 metrics: MetricsHistory | None = None) -> None:  # fmt: skip
-        self.log = log
-        self.metrics = metrics
-        self.watch_objects = bool(spec.get("objects"))
-        self.rebuild()
-
-    def rebuild(self) -> None:
-        self.dirty: set[str] = set()
-        self.objects_changed = 0
-
-    def absorb(self, tasks: set[bytes], objects: set[bytes], nodes: set[str],
-               freed: set[bytes]) -> None:  # fmt: skip
-        self.dirty |= nodes
-        if self.watch_objects:
-            self.objects_changed += len(objects)
-
-    def take(self) -> tuple[dict[str, Any], bool] | None:
-        if not (self.dirty or self.objects_changed):
-            return None
-        nodes = self.log.nodes
-        out = {"nodes": [node_info(nodes[n]) for n in self.dirty if n in nodes],
-               "objects_changed": self.objects_changed}  # fmt: skip
-        self.dirty = set()
-        self.objects_changed = 0
-        return out, False
-
-    def pushed_full(self) -> None:
-        self.dirty = set()
-        self.objects_changed = 0
-
-    def full(self) -> dict[str, Any]:
-        nodes = self.log.nodes.values()
-        history = self.metrics.series() if self.metrics is not None else None
-        return {"nodes": [node_info(n) for n in nodes], "history": history,
-                "objects_changed": 0}  # fmt: skip
