@@ -3,7 +3,7 @@
 The task's one return value is a ``DynamicObjectRefGenerator``: iterating it gives one
 ObjectRef per value the generator yielded, in order, so a task can return as many objects
 as it decides while it runs. The worker that ran the task owns them (it stays alive while
-they are referenced, see ``node_agent``'s idle workers).
+they are referenced, see ``worker_pool``'s idle workers).
 """
 
 from __future__ import annotations
