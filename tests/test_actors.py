@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import psutil
@@ -328,6 +329,32 @@ def test_get_if_exists_returns_the_running_actor(cluster):
 def test_actor_is_destroyed_when_its_last_handle_is_gone(cluster):
     c = Counter.remote()
     pid = nc.get(c.pid.remote(), timeout=T)
+    del c
+    gc.collect()
+    wait_until(lambda: is_gone(pid), timeout=15, message=f"actor process {pid} still running")
+
+
+def test_a_handle_is_freed_without_the_cycle_collector():
+    """A handle's cached methods do not point back at it: dropping the last name of a
+    handle frees it at once, as plain reference counting frees anything acyclic."""
+    c = Counter.remote()
+    c.incr  # noqa: B018 - cache a method
+    c.get.options(name="x")
+    gone = weakref.ref(c)
+    gc.disable()
+    try:
+        del c
+        assert gone() is None, "the handle waits for the cycle collector"
+    finally:
+        gc.enable()
+
+
+def test_an_actor_ends_when_its_last_handle_goes_after_a_task_used_it(cluster):
+    """A task that got the handle and called it must not keep the actor alive once it is
+    done: an idle worker's garbage collector may never run."""
+    c = Counter.remote()
+    pid = nc.get(c.pid.remote(), timeout=T)
+    assert nc.get(call_incr.remote(c, 1), timeout=T) == 1
     del c
     gc.collect()
     wait_until(lambda: is_gone(pid), timeout=15, message=f"actor process {pid} still running")

@@ -220,7 +220,8 @@ class ActorHandle:
             if info is None:
                 raise AttributeError(f"actor {self._class_name!r} has no method {name!r}")
             num_returns, params, group = info
-            m = ActorMethod(self, name, num_returns, self._max_task_retries, group,
+            m = ActorMethod(self._actor_id, self._ref, self._class_name, name, num_returns,
+                            self._max_task_retries, group,
                             Binder(f"{self._class_name}.{name}", params))  # fmt: skip
             self._method_cache[name] = m
         return m
@@ -247,21 +248,32 @@ class ActorHandle:
 
 
 class ActorMethod:
+    """``handle.method``: what ``.remote()`` needs of the handle, not the handle itself.
+
+    The handle caches its methods, so a method pointing back at its handle would make a
+    reference cycle: a handle passed to a task would then live on in the worker until the
+    cyclic garbage collector ran (in an idle worker, never), and the actor with it. The
+    method holds the handle's ref instead, which keeps the actor alive just as the handle
+    does (``m = a.f; del a; m.remote()`` works, as in Ray)."""
+
     __slots__ = (
-        "_binder", "_desc", "_group", "_handle", "_max_task_retries", "_name", "_num_returns",
+        "_actor_id", "_binder", "_class_name", "_desc", "_group", "_max_task_retries", "_name",
+        "_num_returns", "_ref",
     )  # fmt: skip
 
     def __init__(
-        self, handle: ActorHandle, name: str, num_returns: int, max_task_retries: int,
-        group: str | None = None, binder: Binder | None = None,
+        self, actor_id: bytes, ref: ObjectRef, class_name: str, name: str, num_returns: int,
+        max_task_retries: int, group: str | None = None, binder: Binder | None = None,
     ) -> None:  # fmt: skip
-        self._handle = handle
+        self._actor_id = actor_id
+        self._ref = ref
+        self._class_name = class_name
         self._name = name
         self._num_returns = num_returns
         self._max_task_retries = max_task_retries
         self._group = group
         self._binder = binder or Binder(name, None)
-        self._desc = FunctionDescriptor(b"", b"", f"{handle._class_name}.{name}")
+        self._desc = FunctionDescriptor(b"", b"", f"{class_name}.{name}")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"Actor methods cannot be called directly. Use .{self._name}.remote().")
@@ -269,7 +281,8 @@ class ActorMethod:
     def options(self, **options: Any) -> ActorMethod:
         validate(options, METHOD, "actor methods", in_options=True)
         m = ActorMethod(
-            self._handle, self._name, options.get("num_returns", self._num_returns),
+            self._actor_id, self._ref, self._class_name, self._name,
+            options.get("num_returns", self._num_returns),
             options.get("max_task_retries", self._max_task_retries),
             options.get("concurrency_group", self._group), self._binder,
         )  # fmt: skip
@@ -282,11 +295,10 @@ class ActorMethod:
 
         self._binder.check(args, kwargs)
         core = core_for_submit()
-        h = self._handle
         blob, deps, held = encode_args(args, kwargs, self._desc.name, core.put_serialized)
         # The call holds its handle until it is done, as in Ray: ``A.remote().m.remote()``
         # drops the only handle at once, and the actor must not end before the call ran.
-        held = [*held, h._ref]
+        held = [*held, self._ref]
         task_id = new_task_id()
         n = self._num_returns
         return_ids = [object_id(task_id, i + 1) for i in range(n)]
@@ -294,8 +306,8 @@ class ActorMethod:
             task_id, self._desc, blob, deps, held, n, {}, self._max_task_retries, False,
             return_ids,
         )  # fmt: skip
-        spec.actor = h._actor_id
-        spec.extra = {"actor": h._actor_id, "method": self._name}
+        spec.actor = self._actor_id
+        spec.extra = {"actor": self._actor_id, "method": self._name}
         if self._group is not None:
             spec.extra["group"] = self._group
         spec.tag = output.current_tag()
