@@ -217,7 +217,8 @@ class Leases:
         gpus = sorted(w.gpu_parts)
         w.lease = (req.conn, res)
         w.lease_time = time.monotonic()
-        w.blocked = False
+        if w.blocked:  # (its last word, on its own connection: see ``worker_blocked``)
+            self.available["CPU"] = self.available.get("CPU", 0.0) + res.get("CPU", 0.0)
         self._changed()
         if req.actor is not None:
             w.actor = req.actor
@@ -237,7 +238,6 @@ class Leases:
         self.gpus.give_back(w.gpu_parts)
         w.gpu_parts = {}
         w.lease = None
-        w.blocked = False
         self._changed()
 
     def return_lease(self, conn: Connection, worker_id: bytes, dead: bool) -> None:
@@ -264,23 +264,32 @@ class Leases:
                 self.requests.remove(req)
 
     def worker_blocked(self, conn: Connection) -> None:
+        """A worker's task waits in ``get``: while it holds a lease, its CPU is lent.
+
+        ``w.blocked`` is the worker's own last word, kept across leases: it comes in order on
+        the worker's connection, while grants and returns come on its owner's, so a block
+        reported for one lease may arrive after the next lease began. Resetting it at a grant
+        once made a real block that followed look like a repeat (ignored) and the stale
+        unblock then took the lent CPU back: the task that block waited for never got one."""
         w = self.pool.by_conn.get(conn)
-        if w is None or w.lease is None or w.blocked:
+        if w is None or w.blocked:
             return
         w.blocked = True
-        cpu = w.lease[1].get("CPU", 0.0)
-        self.available["CPU"] = self.available.get("CPU", 0.0) + cpu
-        self._changed()
-        self.try_grant()
+        if w.lease is not None:
+            cpu = w.lease[1].get("CPU", 0.0)
+            self.available["CPU"] = self.available.get("CPU", 0.0) + cpu
+            self._changed()
+            self.try_grant()
 
     def worker_unblocked(self, conn: Connection) -> None:
         w = self.pool.by_conn.get(conn)
-        if w is None or w.lease is None or not w.blocked:
+        if w is None or not w.blocked:
             return
         w.blocked = False
-        cpu = w.lease[1].get("CPU", 0.0)
-        self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
-        self._changed()
+        if w.lease is not None:
+            cpu = w.lease[1].get("CPU", 0.0)
+            self.available["CPU"] = self.available.get("CPU", 0.0) - cpu
+            self._changed()
 
     # -- the cluster view and reports to the head ----------------------------------------------
     def cluster_view_update(self, conn: Connection | None, view: dict[str, Any]) -> None:
