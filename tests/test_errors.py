@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from conftest import is_gone, wait_for_file, wait_until
 
@@ -296,7 +297,8 @@ def test_a_handler_that_raises_keeps_the_link_and_logs_its_traceback(cluster, ca
     core = get_core()
 
     async def steps(conn: Any) -> Any:
-        conn.send([P.TASK_DONE, b"no such task"])  # too short: its handler raises
+        # Fits its record, but its results are not a list: its handler raises.
+        conn.post(P.TaskDone(b"no such task", P.DONE_OK, 5, [], []))
         conn.send([P.REQUEST, 7])  # a request too short to unpack: answered with an error
         bad = conn._pending[7] = asyncio.get_running_loop().create_future()
         answer = await asyncio.wait_for(conn.call("get_object", b"\0" * 20), 10)
@@ -315,7 +317,12 @@ def test_a_handler_that_raises_keeps_the_link_and_logs_its_traceback(cluster, ca
     assert nc.get(add.remote(1, 2), timeout=30) == 3
 
 
-def test_undecodable_bytes_from_an_authenticated_peer_drop_the_link(cluster):
+@pytest.mark.parametrize(
+    "frame",
+    [b"\xc1", msgpack.packb([5, b"too short"]), msgpack.packb([99, 1])],
+    ids=["not msgpack", "fields that do not fit the record", "an unknown message type"],
+)
+def test_undecodable_bytes_from_an_authenticated_peer_drop_the_link(cluster, frame):
     import asyncio
 
     from nbcluster.runtime.ownership.object_ref import get_core
@@ -323,7 +330,7 @@ def test_undecodable_bytes_from_an_authenticated_peer_drop_the_link(cluster):
     core = get_core()
 
     async def steps(conn: Any) -> bool:
-        conn.transport.write(b"\xc1")  # never valid msgpack
+        conn.transport.write(frame)
         for _ in range(500):
             if conn.closed:
                 return True

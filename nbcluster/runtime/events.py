@@ -268,7 +268,7 @@ def actor_state(info: Any) -> None:
     BUF.append(
         (ACTOR_STATE, _now(), info.actor_id, info.state, info.class_name, info.name or "",
          info.namespace, info.owner, w.node_id if w else None, w.pid if w else None,
-         info.restarts, death, info.create[1])
+         info.restarts, death, info.create.task_id)
     )  # fmt: skip
 
 

@@ -150,14 +150,14 @@ class ActorClass(Exportable):
                 if e.state != READY:
                     core.value_of(e)  # raises the argument's error
         actor_id = random_id()
-        create = [
-            P.PUSH_TASK, new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
+        create = P.PushTask(
+            new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
             [[e.oid, e.kind, e.data, e.size] for e in (core.entry_of(r) for r in deps)], 1,
             {"create": actor_id, "max_concurrency": o.get("max_concurrency"),
              "methods": self._methods, "groups": _groups(o.get("concurrency_groups")),
              "owner": core.address, "job": core.job_id,
              "max_task_retries": o.get("max_task_retries", 0)},
-        ]  # fmt: skip
+        )  # fmt: skip
         spec = {
             "name": name,
             "namespace": o.get("namespace"),

@@ -66,7 +66,8 @@ class ActorInfo:
         self.hold: dict[str, float] = spec["hold"]
         self.max_restarts = int(spec.get("max_restarts") or 0)
         self.max_task_retries = int(spec.get("max_task_retries") or 0)
-        self.create: list[Any] = spec["create"]  # the PUSH_TASK message, replayed on restart
+        #: The constructor call, replayed on each restart.
+        self.create = P.PushTask(*spec["create"])
         self.class_name: str = spec.get("class_name", "Actor")
         self.owner = owner
         self.restarts = 0
@@ -152,7 +153,7 @@ class ActorManager:
         info = self.actors[actor_id]
         if info.state == DEAD:
             return None
-        methods = info.create[-1].get("methods", {})
+        methods = (info.create.extra or {}).get("methods", {})
         return [actor_id, info.owner, info.class_name, methods, info.max_task_retries]
 
     def kill_actor(self, conn: Connection, actor_id: bytes, no_restart: bool) -> bytes | None:
@@ -252,10 +253,9 @@ class ActorManager:
             log.warning("cannot reach the worker for actor %s: %s", info.class_name, e)
             self._kill_worker(info)
             return
-        self.creating[info.create[1]] = info
-        msg = list(info.create)
-        msg[-1] = {**msg[-1], "gpus": w.gpus, "res": info.hold}
-        conn.send(msg)
+        self.creating[info.create.task_id] = info
+        conn.post(info.create._replace(extra={**(info.create.extra or {}), "gpus": w.gpus,
+                                              "res": info.hold}))  # fmt: skip
 
     async def _connect(self, addr: str) -> Connection:
         conn = self.conns.get(addr)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from nbcluster.exceptions import QuotaExceededError
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.control import hub_views
-from nbcluster.runtime.wire.protocol import HELLO
+from nbcluster.runtime.wire.protocol import HELLO, Hello
 from nbcluster.runtime.wire.user_auth import LoginRefused
 
 if TYPE_CHECKING:
@@ -194,9 +194,9 @@ def install_node(endpoint: Endpoint, agent: NodeAgent, store: Any) -> Users:
     rpc["register"] = register_user
     hello = endpoint.handlers[HELLO]
 
-    def hello_user(conn: Connection, msg: list[Any]) -> None:
+    def hello_user(conn: Connection, msg: Hello) -> None:
         if conn.user is not None:
-            users.claim(conn.user, msg[1])
+            users.claim(conn.user, msg.address)
         hello(conn, msg)
 
     endpoint.handlers[HELLO] = hello_user

@@ -57,13 +57,13 @@ class Ownership:
         """A ref arrived by a path that registers nothing for it: register ourselves."""
         e.registered = True
         core = self.core
-        core.send_to(e.owner, (P.REQUEST, 0, "add_borrowers", [[[e.oid, core.address]]]))
+        core.send_to(e.owner, P.notification("add_borrowers", [[e.oid, core.address]]))
 
     def released(self, e: Entry) -> None:
         """Our last ref to a borrowed object went: tell its owner, if it counts us."""
         core = self.core
         if e.registered and not core.closed:
-            core.send_to(e.owner, (P.REMOVE_BORROWER, e.oid))
+            core.send_to(e.owner, P.encode(P.RemoveBorrower(e.oid)))
 
     def register_then(self, fresh: list[Entry], then: Callable[[], None] | None) -> None:
         """Register us as a borrower of ``fresh`` (just borrowed, collected) with their

@@ -49,7 +49,7 @@ class Connections:
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self._queued: dict[str, list[Any]] = {}
         self._head_answered = 0.0
-        self.endpoint.handlers[P.HELLO] = self.on_hello
+        self.endpoint.on(P.Hello, self.on_hello)
         self.endpoint.on_close = self.on_conn_closed
 
     # -- threads ----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class Connections:
             conn = await self.endpoint.connect(host, port)
             conn.info["addr"] = address
             core = self.core
-            conn.send((P.HELLO, core.address, core.kind, core.worker_id, os.getpid(), core.job_id))
+            conn.post(P.Hello(core.address, core.kind, core.worker_id, os.getpid(), core.job_id))
             self.conns[address] = conn
             fut.set_result(conn)
             for msg in self._queued.pop(address, []):
@@ -117,8 +117,9 @@ class Connections:
         finally:
             self._connecting.pop(address, None)
 
-    def send_to(self, address: str, msg: Any) -> None:
-        """Send to a process by address, connecting first if needed. Any thread."""
+    def send_to(self, address: str, msg: tuple[Any, ...]) -> None:
+        """Send a frame (``protocol.encode`` of a record, or a ``protocol.notification``) to a
+        process by address, connecting first if needed. Any thread."""
         conn = self.conns.get(address)
         if conn is not None and not conn.closed:
             conn.send(msg)
@@ -153,11 +154,11 @@ class Connections:
                 return str(n["Address"])
         return str(mine[0]["Address"]) if mine else None
 
-    def on_hello(self, conn: Connection, msg: list[Any]) -> None:
-        _, addr, kind, worker_id, pid = msg[:5]
-        conn.info.update(addr=addr, kind=kind, worker_id=worker_id, pid=pid)
-        if len(msg) > 5:
-            conn.info["job"] = msg[5]  # whose work comes on this connection (a driver's id)
+    def on_hello(self, conn: Connection, msg: P.Hello) -> None:
+        addr = msg.address
+        conn.info.update(addr=addr, kind=msg.kind, worker_id=msg.worker_id, pid=msg.pid)
+        if msg.job_id is not None:
+            conn.info["job"] = msg.job_id  # whose work comes on this connection (a driver's id)
         existing = self.conns.get(addr)
         if existing is None or existing.closed:
             self.conns[addr] = conn

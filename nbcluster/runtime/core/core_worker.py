@@ -142,10 +142,9 @@ class CoreWorker:
         self.refs: ReferenceTable = None  # type: ignore[assignment]
         self.submitter = Submitter(self)
         self.ownership = Ownership(self)
-        h = self.endpoint.handlers
-        h[P.TASK_DONE] = self.submitter.on_task_done
-        h[P.TASK_REQUEUE] = self.submitter.on_requeue
-        h[P.OUTPUT] = self.submitter.on_output
+        self.endpoint.on(P.TaskDone, self.submitter.on_task_done)
+        self.endpoint.on(P.TaskRequeue, self.submitter.on_requeue)
+        self.endpoint.on(P.Output, self.submitter.on_output)
         self.endpoint.rpc["listen_also"] = lambda conn, hosts: exposure.listen_also(self, hosts)
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()

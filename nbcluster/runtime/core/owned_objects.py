@@ -47,7 +47,7 @@ class OwnedObjects:
         if ev.ENABLED:
             ev.object_freed(e.oid, e.kind)
         if e.state == READY and e.kind == KIND_STORE:
-            core.send_to(e.data, (P.REQUEST, 0, "store_delete", [e.oid]))
+            core.send_to(e.data, P.notification("store_delete", e.oid))
         detached = core.owned_actors.pop(e.oid, None)
         if detached is False:  # the last handle to an actor we created is gone: it ends
             core.head.notify("terminate_actor", e.oid[:16], "its last handle is gone")

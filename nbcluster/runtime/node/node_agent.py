@@ -29,7 +29,7 @@ from nbcluster.runtime.node.memory_monitor import MemoryMonitor, private_memory
 from nbcluster.runtime.node.worker_pool import WorkerInfo, WorkerPool
 from nbcluster.runtime.objects.store_service import StoreService
 from nbcluster.runtime.scheduling import limits
-from nbcluster.runtime.wire.protocol import HELLO
+from nbcluster.runtime.wire.protocol import Hello
 from nbcluster.runtime.wire.transport import Connection, Endpoint
 
 
@@ -76,7 +76,7 @@ class NodeAgent:
             cancel_lease_requests=leases.cancel_lease_requests,
             cluster_total=spillback.cluster_total, node_totals=spillback.node_totals,
         )  # fmt: skip
-        endpoint.handlers[HELLO] = self._on_hello
+        endpoint.on(Hello, self._on_hello)
         #: what this user's processes may use here (reported to the head, see ``limits``)
         self.limits = limits.detect()
         if CONFIG.memory_monitor_interval_s > 0:
@@ -151,8 +151,8 @@ class NodeAgent:
         self.leases.cluster_view_update(conn, view)
 
     # -- registration and connections ---------------------------------------------------------
-    def _on_hello(self, conn: Connection, msg: list[Any]) -> None:
-        conn.info.update(addr=msg[1], kind=msg[2], worker_id=msg[3], pid=msg[4])
+    def _on_hello(self, conn: Connection, msg: Hello) -> None:
+        conn.info.update(addr=msg.address, kind=msg.kind, worker_id=msg.worker_id, pid=msg.pid)
 
     def register(self, conn: Connection, kind: str, worker_id: bytes, pid: int, addr: str) -> Any:
         self.clients[conn] = {"kind": kind, "pid": pid, "addr": addr}

@@ -50,7 +50,7 @@ class Canceller:
             lease.agent.notify("kill_worker", lease.worker_id)
         else:
             assert lease.conn is not None
-            lease.conn.send((P.CANCEL_TASK, task_id, False))
+            lease.conn.post(P.CancelTask(task_id, False))
 
     def cancel_children(self, parent: bytes) -> None:
         """Cancelling a task cancels what it submitted (``recursive=True``, Ray's default)."""

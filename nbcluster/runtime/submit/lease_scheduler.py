@@ -147,19 +147,19 @@ class LeaseScheduler:
         victim = max(cls.leases, key=lambda lease: len(lease.inflight))
         if len(victim.inflight) > 1 and not victim.stealing:
             victim.stealing = True
-            victim.conn.send((P.STEAL_TASKS,))
+            victim.conn.post(P.StealTasks())
 
-    def on_requeue(self, conn: Connection, msg: list[Any]) -> None:
+    def on_requeue(self, conn: Connection, msg: P.TaskRequeue) -> None:
         """The worker gives back the tasks it had not started: it blocked in ``get``, or we
         asked (``_steal``)."""
-        blocked = msg[2]
+        blocked = msg.blocked
         for cls in self.classes.values():
             for lease in cls.leases:
                 if lease.conn is conn:
                     lease.stealing = False
                     if blocked:
                         lease.blocked = True
-        for tid in reversed(msg[1]):
+        for tid in reversed(msg.task_ids):
             spec = self.table.tasks.get(tid)
             if spec is None or spec.lease is None:
                 continue

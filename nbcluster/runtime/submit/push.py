@@ -57,7 +57,7 @@ def push(refs: ReferenceTable, spec: TaskSpec, lease: PushTarget) -> None:
             extra["max_calls"] = spec.max_calls
         if spec.dynamic:
             extra["dynamic"] = True
-    conn.send(
-        (P.PUSH_TASK, spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
-         spec.num_returns, extra)
+    conn.post(
+        P.PushTask(spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
+                   spec.num_returns, extra)
     )  # fmt: skip

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
@@ -46,8 +46,8 @@ class TaskManager:
         self.leases = leases
         self.resolver = resolver
 
-    def on_task_done(self, conn: Connection, msg: list[Any]) -> None:
-        _, task_id, status, results, contained, borrowed = msg
+    def on_task_done(self, conn: Connection, msg: P.TaskDone) -> None:
+        task_id, status, results, contained, borrowed = msg
         spec = self.table.tasks.get(task_id)
         if borrowed:  # the worker keeps refs from the arguments: it borrows them now
             holds = (spec.deps, spec.held) if spec is not None else None

@@ -79,9 +79,9 @@ class TaskTable:
         the refs it kept for us inside them."""
         for r in results:
             if r[0] == KIND_STORE and len(r) > 3:
-                self.core.send_to(r[1], (P.REQUEST, 0, "store_delete", [r[3]]))
+                self.core.send_to(r[1], P.notification("store_delete", r[3]))
         if contained:
-            conn.send((P.HANDOFF_DONE, task_id))
+            conn.post(P.HandoffDone(task_id))
 
     def fail(self, spec: TaskSpec, err: BaseException) -> None:
         from nbcluster.runtime.core.core_worker import error_bytes
@@ -123,11 +123,10 @@ class TaskTable:
         if all(refs.get(oid) is None for oid in spec.return_ids):
             self.lineage.drop(spec)
 
-    def on_output(self, conn: Connection, msg: list[Any]) -> None:
+    def on_output(self, conn: Connection, msg: P.Output) -> None:
         """A task printed: show it where the cell that submitted it shows its output."""
-        _, task_id, stream, text, where = msg
-        spec = self.tasks.get(task_id)
-        output.deliver(spec.tag if spec is not None else None, stream, text, where)
+        spec = self.tasks.get(msg.task_id)
+        output.deliver(spec.tag if spec is not None else None, msg.stream, msg.text, msg.where)
 
     def forget(self) -> None:
         """This process left the cluster: nothing here can finish or be rebuilt any more."""

@@ -129,6 +129,11 @@ def encode(record: tuple[Any, ...]) -> tuple[Any, ...]:
     return (TYPES[type(record)], *record)
 
 
+def notification(method: str, *args: Any) -> tuple[Any, ...]:
+    """The frame of a request that wants no reply (request id 0)."""
+    return (REQUEST, 0, method, list(args))
+
+
 def decode(msg: list[Any]) -> Any:
     """The record a frame holds; ``TypeError`` when its fields do not fit its type."""
     return RECORDS[msg[0]](*msg[1:])

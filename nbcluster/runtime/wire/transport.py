@@ -31,7 +31,7 @@ from nbcluster.exceptions import AuthenticationError, ClusterConnectionError
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.wire import auth, tls, user_auth
 from nbcluster.runtime.wire.addresses import dial_host
-from nbcluster.runtime.wire.protocol import MESSAGE_NAMES, REPLY, REQUEST, TYPES
+from nbcluster.runtime.wire.protocol import MESSAGE_NAMES, REPLY, REQUEST, TYPES, notification
 
 log = logging.getLogger("nbcluster.transport")
 #: Why a plain client may have failed: the cluster it dialled speaks TLS.
@@ -370,7 +370,7 @@ class Connection(asyncio.Protocol):
     # -- request / reply --------------------------------------------------------------------
     def notify(self, method: str, *args: Any) -> None:
         """A request that wants no reply. Safe from any thread."""
-        self.send((REQUEST, 0, method, list(args)))
+        self.send(notification(method, *args))
 
     def call(self, method: str, *args: Any) -> asyncio.Future[Any]:
         """Send a request (from the loop thread) and return a future for its reply."""
