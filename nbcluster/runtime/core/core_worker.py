@@ -40,7 +40,6 @@ from nbcluster.runtime.core.release_queue import ReleaseQueue
 from nbcluster.runtime.core.store_reader import StoreReader
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.objects.remote_store import RemoteStore
-from nbcluster.runtime.objects.serialization import error_bytes
 from nbcluster.runtime.objects.store_client import StoreMapping
 from nbcluster.runtime.ownership import object_ref as object_ref_mod
 from nbcluster.runtime.ownership.reference_table import ReferenceTable
@@ -48,8 +47,7 @@ from nbcluster.runtime.wire import protocol as P
 from nbcluster.runtime.wire.addresses import route_to
 from nbcluster.runtime.wire.transport import Endpoint, install_rpc, parse_address
 
-# ``error_bytes`` moved to serialization; submit/submitter.py still imports it from here.
-__all__ = ["CoreWorker", "error_bytes"]
+__all__ = ["CoreWorker"]
 
 log = logging.getLogger("nbcluster.core")
 
@@ -132,8 +130,6 @@ class CoreWorker:
         self.future_of = objects.future_of
         self.entry_of = objects.entry_of
         # Earlier names of ``entry_of`` and ``fetch``, still called by submit/submitter.py.
-        self._entry = self.entry_of
-        self._fetch = self.fetch
 
         # The one import up a layer (tests/test_layers.py allows it): the core builds its
         # process's submitter and routes task replies to it; the submitter uses the core.

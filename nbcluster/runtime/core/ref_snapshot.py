@@ -47,7 +47,7 @@ def sizes(core: CoreWorker) -> dict[str, int]:
     ex = core.executor
     if ex is not None:
         out.update(queued=len(ex.queued), cancelled=len(ex.cancelled),
-                   running=len(ex.running), reported=len(ex._borrowed),
+                   running=len(ex.running), reported=len(ex.borrowed),
                    function_blobs=len(ex.fn_blobs))  # fmt: skip
     return out
 

@@ -147,7 +147,7 @@ class ActorHost:
     ) -> None:
         if self.exiting:  # exit_actor() ran in another thread: no call starts after it
             assert ctx.conn is not None
-            self.executor._reply_error(
+            self.executor.reply_error(
                 ctx.conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name,
                 exc.ActorDiedError("the actor exited via exit_actor()"),
             )  # fmt: skip
@@ -179,7 +179,7 @@ class ActorHost:
         assert conn is not None
         async with self._sems.get(ctx.group) or self._sems[None]:
             if self.exiting:  # the actor is ending: no call starts any more
-                ex._reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name,
+                ex.reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name,
                                 exc.ActorDiedError("the actor exited"))  # fmt: skip
                 return
             if not ex.start_call(ctx):
@@ -201,7 +201,7 @@ class ActorHost:
                 ex.reply(conn, ctx.task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
                 return
             except Exception as e:
-                ex._reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
+                ex.reply_error(conn, ctx.task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
                 return
             finally:
                 self._tasks.pop(ctx.task_id, None)

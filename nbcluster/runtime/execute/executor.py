@@ -85,7 +85,7 @@ class Executor:
         self.cancelled: set[bytes] = set()
         self.running: dict[bytes, TaskContext] = {}
         #: task id -> the objects its arguments made us borrow, reported with its reply
-        self._borrowed: dict[bytes, list[Any]] = {}
+        self.borrowed: dict[bytes, list[Any]] = {}
         self._cancel_lock = threading.Lock()
         self.blocked = False
         self._block_depth = 0
@@ -268,14 +268,14 @@ class Executor:
             with self._cancel_lock:
                 self.queued.discard(task_id)
                 self.cancelled.discard(task_id)
-            self._reply_error(conn, task_id, P.DONE_SYSTEM_ERROR, fn_name, e)
+            self.reply_error(conn, task_id, P.DONE_SYSTEM_ERROR, fn_name, e)
             return
         fresh = refs.stop_collecting(outer)
         if fresh:
             if "create" in extra:  # its reply goes to the head: register ourselves
                 self.core.ownership.register_then(fresh, None)
             else:
-                self._borrowed[task_id] = fresh
+                self.borrowed[task_id] = fresh
         ctx = TaskContext(task_id, fn_name, extra.get("res", {}), extra.get("gpus", []), conn)
         if "create" in extra:
             self.actor_host.create(fn, args, kwargs, extra, ctx, num_returns)
@@ -325,7 +325,7 @@ class Executor:
             self.actor_host.exit(ctx)
             return
         except Exception as e:
-            self._reply_error(conn, task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
+            self.reply_error(conn, task_id, P.DONE_APP_ERROR, ctx.fn_name, e)
             self._after(ctx)
             return
         del args, kwargs
@@ -364,7 +364,7 @@ class Executor:
         if self.actor_host.actor_id is not None:
             self.queue.put(("exit", for_good))
 
-    def _reply_error(
+    def reply_error(
         self, conn: Connection, task_id: bytes, status: int, fn_name: str, e: BaseException
     ) -> None:
         err = exc.TaskError(fn_name, _format_tb(e), _picklable(e), os.getpid(), "127.0.0.1")
@@ -413,19 +413,19 @@ class Executor:
                     self.core.store_write(oid, s, owner)
                     results.append([KIND_STORE, self.core.agent_address, s.size, oid])
         except Exception as e:
-            self._reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
+            self.reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
             return
         wire = []
         if contained:  # held until the caller registered itself for them (HANDOFF_DONE)
             self.core.ownership.handoffs[task_id] = [owner, contained]
-            wire = [[r._id, r._owner] for r in contained]
+            wire = [[r.binary(), r.owner_address()] for r in contained]
         self.reply(conn, task_id, P.DONE_OK, results, wire)
 
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any
     ) -> None:
         """Send a task's outcome home, with the argument refs we still hold (borrowed)."""
-        fresh = self._borrowed.pop(task_id, None)
+        fresh = self.borrowed.pop(task_id, None)
         borrowed = (
             [[e.oid, e.owner] for e in self.core.refs.mark_registered(fresh)] if fresh else []
         )

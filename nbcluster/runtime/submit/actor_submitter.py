@@ -99,7 +99,7 @@ class ActorSubmitter:
             if f.cancelled() or f.exception() is not None:
                 aq.resolving = False
                 if not self.core.closed:
-                    from nbcluster.runtime.core.core_worker import error_bytes
+                    from nbcluster.runtime.objects.serialization import error_bytes
 
                     aq.dead = error_bytes(
                         exc.ActorDiedError(f"cannot locate the actor: {f.exception()}")

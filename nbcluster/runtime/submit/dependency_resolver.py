@@ -69,14 +69,14 @@ class DependencyResolver:
         pending = 0
         core = self.core
         for ref in spec.deps:
-            e = core._entry(ref)
+            e = core.entry_of(ref)
             if self.recovery.dead_agents:
                 # its node died: it is pending again, rebuilt or refetched
                 self.recovery.lost_dep(e)
             if e.state == PENDING and core.refs.add_waiter(e, self._dep_waiter(spec)):
                 pending += 1
                 if not e.owned:
-                    core._fetch(e)
+                    core.fetch(e)
         spec.pending_deps = pending
         if spec.actor is not None:  # actor calls queue at once: order is submission order
             aq = self.actors.actor_queue(spec.actor)

@@ -68,7 +68,7 @@ class Recovery:
 
     def reconstruct(self, e: Entry) -> None:
         """Rebuild an owned object whose every copy is gone, by running its task again."""
-        from nbcluster.runtime.core.core_worker import error_bytes
+        from nbcluster.runtime.objects.serialization import error_bytes
 
         spec = e.spec
         if spec is None or spec.lineage_evicted:
@@ -106,5 +106,5 @@ class Recovery:
             self.reconstruct(e)
         else:
             self.core.refs.reset_pending(e)
-            self.core._fetch(e)
+            self.core.fetch(e)
         return True

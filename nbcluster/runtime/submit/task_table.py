@@ -84,7 +84,7 @@ class TaskTable:
             conn.post(P.HandoffDone(task_id))
 
     def fail(self, spec: TaskSpec, err: BaseException) -> None:
-        from nbcluster.runtime.core.core_worker import error_bytes
+        from nbcluster.runtime.objects.serialization import error_bytes
 
         self.fail_raw(spec, error_bytes(err))
 
