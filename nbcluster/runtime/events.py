@@ -129,8 +129,8 @@ def _plain(tag: Any) -> Any:
 
 # -- hooks called from the runtime (each one line at its call site) ------------------------------
 def task_submitted(spec: Any) -> None:
-    deps = [x._id for x in spec.deps] if spec.deps else None
-    nested = [x._id for x in spec.held if hasattr(x, "_id")] if spec.held else None
+    deps = [x.binary() for x in spec.deps] if spec.deps else None
+    nested = [x.binary() for x in spec.held if hasattr(x, "binary")] if spec.held else None
     TASKS.append(_pack((TASK_SUBMITTED, _now(), spec.task_id, spec.fn.name, spec.attempt,
                         deps, nested, spec.num_returns, _plain(spec.tag), call_site(3),
                         spec.actor)))  # fmt: skip

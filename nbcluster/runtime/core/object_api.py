@@ -116,11 +116,11 @@ class ObjectAPI:
         """The reference table's entry for ``ref``; one is made for a ref that this core
         never counted (one created before it existed, e.g. kept across a re-init)."""
         core = self.core
-        e = core.refs.get(ref._id)
+        oid = ref.binary()
+        e = core.refs.get(oid)
         if e is None:  # a ref created before this core existed (e.g. after re-init)
-            core.refs.add_local(ref._id, ref._owner)
-            ref._core = core
-            e = core.refs.get(ref._id)
+            ref.adopt(core)
+            e = core.refs.get(oid)
             assert e is not None
         return e
 

@@ -57,7 +57,7 @@ def snapshot(core: CoreWorker, conn: Connection | None = None) -> dict[str, Any]
     pending: set[bytes] = set()
     for spec in list(core.submitter.tasks.values()):
         for ref in list(spec.deps or ()):
-            pending.add(ref._id)
+            pending.add(ref.binary())
     pinned = core.store_reader.pinned()
     with core.refs.lock:
         entries = list(core.refs.entries.values())

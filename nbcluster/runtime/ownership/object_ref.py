@@ -50,6 +50,12 @@ class ObjectRef:
     def binary(self) -> bytes:
         return self._id
 
+    def adopt(self, core: Any) -> None:
+        """Count this ref in ``core``, a core that did not exist when it was made (a ref kept
+        across a re-init), so that its release goes there."""
+        core.refs.add_local(self._id, self._owner)
+        self._core = core
+
     def hex(self) -> str:
         return self._id.hex()
 
