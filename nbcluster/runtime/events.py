@@ -218,19 +218,26 @@ def results_of(out: Any) -> tuple[tuple[int, int, str | None], ...]:
 
 
 def _report_worker(address: str) -> None:
-    """Report the tasks still queued or running here at a flush (event loop thread)."""
+    """Report the tasks still queued or running here at a flush (event loop thread).
+
+    Each report is appended *before* its entry is taken: a task thread that takes the entry
+    meanwhile reports the task's next step after this one, never before it (taking first
+    let a task's end overtake its RUNNING, and the head then showed a finished task as
+    running for ever). A report made twice that way is harmless: states only move forward."""
     if QUEUED:
         for tid in list(QUEUED):
-            ts = QUEUED.pop(tid, None)
+            ts = QUEUED.get(tid)
             if ts is not None:
                 TASKS.append(_pack((TASK_SCHEDULED, ts, tid, None, address)))
+                QUEUED.pop(tid, None)
     if RUNNING_NOW:
         for tid in list(RUNNING_NOW):
-            run = RUNNING_NOW.pop(tid, None)
+            run = RUNNING_NOW.get(tid)
             if run is not None:
                 if run[2] is not None:
                     TASKS.append(_pack((TASK_SCHEDULED, run[2], tid, None, address)))
                 TASKS.append(_pack((TASK_RUNNING, run[0], tid, run[1])))
+                RUNNING_NOW.pop(tid, None)
 
 
 def describe_error(err_bytes: bytes | None) -> tuple[str, str]:
