@@ -274,3 +274,49 @@ def test_tasks_given_back_while_lease_requests_are_withdrawn_still_run(cluster):
     for r in range(30):
         refs = [one_call_worker.remote(4 * r + i) for i in range(4)]
         assert nc.get(refs, timeout=T) == [4 * r + i for i in range(4)]
+
+
+# ------------------------------------------------------------- signals on another thread
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_signal_that_lands_on_another_thread_still_interrupts_a_get(cluster, gate):
+    """Ctrl-C (or a kernel's interrupt, or a task's cancel) is a process signal, and the
+    kernel may hand it to any thread; Python runs its handler on the main thread only. A
+    main thread blocked in ``get`` must still notice it: here every signal is aimed at the
+    I/O thread on purpose."""
+    import signal
+
+    pending = slow_until.remote(str(gate))
+    io = next(t for t in threading.enumerate() if t.name == "nbcluster-io")
+    assert io.ident is not None
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not fired:
+            fired.append(signum)
+            raise _Interrupted
+
+    stop = threading.Event()
+
+    def pester() -> None:  # until the main thread has taken one
+        while not stop.wait(0.1) and not fired:
+            signal.pthread_kill(io.ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    previous = signal.signal(signal.SIGINT, handler)
+    sender = threading.Thread(target=pester, daemon=True)
+    try:
+        sender.start()
+        t0 = time.monotonic()
+        with pytest.raises(_Interrupted):
+            nc.get(pending, timeout=T)
+        assert time.monotonic() - t0 < T / 3
+    finally:
+        stop.set()
+        sender.join()
+        signal.signal(signal.SIGINT, previous)
+        gate.touch()
+    assert nc.get(pending, timeout=T)

@@ -28,6 +28,7 @@ import psutil
 import pytest
 from cluster_helpers import REPO_ROOT, TESTS_DIR, CliCluster, kill_quietly, poll
 from parts import missing
+from traverse import TraverseGrant
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -84,6 +85,10 @@ def other_user() -> Iterator[OsUser]:
     def theirs() -> list[psutil.Process]:
         return [p for p in psutil.process_iter(["uids"]) if p.info["uids"].real == entry.pw_uid]
 
+    interpreter = Path(os.path.realpath(sys.executable))  # a venv's python is a symlink
+    grant = TraverseGrant([Path(sys.prefix), interpreter.parent, Path(sys.base_prefix),
+                           REPO_ROOT, *map(Path, site.getsitepackages())])  # fmt: skip
+    grant.acquire()
     try:
         python = _python_for(entry.pw_uid, entry.pw_gid)
         if python is None:
@@ -93,6 +98,7 @@ def other_user() -> Iterator[OsUser]:
         kill_quietly(theirs())
         poll(lambda: not theirs(), 10, "the second user's processes did not exit")
         subprocess.run(["userdel", name], capture_output=True, timeout=30, check=False)
+        grant.release()
 
 
 _TMP = Path("/tmp").resolve()

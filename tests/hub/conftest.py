@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 from parts import missing
+from traverse import TraverseGrant
 
-from hub.realhub import VENV_BIN, OsUsers, RealHub, TraverseGrant, free_ports
+from hub.realhub import VENV_BIN, OsUsers, RealHub, free_ports
 from nbcluster.kernel.kernelspec import ensure_installed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

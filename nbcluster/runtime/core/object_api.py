@@ -158,7 +158,7 @@ class ObjectAPI:
             if blocked:
                 executor.notify_blocked()
             try:
-                ok = ev.wait(timeout)
+                ok = wait_interruptibly(ev, timeout)
             finally:
                 if blocked:
                     executor.notify_unblocked()
@@ -297,3 +297,28 @@ class ObjectAPI:
         """The process left the cluster: the futures' threads go (without waiting)."""
         if self._futures_pool is not None:
             self._futures_pool.shutdown(wait=False)
+
+
+#: How long the main thread sleeps at a time in a wait with no near deadline.
+_SIGNAL_CHECK_S = 0.2
+
+
+def wait_interruptibly(ev: threading.Event, timeout: float | None) -> bool:
+    """``ev.wait(timeout)`` that a signal interrupts on the main thread.
+
+    Python runs signal handlers (KeyboardInterrupt: Ctrl-C, a kernel's interrupt, a task's
+    cancel) on the main thread, but the kernel may deliver the signal to another thread (the
+    I/O thread in ``select``, say): a main thread blocked in one long lock wait then never
+    notices it. Waiting in short slices returns to the interpreter, which runs the handler.
+    Other threads cannot take signals, so they wait in one piece."""
+    if threading.current_thread() is not threading.main_thread():
+        return ev.wait(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = _SIGNAL_CHECK_S
+        if deadline is not None:
+            left = max(min(left, deadline - time.monotonic()), 0.0)
+        if ev.wait(left):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
