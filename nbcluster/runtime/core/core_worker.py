@@ -129,7 +129,6 @@ class CoreWorker:
         self.value_of = objects.value_of
         self.future_of = objects.future_of
         self.entry_of = objects.entry_of
-        # Earlier names of ``entry_of`` and ``fetch``, still called by submit/submitter.py.
 
         # The one import up a layer (tests/test_layers.py allows it): the core builds its
         # process's submitter and routes task replies to it; the submitter uses the core.
