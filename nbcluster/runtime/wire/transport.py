@@ -131,8 +131,11 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.info: dict[str, Any] = {}
         self._authed = False
-        self._hs_buf = b""
-        self._nonce = b""
+        # The handshake's state, shared with ``user_auth`` (its variant for Hub users):
+        # bytes received so far, our challenge, the key we prove (client side), and whether
+        # a Hub login is being checked.
+        self.hs_buf = b""
+        self.nonce = b""
         self._unpacker = msgpack.Unpacker(
             max_buffer_size=CONFIG.max_frame_bytes, raw=False, strict_map_key=False
         )
@@ -144,8 +147,8 @@ class Connection(asyncio.Protocol):
         self.allowed: frozenset[str] | None = None
         #: The user the peer proved to be (``user_auth``); None for the cluster's own.
         self.user: str | None = None
-        self._hs_key = ""
-        self._login_pending = False
+        self.hs_key = ""
+        self.login_pending = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,7 +162,7 @@ class Connection(asyncio.Protocol):
         )
         if self.server_side:
             user = self.endpoint.user
-            self._nonce, hello = auth.server_hello() if user is None else user_auth.user_hello(user)
+            self.nonce, hello = auth.server_hello() if user is None else user_auth.user_hello(user)
             transport.write(hello)
 
     def data_received(self, data: bytes) -> None:
@@ -218,71 +221,72 @@ class Connection(asyncio.Protocol):
 
     # -- handshake --------------------------------------------------------------------------
     def _handshake(self, data: bytes) -> None:
-        self._hs_buf += data
+        self.hs_buf += data
         token = self.endpoint.token
         assert self.transport is not None
         if self.server_side:
-            if len(self._hs_buf) >= 4 and self._hs_buf[:4] != auth.MAGIC:
-                if self._hs_buf[:4] in user_auth.REPLY_MAGICS:
+            if len(self.hs_buf) >= 4 and self.hs_buf[:4] != auth.MAGIC:
+                if self.hs_buf[:4] in user_auth.REPLY_MAGICS:
                     user_auth.server_step(self)
                 else:
-                    self._deny("not an nbcluster client (bad magic)")
+                    self.deny("not an nbcluster client (bad magic)")
                 return
-            if len(self._hs_buf) < auth.CLIENT_REPLY_LEN:
+            if len(self.hs_buf) < auth.CLIENT_REPLY_LEN:
                 return
-            if len(self._hs_buf) > auth.CLIENT_REPLY_LEN:
-                self._deny("data before authentication")
+            if len(self.hs_buf) > auth.CLIENT_REPLY_LEN:
+                self.deny("data before authentication")
                 return
-            finish = auth.server_check(token, self._nonce, self._hs_buf)
+            finish = auth.server_check(token, self.nonce, self.hs_buf)
             if finish is None:
                 for other, (label, allowed) in self.endpoint.restricted_tokens.items():
-                    finish = auth.server_check(other, self._nonce, self._hs_buf)
+                    finish = auth.server_check(other, self.nonce, self.hs_buf)
                     if finish is not None:
                         self.allowed = allowed
                         self.info["token_label"] = label
                         break
             if finish is None:
-                self._deny("wrong token")
+                self.deny("wrong token")
                 return
             self.transport.write(finish)
-            self._open()
+            self.handshake_done()
         else:
             ep = self.endpoint
-            if self._hs_key or ep.user or ep.login or self._hs_buf[:4] == user_auth.UHELLO:
+            if self.hs_key or ep.user or ep.login or self.hs_buf[:4] == user_auth.UHELLO:
                 user_auth.client_step(self)
                 return
-            if not self._nonce:
-                if len(self._hs_buf) < auth.SERVER_HELLO_LEN:
+            if not self.nonce:
+                if len(self.hs_buf) < auth.SERVER_HELLO_LEN:
                     return
-                hello, self._hs_buf = (
-                    self._hs_buf[: auth.SERVER_HELLO_LEN],
-                    self._hs_buf[auth.SERVER_HELLO_LEN :],
+                hello, self.hs_buf = (
+                    self.hs_buf[: auth.SERVER_HELLO_LEN],
+                    self.hs_buf[auth.SERVER_HELLO_LEN :],
                 )
                 answer = auth.client_reply(token, hello)
                 if answer is None:
-                    self._fail_client("the server is not an nbcluster node")
+                    self.fail_handshake("the server is not an nbcluster node")
                     return
-                self._nonce, reply = answer
+                self.nonce, reply = answer
                 self.transport.write(reply)
-            if self._hs_buf[:4] == auth.DENY:
-                self._fail_client("authentication failed: the cluster rejected our token")
+            if self.hs_buf[:4] == auth.DENY:
+                self.fail_handshake("authentication failed: the cluster rejected our token")
                 return
-            if len(self._hs_buf) < auth.SERVER_FINISH_LEN:
+            if len(self.hs_buf) < auth.SERVER_FINISH_LEN:
                 return
             finish, rest = (
-                self._hs_buf[: auth.SERVER_FINISH_LEN],
-                self._hs_buf[auth.SERVER_FINISH_LEN :],
+                self.hs_buf[: auth.SERVER_FINISH_LEN],
+                self.hs_buf[auth.SERVER_FINISH_LEN :],
             )
-            if not auth.client_check(token, self._nonce, finish):
-                self._fail_client("authentication failed: the server does not hold our token")
+            if not auth.client_check(token, self.nonce, finish):
+                self.fail_handshake("authentication failed: the server does not hold our token")
                 return
-            self._open()
+            self.handshake_done()
             if rest:
                 self.data_received(rest)
 
-    def _open(self) -> None:
+    def handshake_done(self) -> None:
+        """The peer proved itself: messages flow from now on."""
         self._authed = True
-        self._hs_buf = b""
+        self.hs_buf = b""
         if self._hs_timer:
             self._hs_timer.cancel()
         if self.endpoint.on_open:
@@ -311,13 +315,15 @@ class Connection(asyncio.Protocol):
             self.send((REPLY, msg[1], False, ["AuthenticationError", why]))
         return False
 
-    def _deny(self, why: str) -> None:
+    def deny(self, why: str) -> None:
+        """Refuse a peer during the handshake (server side), saying why in the log."""
         log.warning("refused connection from %s: %s", self.peer, why)
         assert self.transport is not None
         self.transport.write(auth.DENY)
         self.transport.close()
 
-    def _fail_client(self, why: str) -> None:
+    def fail_handshake(self, why: str) -> None:
+        """Our handshake with the server failed (client side): the connect raises ``why``."""
         if not self.ready.done():
             self.ready.set_exception(AuthenticationError(f"{why} ({self.peer})"))
         assert self.transport is not None

@@ -79,11 +79,11 @@ def user_hello(name: str) -> tuple[bytes, bytes]:
 
 # -- server side -------------------------------------------------------------------------------
 def server_step(conn: Connection) -> None:
-    """Handle a user-key or Hub-login reply in ``conn._hs_buf`` (its first bytes said so)."""
-    buf = conn._hs_buf
+    """Handle a user-key or Hub-login reply in ``conn.hs_buf`` (its first bytes said so)."""
+    buf = conn.hs_buf
     ep = conn.endpoint
-    if conn._login_pending:
-        conn._deny("data before authentication")
+    if conn.login_pending:
+        conn.deny("data before authentication")
     elif buf[:4] == UMAGIC:
         end = auth.CLIENT_REPLY_LEN + 1
         if len(buf) < end or len(buf) < end + buf[auth.CLIENT_REPLY_LEN]:
@@ -91,34 +91,34 @@ def server_step(conn: Connection) -> None:
         end += buf[auth.CLIENT_REPLY_LEN]
         name = _decode(buf[auth.CLIENT_REPLY_LEN + 1 : end])
         if len(buf) > end:
-            conn._deny("data before authentication")
+            conn.deny("data before authentication")
         elif name is None or ep.user is not None or not ep.accept_users:
-            conn._deny("user keys are accepted by the nodes of a JupyterHub service only")
+            conn.deny("user keys are accepted by the nodes of a JupyterHub service only")
         else:
             reply = auth.MAGIC + buf[4 : auth.CLIENT_REPLY_LEN]
-            finish = auth.server_check(user_key(ep.token, name), conn._nonce, reply)
+            finish = auth.server_check(user_key(ep.token, name), conn.nonce, reply)
             if finish is None:
-                conn._deny(f"wrong user key for {name!r}")
+                conn.deny(f"wrong user key for {name!r}")
                 return
             assert conn.transport is not None
             conn.transport.write(finish)
             conn.user = name
-            conn._open()
+            conn.handshake_done()
     else:  # HMAGIC
         start = len(HMAGIC) + auth.NONCE + 2
         if len(buf) < start:
             return
         size = int.from_bytes(buf[start - 2 : start], "big")
         if ep.hub_login is None or size > MAX_HUB_TOKEN:
-            conn._deny("not the head of a JupyterHub service" if ep.hub_login is None
+            conn.deny("not the head of a JupyterHub service" if ep.hub_login is None
                        else "oversized login")  # fmt: skip
             return
         if len(buf) < start + size:
             return
         if len(buf) > start + size:
-            conn._deny("data before authentication")
+            conn.deny("data before authentication")
             return
-        conn._login_pending = True
+        conn.login_pending = True
         hub_token = buf[start:].decode("ascii", "replace")
         task = ep.loop.create_task(ep.hub_login(hub_token))
         task.add_done_callback(lambda t: _login_done(conn, t))
@@ -139,7 +139,7 @@ def _login_done(conn: Connection, task: asyncio.Task[str]) -> None:
     key = user_key(conn.endpoint.token, name)
     conn.transport.write(auth.OK + _name_bytes(name) + key.encode())
     conn.user = name
-    conn._open()
+    conn.handshake_done()
 
 
 def _decode(raw: bytes) -> str | None:
@@ -153,30 +153,30 @@ def _decode(raw: bytes) -> str | None:
 def client_step(conn: Connection) -> None:
     """The client side of every handshake that involves a user (see the module docstring)."""
     ep = conn.endpoint
-    if not conn._nonce and not _answer_hello(conn):
+    if not conn.nonce and not _answer_hello(conn):
         return
-    buf = conn._hs_buf
-    if conn._hs_key == "login":
+    buf = conn.hs_buf
+    if conn.hs_key == "login":
         _finish_login(conn, buf)
         return
     if buf[:4] == auth.DENY:
         who = f"user {ep.user!r}" if ep.user else "the cluster token"
-        conn._fail_client(f"authentication failed: the cluster refused {who}")
+        conn.fail_handshake(f"authentication failed: the cluster refused {who}")
         return
     if len(buf) < auth.SERVER_FINISH_LEN:
         return
     finish, rest = buf[: auth.SERVER_FINISH_LEN], buf[auth.SERVER_FINISH_LEN :]
-    if not auth.client_check(conn._hs_key, conn._nonce, finish):
-        conn._fail_client("authentication failed: the server does not hold our key")
+    if not auth.client_check(conn.hs_key, conn.nonce, finish):
+        conn.fail_handshake("authentication failed: the server does not hold our key")
         return
-    conn._open()
+    conn.handshake_done()
     if rest:
         conn.data_received(rest)
 
 
 def _answer_hello(conn: Connection) -> bool:
     """Read the server's hello and send our reply; False while the hello is incomplete."""
-    buf, ep = conn._hs_buf, conn.endpoint
+    buf, ep = conn.hs_buf, conn.endpoint
     assert conn.transport is not None
     if buf[:4] == UHELLO:  # a user's process
         end = auth.SERVER_HELLO_LEN + 1
@@ -184,33 +184,33 @@ def _answer_hello(conn: Connection) -> bool:
             return False
         end += buf[auth.SERVER_HELLO_LEN]
         name = _decode(buf[auth.SERVER_HELLO_LEN + 1 : end])
-        hello, conn._hs_buf = auth.MAGIC + buf[4 : auth.SERVER_HELLO_LEN], buf[end:]
+        hello, conn.hs_buf = auth.MAGIC + buf[4 : auth.SERVER_HELLO_LEN], buf[end:]
         if name is None or ep.login or (ep.user is not None and ep.user != name):
-            conn._fail_client(f"the process at {conn.peer} belongs to another user ({name!r})")
+            conn.fail_handshake(f"the process at {conn.peer} belongs to another user ({name!r})")
             return False
         key = ep.token if ep.user is not None else user_key(ep.token, name)
         answer = auth.client_reply(key, hello)
         assert answer is not None
-        conn._nonce, reply = answer
-        conn._hs_key = key
+        conn.nonce, reply = answer
+        conn.hs_key = key
         conn.transport.write(reply)
         return True
     if len(buf) < auth.SERVER_HELLO_LEN:
         return False
-    hello, conn._hs_buf = buf[: auth.SERVER_HELLO_LEN], buf[auth.SERVER_HELLO_LEN :]
+    hello, conn.hs_buf = buf[: auth.SERVER_HELLO_LEN], buf[auth.SERVER_HELLO_LEN :]
     if hello[:4] != auth.MAGIC:
-        conn._fail_client("the server is not an nbcluster node")
+        conn.fail_handshake("the server is not an nbcluster node")
         return False
     if ep.login:
         raw = ep.login.encode()
-        conn._nonce, conn._hs_key = os.urandom(auth.NONCE), "login"
-        conn.transport.write(HMAGIC + conn._nonce + len(raw).to_bytes(2, "big") + raw)
+        conn.nonce, conn.hs_key = os.urandom(auth.NONCE), "login"
+        conn.transport.write(HMAGIC + conn.nonce + len(raw).to_bytes(2, "big") + raw)
         return True
     assert ep.user is not None
     answer = auth.client_reply(ep.token, hello)
     assert answer is not None
-    conn._nonce, reply = answer
-    conn._hs_key = ep.token
+    conn.nonce, reply = answer
+    conn.hs_key = ep.token
     conn.transport.write(UMAGIC + reply[4:] + _name_bytes(ep.user))
     return True
 
@@ -223,20 +223,20 @@ def _finish_login(conn: Connection, buf: bytes) -> None:
         if len(buf) < 6 or len(buf) < 6 + int.from_bytes(buf[4:6], "big"):
             return
         why = buf[6 : 6 + int.from_bytes(buf[4:6], "big")].decode(errors="replace")
-        conn._fail_client(f"the cluster refused the JupyterHub login: {why}")
+        conn.fail_handshake(f"the cluster refused the JupyterHub login: {why}")
         return
     if buf[:4] != auth.OK:
-        conn._fail_client("the server is not the head of a JupyterHub service")
+        conn.fail_handshake("the server is not the head of a JupyterHub service")
         return
     if len(buf) < 5 or len(buf) < 5 + buf[4] + KEY_LEN:
         return
     end = 5 + buf[4]
     name = _decode(buf[5:end])
     if name is None:
-        conn._fail_client("the head sent a malformed login answer")
+        conn.fail_handshake("the head sent a malformed login answer")
         return
     ep.user, ep.token, ep.login = name, buf[end : end + KEY_LEN].decode(), None
     rest = buf[end + KEY_LEN :]
-    conn._open()
+    conn.handshake_done()
     if rest:
         conn.data_received(rest)
