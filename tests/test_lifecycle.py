@@ -132,6 +132,9 @@ def test_init_again_in_the_same_process_is_harmless(cluster):
 DRIVER = r"""
 import faulthandler, json, os, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks on a hang
+# Ctrl-C as a user's Python has it: a test run started in the background by a shell passes
+# SIGINT on ignored, and Python then leaves it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import nbcluster as nc
 
 nc.init(num_cpus=2)
