@@ -32,6 +32,10 @@ from nbcluster.runtime.scheduling import limits
 from nbcluster.runtime.wire.protocol import Hello
 from nbcluster.runtime.wire.transport import Connection, Endpoint
 
+#: How long a worker killed for memory waits for its owner to hear why (see
+#: ``_kill_for_memory``): a round trip, normally well under a millisecond.
+OOM_ACK_S = 1.0
+
 
 class NodeAgent:
     def __init__(
@@ -79,10 +83,13 @@ class NodeAgent:
         endpoint.on(Hello, self._on_hello)
         #: what this user's processes may use here (reported to the head, see ``limits``)
         self.limits = limits.detect()
+        #: Workers killed for memory whose owner is being told (not candidates again).
+        self._oom_killing: set[bytes] = set()
         if CONFIG.memory_monitor_interval_s > 0:
             self.memory_monitor = MemoryMonitor(
                 self.loop,
-                lambda: [w for w in self.workers.values() if w.lease and w.actor is None],
+                lambda: [w for w in self.workers.values()
+                         if w.lease and w.actor is None and w.worker_id not in self._oom_killing],
                 self._kill_for_memory,
                 self.limits,
                 self._memory_held,
@@ -224,10 +231,26 @@ class NodeAgent:
         return private_memory(pids) + self.store.store.stats().used
 
     def _kill_for_memory(self, w: WorkerInfo, why: str) -> None:
+        """Kill ``w`` for memory, once its owner knows why: the owner hears of the death on
+        the worker's own connection, which could otherwise overtake a notification on ours,
+        and would then report a crash (and retry as for one) instead of running out of
+        memory. An owner that does not answer within ``OOM_ACK_S`` does not hold it up."""
         owner = w.lease[0] if w.lease else None
-        if owner is not None and not owner.closed:
-            owner.notify("worker_oom", w.worker_id, why)  # arrives before the connection drops
-        self.fork_server.kill(w.pid)
+        if owner is None or owner.closed:
+            self.fork_server.kill(w.pid)
+            return
+        self._oom_killing.add(w.worker_id)
+        killed = False
+
+        def kill(_: Any = None) -> None:
+            nonlocal killed
+            if not killed:
+                killed = True
+                self._oom_killing.discard(w.worker_id)
+                self.fork_server.kill(w.pid)
+
+        owner.call("worker_oom", w.worker_id, why).add_done_callback(kill)
+        self.loop.call_later(OOM_ACK_S, kill)
 
     # -- shutdown -----------------------------------------------------------------------------
     async def end_actors(self, grace: float) -> None:
