@@ -97,11 +97,20 @@ class Leases:
         name a better node (``["spill", agent_address]``)."""
         if isinstance(strategy, list):
             strategy = tuple(strategy)
+        if (
+            isinstance(strategy, tuple)
+            and strategy[1] != self.spillback.node_id
+            and strategy[1] not in self.spillback.view
+        ):
+            # Affinity to a node our view does not have yet: it may have just joined (the
+            # head pushes it a moment later). Ask the head, whose directory is the truth,
+            # before a hard affinity gives up or a soft one settles for another node.
+            return self.loop.create_task(
+                self._request_with_fresh_view(conn, resources, strategy, spilled, token)
+            )
         try:
             target = self.spillback.route(resources, strategy, spilled)
         except Unschedulable:
-            # Our view may predate a node that just joined (the head pushes it a moment
-            # later): ask the head, whose directory is the truth, before giving up.
             return self.loop.create_task(
                 self._request_with_fresh_view(conn, resources, strategy, spilled, token)
             )
