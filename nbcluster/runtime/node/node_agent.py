@@ -240,17 +240,8 @@ class NodeAgent:
             self.fork_server.kill(w.pid)
             return
         self._oom_killing.add(w.worker_id)
-        killed = False
-
-        def kill(_: Any = None) -> None:
-            nonlocal killed
-            if not killed:
-                killed = True
-                self._oom_killing.discard(w.worker_id)
-                self.fork_server.kill(w.pid)
-
-        owner.call("worker_oom", w.worker_id, why).add_done_callback(kill)
-        self.loop.call_later(OOM_ACK_S, kill)
+        self.pool.kill_after(w, owner.call("worker_oom", w.worker_id, why), OOM_ACK_S,
+                             lambda: self._oom_killing.discard(w.worker_id))  # fmt: skip
 
     # -- shutdown -----------------------------------------------------------------------------
     async def end_actors(self, grace: float) -> None:

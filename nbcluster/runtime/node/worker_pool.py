@@ -167,19 +167,29 @@ class WorkerPool:
         """Stop a worker that may go, once it has shipped its events (the tasks it ran and
         submitted would otherwise show unfinished for ever); a worker that does not answer
         within ``node_timeout_s`` is stopped all the same."""
-        stopped = False
+        if w.conn.closed:
+            self.fork_server.kill(w.pid)
+            return
+        self.kill_after(w, w.conn.call("flush_events"), CONFIG.node_timeout_s)
 
-        def stop(_: Any = None) -> None:
-            nonlocal stopped
-            if not stopped:
-                stopped = True
+    def kill_after(
+        self, w: WorkerInfo, answer: asyncio.Future[Any], timeout: float,
+        then: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Kill ``w`` once ``answer`` comes (whatever it says) or ``timeout`` passes, once;
+        ``then`` runs just before."""
+        done = False
+
+        def kill(_: Any = None) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                if then is not None:
+                    then()
                 self.fork_server.kill(w.pid)
 
-        if w.conn.closed:
-            stop()
-            return
-        w.conn.call("flush_events").add_done_callback(stop)
-        self.loop.call_later(CONFIG.node_timeout_s, stop)
+        answer.add_done_callback(kill)
+        self.loop.call_later(timeout, kill)
 
     def kill_worker(self, conn: Connection, worker_id: bytes) -> None:
         w = self.workers.get(worker_id)
