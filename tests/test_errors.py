@@ -45,7 +45,9 @@ def get_failing_child():
 
 
 @nc.remote(max_retries=0)
-def crash():
+def crash(pid_file=None):
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
     os._exit(1)
 
 
@@ -172,9 +174,11 @@ def test_get_timeout_raises_get_timeout_error(cluster, tmp_path, gate):
 # ------------------------------------------------------------------------- worker crashes
 
 
-def test_worker_crash_without_retries(cluster):
-    with pytest.raises(exc.WorkerCrashedError):
-        nc.get(crash.remote(), timeout=30)
+def test_worker_crash_without_retries_names_the_dead_process(cluster, tmp_path):
+    pid_file = tmp_path / "pid"
+    with pytest.raises(exc.WorkerCrashedError) as info:
+        nc.get(crash.remote(str(pid_file)), timeout=30)
+    assert f"(pid {pid_file.read_text()}, node " in str(info.value)
     assert_cluster_works()
 
 

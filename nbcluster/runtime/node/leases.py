@@ -93,7 +93,7 @@ class Leases:
         spilled: bool = False,
         token: int = 0,
     ) -> Any:
-        """Grant a worker (``["grant", worker_id, address, gpus]``) when one fits here, or
+        """Grant a worker (``["grant", worker_id, address, gpus, pid]``) when one fits here, or
         name a better node (``["spill", agent_address]``)."""
         if isinstance(strategy, list):
             strategy = tuple(strategy)
@@ -234,7 +234,7 @@ class Leases:
             self.pool.replenish()
             req.fut.set_result([w.worker_id, w.pid, w.addr, gpus])
         else:
-            req.fut.set_result(["grant", w.worker_id, w.addr, gpus])
+            req.fut.set_result(["grant", w.worker_id, w.addr, gpus, w.pid])
 
     def release(self, w: WorkerInfo) -> None:
         """``w``'s lease ends: what it held is free again (its CPU already, if it was lent)."""

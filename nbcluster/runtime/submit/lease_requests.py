@@ -40,17 +40,18 @@ class Lease:
     """A worker leased from a node agent, for the tasks of one scheduling class."""
 
     __slots__ = (
-        "agent", "blocked", "conn", "gpus", "inflight", "last_used", "oom", "stealing",
+        "agent", "blocked", "conn", "gpus", "inflight", "last_used", "oom", "pid", "stealing",
         "worker_id",
     )  # fmt: skip
 
     def __init__(
-        self, conn: Connection, worker_id: bytes, gpus: list[int], agent: Connection
+        self, conn: Connection, worker_id: bytes, gpus: list[int], agent: Connection, pid: int
     ) -> None:
         self.agent = agent  # the node agent that granted it: the lease goes back there
         self.oom: str | None = None  # why the memory monitor killed its worker
         self.conn = conn
         self.worker_id = worker_id
+        self.pid = pid  # (named when the worker dies: the connection only knows its address)
         self.gpus = gpus
         self.inflight: dict[bytes, TaskSpec] = {}
         self.last_used = time.monotonic()
@@ -126,7 +127,7 @@ class LeaseRequester:
                 # counted: look again, or its tasks wait for a lease nobody asks for.
                 self.mark_dirty(cls)
                 return
-            _, worker_id, addr, gpus = reply
+            _, worker_id, addr, gpus, pid = reply
             conn = await core.connect(addr)
         except Exception as e:
             cls.requests -= 1
@@ -145,7 +146,7 @@ class LeaseRequester:
         cls.requests -= 1
         if not cls.requests:
             cls.saturated = False
-        cls.leases.append(Lease(conn, worker_id, gpus, agent))
+        cls.leases.append(Lease(conn, worker_id, gpus, agent, pid))
         self.mark_dirty(cls)
 
     def _fail_class(self, cls: SchedClass, err: BaseException) -> None:

@@ -140,7 +140,8 @@ class TaskManager:
                             spec,
                             exc.WorkerCrashedError(
                                 f"the worker running {spec.fn.name} died unexpectedly "
-                                f"(pid {conn.info.get('pid')}); retries left: 0"
+                                f"(pid {lease.pid}, node {lease.agent.info.get('addr')}); "
+                                "retries left: 0"
                             ),
                         )
                 lease.inflight.clear()
