@@ -7,14 +7,6 @@ where their resources are, SPREAD spreads, NodeAffinity pins, a task follows its
 argument, a 200 MB array crosses nodes intact, a node with the wrong token is refused, nodes
 that die, freeze or leave are reported dead while work goes on, ``status``/``stop`` show and
 stop what ``start`` started, and a busy driver does not starve another.
-
-Known runtime race, not tested here because no outside test can trigger it on demand: the
-seal of a stored object (``put``, or a large task result) is a one-way message to the local
-agent, while the ref is usable at once; a task on another node can pull the object before
-the agent has read the seal, and the transfer server answers "missing" for an unsealed
-object, so the task fails with ObjectLostError ("the node at ... no longer has it"). About
-1 in 2000 put-then-use-elsewhere pairs on an idle machine, more under load. Tests that move
-objects between nodes therefore read them on their own node first.
 """
 
 from __future__ import annotations
@@ -259,6 +251,20 @@ def test_a_200mb_array_made_on_one_node_is_used_intact_on_the_other(two: TwoNode
     assert local.nbytes == n * 8
     assert sha256_of(local) == expected
     del local, big
+
+
+def test_objects_are_used_on_the_other_node_as_soon_as_their_refs_exist(two: TwoNodes) -> None:
+    """A ref is usable before its node's agent has read the seal (a one-way message), so a
+    pull can reach the holder first: it waits for the seal instead of finding nothing."""
+    n = 20_000  # uint64s: 160 KB, over the inline threshold, so each one is stored
+    expected = sha256_of(np.arange(n, dtype=np.uint64))
+    on_head = checksum.options(scheduling_strategy=on(two.head_id))
+    on_b = checksum.options(scheduling_strategy=on(two.b_id))
+    for _ in range(100):
+        made_on_b = make_array.options(scheduling_strategy=on(two.b_id)).remote(n)
+        put_on_head = nc.put(np.arange(n, dtype=np.uint64))  # (the driver's node)
+        got = nc.get([on_head.remote(made_on_b), on_b.remote(put_on_head)], timeout=60)
+        assert got == [(expected, two.head_id), (expected, two.b_id)]
 
 
 def test_a_node_with_the_wrong_token_cannot_join(two: TwoNodes) -> None:

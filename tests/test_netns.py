@@ -133,11 +133,11 @@ def on(name):
 
 out = {"ns2": nc.get(where.options(**on("ns2")).remote(), timeout=T),
        "ns1": nc.get(where.options(**on("ns1")).remote(), timeout=T)}
-# Made in ns1, read there first (a pull can overtake a seal: see test_cluster.py), then
-# pulled into ns2.
+# Made in ns1 and pulled into ns2 at once (the pull may reach ns1 before the seal of the
+# result does: the transfer waits for it), then read in ns1 too.
 big = make.options(**on("ns1")).remote(N)
-out["made_in_ns1_read_in_ns1"] = nc.get(digest.options(**on("ns1")).remote(big), timeout=T)
 out["made_in_ns1_read_in_ns2"] = nc.get(digest.options(**on("ns2")).remote(big), timeout=T)
+out["made_in_ns1_read_in_ns1"] = nc.get(digest.options(**on("ns1")).remote(big), timeout=T)
 out["made_in_ns1_read_by_driver"] = hashlib.sha256(memoryview(nc.get(big, timeout=T))).hexdigest()
 # Put by the driver in ns2, read in ns2, then pulled the other way into ns1.
 mine = nc.put(np.arange(N, dtype=np.uint64))
