@@ -193,3 +193,34 @@ def test_gpu_tasks_at_the_same_time_get_different_devices(make_cluster, tmp_path
     )
     assert (met1, met2) == (True, True), "two one-GPU tasks should run at once on two GPUs"
     assert {first, second} == {"0", "1"}
+
+
+@nc.remote
+def nest(depth):
+    """``depth`` tasks below this one, each blocked in ``get`` on the next: one worker each."""
+    if depth == 0:
+        return 0
+    return nc.get(nest.remote(depth - 1)) + 1
+
+
+def test_nested_tasks_past_max_workers_wait_and_the_driver_is_told_why(
+    make_cluster, monkeypatch, capfd
+):
+    monkeypatch.setenv("NBCLUSTER_MAX_WORKERS", "3")  # read by the node the cluster starts
+    make_cluster(num_cpus=1)
+    assert nc.get(nest.remote(2), timeout=30) == 2  # three workers: within the limit
+
+    ref = nest.remote(5)  # needs six
+    err = []
+
+    def told():
+        err.append(capfd.readouterr().err)
+        return "max_workers limit" in "".join(err)
+
+    wait_until(told, 60, message=lambda: "no warning on stderr:\n" + "".join(err)[-3000:])
+    assert "NBCLUSTER_MAX_WORKERS" in "".join(err)
+    ready, _ = nc.wait([ref], timeout=0.5)
+    assert ready == []  # it waits for a worker; nothing failed
+    nc.cancel(ref, recursive=True)
+    with pytest.raises(TaskCancelledError):
+        nc.get(ref, timeout=30)

@@ -50,6 +50,10 @@ class Config:
     #: An extra worker (beyond one per CPU) idle this long is stopped, unless it owns
     #: objects that are still referenced (seconds).
     idle_worker_timeout_s: float = 5.0
+    #: Most worker processes a node runs for tasks (0: max(32, 8 x its CPUs)). A task blocked
+    #: in ``get`` keeps its worker while lending its CPU, so deeply nested tasks need many;
+    #: past this, their children wait and the owners are warned once.
+    max_workers: int = 0
     #: Default task retries on worker death (Ray's default).
     task_max_retries: int = 3
     #: Seconds a connecting peer has to finish the authentication handshake.

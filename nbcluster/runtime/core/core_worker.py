@@ -149,6 +149,7 @@ class CoreWorker:
         self.endpoint.rpc["worker_oom"] = lambda conn, wid, why: self.submitter.on_worker_oom(
             wid, why
         )
+        self.endpoint.rpc["workers_capped"] = self.submitter.on_workers_capped
 
     @property
     def current_task(self) -> Any:

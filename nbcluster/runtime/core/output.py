@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -50,6 +51,19 @@ def deliver(tag: Any, stream: str, text: str, where: str) -> None:
     lines = text.splitlines(keepends=True)
     out.write("".join(f"{where} {line}" for line in lines))
     out.flush()
+
+
+def warn_user(core: Any, text: str) -> None:
+    """Warn whoever waits on this process's work: a driver warns here (its cell shows it), a
+    worker sends the text home as stderr of each task it runs, up to the driver that waits.
+    (Warnings raised on a worker's loop thread would otherwise reach only the node's log.)"""
+    executor = getattr(core, "executor", None)
+    running = [c for c in list(executor.running.values()) if c.conn] if executor else []
+    if not running:
+        warnings.warn(text, stacklevel=2)
+    for ctx in running:
+        if not ctx.conn.closed:
+            ctx.conn.post(P.Output(ctx.task_id, "stderr", text + "\n", _where(ctx)))
 
 
 def cancel_tag(tag: Any) -> int:

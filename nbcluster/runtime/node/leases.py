@@ -180,6 +180,7 @@ class Leases:
             return
         need_spawn = 0
         starved: set[Connection | None] = set()
+        spawn_for: set[Connection | None] = set()
         for req in list(self.requests):
             if req.fut.done() or (req.conn is not None and req.conn.closed):
                 self.requests.remove(req)
@@ -192,6 +193,7 @@ class Leases:
                 continue
             if not pool.idle:
                 need_spawn += 1
+                spawn_for.add(req.conn)
                 continue
             w = pool.idle.popleft()
             self.requests.remove(req)
@@ -200,8 +202,18 @@ class Leases:
         while need_spawn > pool.starting and spare < pool.max_workers:
             pool.spawn()
             spare += 1
+        if need_spawn > pool.starting:
+            self._tell_capped(spawn_for)
         if starved:
             self._ask_for_leases(starved)
+
+    def _tell_capped(self, waiting: set[Connection | None]) -> None:
+        """Requests wait because the node runs as many workers as it may: say so, once to
+        each owner, or a deep nest of tasks blocked in ``get`` just hangs."""
+        for conn in waiting:
+            if conn is not None and not conn.closed and not conn.info.get("told_capped"):
+                conn.info["told_capped"] = True
+                conn.notify("workers_capped", self.pool.max_workers)
 
     def _ask_for_leases(self, waiting: set[Connection | None]) -> None:
         """Someone waits for resources that leases hold: ask their owners to give back the

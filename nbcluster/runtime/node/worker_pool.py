@@ -56,7 +56,7 @@ class WorkerPool:
         self.loop = loop
         self.fork_server = fork_server
         self.pool_size = pool_size
-        self.max_workers = max(32, 8 * self.pool_size)
+        self.max_workers = CONFIG.max_workers or max(32, 8 * self.pool_size)
         self.workers: dict[bytes, WorkerInfo] = {}
         self.by_conn: dict[Connection, WorkerInfo] = {}
         self.pids: dict[int, WorkerInfo | None] = {}

@@ -15,12 +15,12 @@ import collections
 import itertools
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.core import output
 from nbcluster.runtime.scheduling.resources import fits
 from nbcluster.runtime.submit.task_spec import TaskSpec
 from nbcluster.runtime.submit.task_table import TaskTable
@@ -34,6 +34,19 @@ log = logging.getLogger("nbcluster.submitter")
 _tokens = itertools.count(1)
 #: Pause before asking again for a lease whose node went away.
 LEASE_RETRY_S = 0.2
+
+
+def warn_workers_capped(core: CoreWorker, agent: Connection, cap: int) -> None:
+    """A node will start no more workers for our requests (``max_workers``): they wait for
+    one to finish. Nested tasks blocked in ``get`` each keep a worker, so a deep enough nest
+    waits for ever: say so where the user looks."""
+    output.warn_user(
+        core,
+        f"The node at {agent.info.get('addr')} already runs {cap} worker processes, its "
+        "max_workers limit, so tasks wait for one of them to finish. Tasks blocked in get() "
+        "keep their worker: a deep nest of them can wait for ever. Raise the limit with "
+        "NBCLUSTER_MAX_WORKERS (or max_workers in the config file) before the cluster starts.",
+    )
 
 
 class Lease:
@@ -176,12 +189,12 @@ class LeaseRequester:
             offers = "; ".join(
                 ", ".join(f"{k}: {n.get(k, 0.0):g}" for k in sorted(cls.resources)) for n in nodes
             )
-            warnings.warn(
+            output.warn_user(
+                self.core,
                 f"A task requires {cls.resources} but no node of the cluster has that much "
                 f"(its {len(nodes)} node(s) offer {offers}; the cluster has {total} in all, "
                 "and a task runs on one node); it stays pending until a node with enough "
                 "resources joins.",
-                stacklevel=1,
             )
 
         agent.call("node_totals").add_done_callback(check)

@@ -27,7 +27,7 @@ from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.submit.actor_submitter import ActorQueue, ActorSubmitter
 from nbcluster.runtime.submit.cancel import Canceller
 from nbcluster.runtime.submit.dependency_resolver import DependencyResolver
-from nbcluster.runtime.submit.lease_requests import SchedClass
+from nbcluster.runtime.submit.lease_requests import SchedClass, warn_workers_capped
 from nbcluster.runtime.submit.lease_scheduler import LeaseScheduler
 from nbcluster.runtime.submit.recovery import Recovery
 from nbcluster.runtime.submit.task_manager import TaskManager
@@ -63,6 +63,7 @@ class Submitter:
         self.on_lease_queued = self.leases.on_lease_queued
         self.on_leases_wanted = self.leases.on_leases_wanted
         self.on_worker_oom = self.leases.on_worker_oom
+        self.on_workers_capped = lambda agent, cap: warn_workers_capped(core, agent, cap)
         self.on_return_dropped = self.table.on_return_dropped
         self.reconstruct = self.recovery.reconstruct
         self.lost_dep = self.recovery.lost_dep
