@@ -54,7 +54,7 @@ def _token_from(args: argparse.Namespace, env: bool = True) -> str | None:
 
 def cmd_start(args: argparse.Namespace) -> int:
     from nbcluster.runtime.node.launcher import start_head
-    from nbcluster.runtime.scheduling.resources import default_object_store_memory, node_resources
+    from nbcluster.runtime.scheduling.resources import node_resources, object_store_memory
 
     if bool(args.head) == bool(args.address):
         raise CliError("give either --head or --address HOST:PORT")
@@ -64,7 +64,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     _configure_tls(args)
     hub_service.configure_from_args(args)
     res = node_resources(args.num_cpus, args.num_gpus, _parse_resources(args.resources))
-    store = args.object_store_memory or default_object_store_memory()
+    try:
+        store = object_store_memory(args.object_store_memory)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     node = start_head(
         res, int(store), host=args.host, port=args.port, token=token,
         head_address=args.address, lifeline=args.block,

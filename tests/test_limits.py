@@ -313,6 +313,40 @@ def test_a_broken_config_file_is_named_when_a_node_starts(
     assert says.format(path=site) in done.stderr, done.stderr
 
 
+def test_a_store_larger_than_the_memory_allowed_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """As in Ray: the store is memory, so one larger than the user may use would take puts
+    until the kernel killed the node. Here MEM_LIMIT is that memory."""
+    env = clean_env(tmp_path / "nbcluster", MEM_LIMIT=str(512 * MiB), NBCLUSTER_CONFIG_FILE="")
+    done = subprocess.run(
+        [sys.executable, "-m", "nbcluster", "start", "--head", "--object-store-memory",
+         str(GiB)],
+        env=env, capture_output=True, text=True, check=False, timeout=T, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert (
+        f"object_store_memory={GiB} (1.0 GiB) is more than the 512.0 MiB of memory this node "
+        "may use (MEM_LIMIT)" in done.stderr
+    ), done.stderr
+    assert not list((tmp_path / "nbcluster").glob("clusters/*.json"))  # nothing started
+    # init() says the same, and then starts with a store that fits.
+    out = run_driver(
+        "import json, nbcluster as nc\n"
+        "try:\n"
+        f"    nc.init(num_cpus=1, object_store_memory={GiB})\n"
+        "except ValueError as e:\n"
+        "    refused = str(e)\n"
+        f"nc.init(num_cpus=1, object_store_memory={256 * MiB})\n"
+        "print(json.dumps({'refused': refused, 'store': nc.nodes()[0]['ObjectStoreCapacity'],\n"
+        "                  'works': nc.get(nc.put(41)) + 1}))\n",
+        env, timeout=T,
+    )  # fmt: skip
+    assert "is more than the 512.0 MiB of memory this node may use (MEM_LIMIT)" in out["refused"]
+    assert out["store"] == 256 * MiB
+    assert out["works"] == 42
+
+
 def test_a_bad_spawner_limit_is_named() -> None:
     with pytest.raises(ValueError, match=r"MEM_LIMIT='4G' in the environment is not a number"):
         limits.detect(env={"MEM_LIMIT": "4G"}, config=Config())

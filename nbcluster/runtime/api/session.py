@@ -26,7 +26,8 @@ from nbcluster.runtime.node import sessions
 from nbcluster.runtime.node.launcher import HeadProcess, start_head
 from nbcluster.runtime.ownership import object_ref as object_ref_mod
 from nbcluster.runtime.ownership.object_ref import ObjectRef
-from nbcluster.runtime.scheduling.resources import default_object_store_memory, node_resources
+from nbcluster.runtime.scheduling.resources import node_resources
+from nbcluster.runtime.scheduling.resources import object_store_memory as object_store_memory_of
 
 log = logging.getLogger("nbcluster")
 
@@ -137,7 +138,7 @@ def init(
             agent_address = address
         else:
             res = node_resources(num_cpus, num_gpus, resources)
-            store = object_store_memory or default_object_store_memory()
+            store = object_store_memory_of(object_store_memory)
             want = dashboard if dashboard is not None else include_dashboard
             port = None if want is None or want is False else 0 if want is True else int(want)
             _head = start_head(res, int(store), token=token, node_ip=node_ip, dashboard_port=port)

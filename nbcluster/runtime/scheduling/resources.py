@@ -15,6 +15,7 @@ import subprocess
 
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.scheduling import limits
+from nbcluster.status_report import format_bytes
 
 
 def detect_cpus() -> int:
@@ -46,8 +47,21 @@ def detect_gpus() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def default_object_store_memory() -> int:
-    return int(limits.detect().memory.amount * CONFIG.object_store_fraction)
+def object_store_memory(requested: int | None = None) -> int:
+    """The size of a node's store: ``requested``, or ``object_store_fraction`` of the memory
+    this user may use here. A request larger than that memory is refused, as Ray does: the
+    store is memory, and one that cannot fit would take puts until the kernel kills the node."""
+    memory = limits.detect().memory
+    if requested is None:
+        return int(memory.amount * CONFIG.object_store_fraction)
+    if requested <= 0:
+        raise ValueError(f"object_store_memory must be a positive number of bytes, not {requested}")
+    if requested > memory.amount:
+        raise ValueError(
+            f"object_store_memory={requested} ({format_bytes(requested)}) is more than the "
+            f"{format_bytes(memory.amount)} of memory this node may use ({memory.source})"
+        )
+    return int(requested)
 
 
 def node_resources(
