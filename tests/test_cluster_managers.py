@@ -327,12 +327,17 @@ def test_from_a_kernel_ssh_and_slurm_nodes_and_nothing_left_when_it_is_killed(
     cell = kernel.ok(
         "s = nc.cluster.add_nodes(backend='ssh', cpus=1, **SSH)\n"
         "b = nc.cluster.add_nodes(2, backend='slurm', cpus=1, **SLURM)\n"
+        "later = nc.cluster.add_nodes(1, backend='slurm', cpus=1,\n"
+        "                             **{**SLURM, 'sbatch_options': ['--begin=now+3600']})\n"
         "s.wait(60); b.wait(60)\n"
-        "print(len(nc.nodes()), [j.handle for j in b.jobs])"
+        "print(len(nc.nodes()), [j.handle for j in b.jobs + later.jobs])"
     )
     jobs = json.loads(cell.text().strip().splitlines()[-1].split(" ", 1)[1].replace("'", '"'))
     assert len(remote_nbcluster(machines)) >= 4
-    os.kill(kernel.pid, signal.SIGKILL)  # no shutdown, no cancel: the nodes must see to it
+    assert [ln.split(" ")[1] for ln in queued(jobs[-1:])] == ["PENDING"]  # until its start time
+    # No shutdown, no cancel: the nodes see to themselves, and the head (as it stops) to the
+    # job still queued, which would otherwise start an hour later for a cluster that is gone.
+    os.kill(kernel.pid, signal.SIGKILL)
     wait_until(
         lambda: not remote_nbcluster(machines) and not queued(jobs),
         timeout=15,

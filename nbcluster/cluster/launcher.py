@@ -193,6 +193,12 @@ class Launcher(abc.ABC):
     def cancel(self, jobs: list[Job]) -> None:
         """Stop these jobs (running or still queued); quick, and safe to call twice."""
 
+    def jobs_for_the_head(self, jobs: list[Job]) -> list[str]:
+        """Slurm batch job ids among ``jobs``: the head cancels them if it stops while the group
+        still exists. A kernel killed outright cannot cancel its own, and a job still queued
+        would start later for a cluster that is gone (running ones end with the head)."""
+        return []
+
     def output_tail(self, job: Job, lines: int = 20) -> str:
         """The end of a job's output, for error messages ("" when unavailable)."""
         if not job.log_path:

@@ -63,6 +63,12 @@ def add_nodes(count: int | None = None, backend: str = "local", **options: Any) 
         except BaseException:
             core.head_call("revoke_join_token", group_id, timeout=10)
             raise
+        ids = launcher.jobs_for_the_head(jobs)
+        if ids:
+            try:
+                core.head_call("cancel_jobs_at_exit", group_id, ids, timeout=30)
+            except Exception as e:  # (the jobs still end with the group, or the driver)
+                log.warning("the head will not cancel jobs %s if it stops first: %s", ids, e)
         group = NodeGroup(group_id, launcher, count, jobs, on_removed=_forget)
         _groups[group_id] = group
     return group

@@ -190,6 +190,9 @@ class SlurmLauncher(Launcher):
                 states[parts[0]] = _status(parts[1].split()[0], f"exit code {parts[2]}")
         return states
 
+    def jobs_for_the_head(self, jobs: list[Job]) -> list[str]:
+        return [str(j.handle) for j in jobs if not isinstance(j.handle, subprocess.Popen)]
+
     def cancel(self, jobs: list[Job]) -> None:
         steps = [j.handle for j in jobs if isinstance(j.handle, subprocess.Popen)]
         ids = [str(j.handle) for j in jobs if not isinstance(j.handle, subprocess.Popen)]

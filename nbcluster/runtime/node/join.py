@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +39,9 @@ from nbcluster.runtime.wire.protocol import Hello
 from nbcluster.runtime.wire.transport import Connection, Endpoint, install_rpc, parse_address
 
 log = logging.getLogger("nbcluster.join")
+#: A Slurm job id (an array task's too), the only thing the head is asked to ``scancel``.
+SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")
+SCANCEL_TIMEOUT_S = 10.0
 
 ADDRESS_HINT = (
     "start the node with --node-ip ADDRESS (or --interface NAME) set to an address "
@@ -116,8 +121,10 @@ class JoinService:
         self.directory = directory
         self.on_joined = on_joined
         self.grants: dict[str, JoinGrant] = {}  # group -> its grant
+        #: group -> its Slurm batch jobs, cancelled if the head stops before the group goes
+        self.jobs_at_exit: dict[str, list[str]] = {}
         for name in ("join_node", "create_join_token", "revoke_join_token",
-                     "exchange_join_token"):  # fmt: skip
+                     "exchange_join_token", "cancel_jobs_at_exit"):  # fmt: skip
             endpoint.rpc[name] = getattr(self, name)
 
     def create_join_token(self, conn: Connection | None, group: str, max_joins: int) -> str:
@@ -130,7 +137,30 @@ class JoinService:
             grant.max_joins += int(max_joins)
         return grant.token
 
+    def cancel_jobs_at_exit(self, conn: Connection | None, group: str, ids: list[str]) -> None:
+        """Remember ``group``'s Slurm jobs: a driver killed outright cannot cancel those still
+        queued, and the head outlives it long enough to (``cancel_jobs``)."""
+        bad = [i for i in ids if not isinstance(i, str) or not SLURM_JOB_ID.fullmatch(i)]
+        if bad:
+            raise ValueError(f"not Slurm job ids: {bad!r}")
+        self.jobs_at_exit[group] = list(ids)
+
+    def cancel_jobs(self) -> None:
+        """The head stops: cancel the jobs of groups nobody removed (``scancel`` of a job
+        that already ended does nothing)."""
+        ids = [i for group in self.jobs_at_exit.values() for i in group]
+        self.jobs_at_exit.clear()
+        if not ids:
+            return
+        try:
+            done = subprocess.run(["scancel", *ids], capture_output=True, text=True,
+                                  timeout=SCANCEL_TIMEOUT_S, check=False)  # fmt: skip
+            log.info("cancelled Slurm jobs %s: %s", " ".join(ids), done.stderr.strip() or "ok")
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("could not cancel Slurm jobs %s: %s", " ".join(ids), e)
+
     def revoke_join_token(self, conn: Connection | None, group: str) -> bool:
+        self.jobs_at_exit.pop(group, None)  # removed by its driver, jobs and all
         grant = self.grants.get(group)
         if grant is None:
             return False

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from nbcluster.runtime.config import CONFIG
@@ -151,6 +152,7 @@ def main() -> None:
     node_exposure = NodeExposure(endpoint, agent, storesvc, sock.getsockname()[1])
     StoreProxy(endpoint, storesvc.arena)
     closers = [agent.on_close]
+    closers_at_exit: list[Callable[[], None]] = []  # what the head does as it stops
     event_log: EventLog | None = None  # the head keeps the cluster's event log
     dashboard: DashboardPort | None = None
     if head_address is not None:
@@ -158,7 +160,8 @@ def main() -> None:
     if head_address is None:
         directory = NodeDirectory(endpoint)
         head_exposure = HeadExposure(endpoint, node_exposure, directory.nodes.values)
-        JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
+        joins = JoinService(endpoint, directory, on_joined=head_exposure.tell_joining)
+        closers_at_exit.append(joins.cancel_jobs)
         event_log = EventLog(endpoint, directory)
         overview = ClusterOverview(endpoint, event_log)
         closers.append(DigestService(endpoint, event_log, overview.metrics).on_close)
@@ -254,6 +257,8 @@ def main() -> None:
         if dashboard is not None:
             dashboard.close()
         agent.close()
+        for at_exit in closers_at_exit:
+            at_exit()
         if clean:  # a crash keeps its log; the next look at the sessions removes it
             sessions.remove_record(os.getpid())
             sessions.remove_session_dir(session_dir)
