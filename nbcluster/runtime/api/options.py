@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nbcluster.runtime.scheduling.bundles import PlacementGroupSchedulingStrategy
 from nbcluster.runtime.scheduling.gpus import check_amount
 from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
@@ -124,7 +125,7 @@ def _concurrency_groups(v: Any) -> str | None:
     return None
 
 
-_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy))
+_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy))
 
 COMMON: dict[str, Option] = {
     "memory": _resource("memory"),
