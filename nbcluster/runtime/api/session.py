@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime.api import job_scope
 from nbcluster.runtime.api.actor import ActorClass
 from nbcluster.runtime.api.cluster_info import ClusterInfo, ClusterResources
 from nbcluster.runtime.api.options import REMOTE_USAGE
@@ -89,6 +91,7 @@ def init(
     include_dashboard: bool | None = None,
     dashboard: bool | int | None = None,
     namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
     node_ip: str | None = None,
     **_ignored: Any,
 ) -> ClusterInfo:
@@ -100,6 +103,8 @@ def init(
     advertise that address of this machine instead of loopback, for nodes on other machines.
     ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
     cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
+    ``runtime_env`` and ``namespace`` are the job's (``job_scope``): given again while
+    connected, they replace the earlier ones.
 
     Asking for other resources while connected: a cluster started with the defaults behind
     the user's back (by the nbcluster kernel, or by a first ``remote()`` call) is restarted
@@ -113,8 +118,11 @@ def init(
              if v is not None}  # fmt: skip
     global _head, _driver, _lost, _attached, _started_with
     with _lock:
+        job = job_scope.check(runtime_env, namespace)  # before anything starts
         if _driver is not None and not _driver.closed:
             if not asked or asked == _started_with:
+                if job is not None:
+                    job_scope.set_job(job)
                 return _info()
             _reinit(asked)  # raises, or stops the implicit cluster so a new one starts
         _started_with = None if implicit else asked
@@ -159,6 +167,7 @@ def init(
         _lost = None
         if address and token:
             _attached = sessions.record_attached_kernel(address, token)
+        job_scope.set_job(job)
         return _info()
 
 
@@ -248,6 +257,7 @@ def shutdown() -> None:
                     log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
+        job_scope.set_job(None)
         attached, _attached = _attached, None
         if core is not None:
             core.shutdown()
@@ -384,6 +394,20 @@ class RuntimeContext:
     @property
     def actor_id(self) -> str | None:
         return self.get_actor_id()
+
+    @property
+    def namespace(self) -> str:
+        """The namespace named actors are created in and looked up in (the job's)."""
+        return job_scope.namespace(self._core) or job_scope.DEFAULT_NAMESPACE
+
+    @property
+    def runtime_env(self) -> dict[str, Any]:
+        """The runtime_env of the running task or actor (the job's in a driver), as Ray's:
+        ``{}`` when there is none."""
+        return dict(job_scope.inherited_env(self._core) or {})
+
+    def get_runtime_env_string(self) -> str:
+        return json.dumps(self.runtime_env)
 
     @property
     def job_id(self) -> str:
