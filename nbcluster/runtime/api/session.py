@@ -30,6 +30,7 @@ from nbcluster.runtime.ownership import object_ref as object_ref_mod
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.scheduling.resources import node_resources
 from nbcluster.runtime.scheduling.resources import object_store_memory as object_store_memory_of
+from nbcluster.runtime.wire import addresses
 
 log = logging.getLogger("nbcluster")
 
@@ -327,6 +328,16 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
 def nodes() -> list[dict[str, Any]]:
     """Every node that joined the cluster, alive or dead, with Ray's field names."""
     return list(current_core().head_call("get_nodes", timeout=30))
+
+
+def get_node_ip_address() -> str:
+    """The address of this process's node, as the cluster knows it (``nodes()``'s
+    ``NodeManagerAddress``); this machine's primary address in a driver with no node here
+    (client mode) or none yet (as Ray's ``ray.util.get_node_ip_address``)."""
+    core = object_ref_mod.get_core()
+    if core is not None and not core.client_mode:
+        return str(core.agent_address.rsplit(":", 1)[0])
+    return addresses.primary_ip()
 
 
 def _sum(field: str) -> dict[str, float]:
