@@ -13,6 +13,7 @@ import pytest
 
 import nbcluster as nc
 from nbcluster import exceptions as exc
+from nbcluster.runtime_env import RuntimeEnv, RuntimeEnvConfig
 
 T = 30
 
@@ -59,6 +60,10 @@ def test_env_vars_reach_the_task_and_not_the_next_one_on_its_worker(one_worker):
     after, pid3, _ = nc.get(environ.remote("NBC_FOO", "PATH"), timeout=T)
     assert pid == pid2 == pid3  # the same worker ran all three
     assert after == {"NBC_FOO": None, "PATH": path}  # set ones removed, changed ones restored
+    # ${NAME} is the worker's own variable, as in Ray; an unset one is empty
+    env = {"env_vars": {"PATH": "${PATH}:/extra", "NBC_FOO": "${NBC_UNSET_VAR}x"}}
+    got = nc.get(environ.options(runtime_env=env).remote("NBC_FOO", "PATH"), timeout=T)[0]
+    assert got == {"NBC_FOO": "x", "PATH": f"{path}:/extra"}
 
 
 def test_decorator_runtime_env_and_options_replace_it(one_worker):
@@ -220,6 +225,18 @@ def test_a_working_dir_missing_on_the_node_fails_the_task_saying_so(cluster, tmp
     with pytest.raises(exc.TaskError, match="must be at the same path on every node"):
         nc.get(f.remote(), timeout=T)
     assert nc.get(environ.remote(), timeout=T)[0] == {}
+
+
+def test_runtime_env_objects_as_rays(cluster, tmp_path):
+    env = RuntimeEnv(env_vars={"NBC_OBJ": "1"}, working_dir=str(tmp_path))
+    assert env == {"env_vars": {"NBC_OBJ": "1"}, "working_dir": str(tmp_path)}
+    assert RuntimeEnv.deserialize(env.serialize()) == env
+    vars_, _, cwd = nc.get(environ.options(runtime_env=env).remote("NBC_OBJ"), timeout=T)
+    assert vars_ == {"NBC_OBJ": "1"} and cwd == str(tmp_path)
+    with pytest.raises(ValueError, match="does not install environments"):
+        RuntimeEnv(pip=["requests"])
+    config = RuntimeEnvConfig(setup_timeout_seconds=10)
+    assert nc.get(environ.options(runtime_env={"config": config}).remote(), timeout=T)[0] == {}
 
 
 def test_the_drivers_runtime_context_has_no_env_by_default(cluster):

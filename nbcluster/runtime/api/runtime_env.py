@@ -17,6 +17,7 @@ is merged over the inherited one, key by key, except ``env_vars``, merged variab
 
 from __future__ import annotations
 
+import json
 import os
 import types
 from typing import Any
@@ -162,3 +163,48 @@ def option_problem(value: Any) -> str | None:
     except ValueError as e:
         return str(e)
     return None
+
+
+class RuntimeEnvConfig(dict):  # type: ignore[type-arg]
+    """Ray's ``RuntimeEnvConfig``: how long installing may take, and when. Nothing is
+    installed here, so it is only checked."""
+
+    def __init__(
+        self, setup_timeout_seconds: int = 600, eager_install: bool = True,
+        log_files: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(setup_timeout_seconds=setup_timeout_seconds,
+                         eager_install=eager_install, log_files=log_files or [])  # fmt: skip
+
+
+class RuntimeEnv(dict):  # type: ignore[type-arg]
+    """Ray's ``RuntimeEnv``: a ``runtime_env`` dict built from keywords, checked (and its
+    paths made absolute) when it is made."""
+
+    def __init__(
+        self, *, py_modules: list[Any] | None = None, working_dir: str | None = None,
+        env_vars: dict[str, str] | None = None, config: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        given = dict(py_modules=py_modules, working_dir=working_dir, env_vars=env_vars,
+                     config=config, **kwargs)  # fmt: skip
+        super().__init__(normalize({k: v for k, v in given.items() if v is not None}) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def serialize(self) -> str:
+        return json.dumps(self, sort_keys=True)
+
+    @classmethod
+    def deserialize(cls, serialized: str) -> RuntimeEnv:
+        return cls(**json.loads(serialized))
+
+    def working_dir(self) -> str:
+        return str(self.get("working_dir", ""))
+
+    def py_modules(self) -> list[str]:
+        return list(self.get("py_modules", []))
+
+    def env_vars(self) -> dict[str, str]:
+        return dict(self.get("env_vars", {}))

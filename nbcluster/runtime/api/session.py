@@ -22,6 +22,7 @@ from nbcluster.runtime.api.actor import ActorClass
 from nbcluster.runtime.api.cluster_info import ClusterInfo, ClusterResources
 from nbcluster.runtime.api.options import REMOTE_USAGE
 from nbcluster.runtime.api.remote_function import RemoteFunction
+from nbcluster.runtime.api.runtime_env import RuntimeEnv
 from nbcluster.runtime.core import long_wait
 from nbcluster.runtime.core.core_worker import CoreWorker
 from nbcluster.runtime.node import sessions
@@ -412,13 +413,13 @@ class RuntimeContext:
         return job_scope.namespace(self._core) or job_scope.DEFAULT_NAMESPACE
 
     @property
-    def runtime_env(self) -> dict[str, Any]:
+    def runtime_env(self) -> RuntimeEnv:
         """The runtime_env of the running task or actor (the job's in a driver), as Ray's:
-        ``{}`` when there is none."""
-        return dict(job_scope.inherited_env(self._core) or {})
+        empty when there is none."""
+        return RuntimeEnv.deserialize(self.get_runtime_env_string())
 
     def get_runtime_env_string(self) -> str:
-        return json.dumps(self.runtime_env)
+        return json.dumps(job_scope.inherited_env(self._core) or {})
 
     @property
     def job_id(self) -> str:

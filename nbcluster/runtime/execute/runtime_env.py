@@ -3,24 +3,27 @@ checked at submission).
 
 Ray starts workers per environment. Here a worker runs one task at a time on its main thread
 (one blocked in ``get`` takes no other), so the environment is set around each task instead:
-``os.environ`` gets the task's ``env_vars``, the working directory becomes the cwd and the
-first entry of ``sys.path``, ``py_modules`` are importable; afterwards every variable is put
-back, and the modules imported from those directories are forgotten, so the next task on the
-same worker sees none of it and imports its own versions. That costs nothing for tasks
-without an environment and spares a process per environment. What it cannot undo: threads a
-task leaves running, and values a module imported from elsewhere cached from the variables.
-An actor's environment is set once, for its whole life (its worker is its own).
+``os.environ`` gets the task's ``env_vars`` (``${NAME}`` in a value expanded, as Ray does),
+the working directory becomes the cwd and the first entry of ``sys.path``, ``py_modules`` are
+importable; afterwards every variable is put back, and the modules imported from those
+directories are forgotten, so the next task on the same worker sees none of it and imports
+its own versions. That costs nothing for tasks without an environment and spares a process
+per environment. What it cannot undo: threads a task leaves running, and values a module
+imported from elsewhere cached from the variables. An actor's environment is set once, for
+its whole life (its worker is its own).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 _MISSING = object()
+_UNSET = re.compile(r"\$\{[A-Z0-9_]+\}")
 
 
 def apply(env: dict[str, Any]) -> Callable[[], None]:
@@ -35,7 +38,9 @@ def apply(env: dict[str, Any]) -> Callable[[], None]:
                 "they must be at the same path on every node (a shared filesystem)"
             )
     saved_env = {k: os.environ.get(k, _MISSING) for k in env.get("env_vars", ())}
-    os.environ.update(env.get("env_vars", {}))
+    for k, v in env.get("env_vars", {}).items():
+        # As Ray: ``${NAME}`` is the worker's own NAME (``PATH=${PATH}:/opt/bin``), or "".
+        os.environ[k] = _UNSET.sub("", os.path.expandvars(v))
     saved_cwd = os.getcwd() if wd else None
     if wd:
         os.chdir(wd)

@@ -386,19 +386,21 @@ class Pool:
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1
     ) -> IMapIterator:
         """Results in order, each as soon as it and those before it are done."""
-        self._check_running()
-        items: list[Item] = [((x,), {}) for x in iterable]
-        return IMapIterator(self._chunks(func, items, self._chunksize(len(items), chunksize)),
-                            ordered=True)  # fmt: skip
+        return self._imap(func, iterable, chunksize, ordered=True)
 
     def imap_unordered(
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1
     ) -> IMapIterator:
         """Results as their chunks finish."""
+        return self._imap(func, iterable, chunksize, ordered=False)
+
+    def _imap(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int, ordered: bool
+    ) -> IMapIterator:
         self._check_running()
         items: list[Item] = [((x,), {}) for x in iterable]
-        return IMapIterator(self._chunks(func, items, self._chunksize(len(items), chunksize)),
-                            ordered=False)  # fmt: skip
+        chunks = self._chunks(func, items, self._chunksize(len(items), chunksize))
+        return IMapIterator(chunks, ordered)
 
     # -- the end -----------------------------------------------------------------------------
     def close(self) -> None:
