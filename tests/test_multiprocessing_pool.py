@@ -3,6 +3,7 @@ unchanged, on real processes (one actor each), as with Ray's ``ray.util.multipro
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import threading
@@ -74,6 +75,17 @@ def test_imap_keeps_order_and_imap_unordered_yields_everything(cluster):
         assert list(pool.imap(slow_identity, range(20), chunksize=3)) == list(range(20))
         got = list(pool.imap_unordered(slow_identity, range(20), chunksize=2))
         assert sorted(got) == list(range(20)) and len(got) == 20
+        endless = pool.imap(square, itertools.count(), chunksize=3)  # read as results go
+        assert [next(endless) for _ in range(10)] == [x * x for x in range(10)]
+
+
+def test_close_finishes_the_work_imap_was_given(cluster):
+    pool = Pool(processes=2)
+    it = pool.imap(square, range(30))
+    assert next(it) == 0
+    pool.close()
+    pool.join()
+    assert list(it) == [x * x for x in range(1, 30)]
 
 
 def test_the_initializer_runs_in_every_process(cluster):

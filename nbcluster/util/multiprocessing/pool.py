@@ -20,9 +20,9 @@ import multiprocessing
 import os
 import queue
 import threading
-import time
 import traceback
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -217,12 +217,32 @@ class AsyncResult:
 
 class IMapIterator:
     """``imap``'s and ``imap_unordered``'s results; ``next(timeout)`` as ``multiprocessing``'s.
-    An item whose function raised raises at its turn; the iteration goes on after it."""
+    An item whose function raised raises at its turn; the iteration goes on after it.
 
-    def __init__(self, chunks: list[ObjectRef], ordered: bool) -> None:
-        self._pending = list(chunks)
+    The iterable is read as results are taken, a few chunks per process ahead, so a long
+    (or endless) generator streams through the pool instead of being read whole first."""
+
+    def __init__(
+        self, pool: Pool, fn: Callable[..., Any], items: Iterator[Any], chunksize: int,
+        ordered: bool,
+    ) -> None:  # fmt: skip
+        self._pool, self._fn, self._chunksize = pool, fn, chunksize
+        self._items: Iterator[Any] | None = items  # None once it is read to its end
         self._ordered = ordered
+        self._pending: list[ObjectRef] = []
         self._buffer: list[Any] = []
+        self._ahead = 2 * pool._processes  # chunks in flight
+        self.fill()
+
+    def fill(self, everything: bool = False) -> None:
+        """Send chunks until enough are in flight (``everything``: until the iterable ends,
+        as ``close`` needs)."""
+        while self._items is not None and (everything or len(self._pending) < self._ahead):
+            chunk: list[Item] = [((x,), {}) for x in itertools.islice(self._items, self._chunksize)]
+            if not chunk:
+                self._items = None
+                break
+            self._pending.append(self._pool._submit(self._fn, chunk))
 
     def __iter__(self) -> IMapIterator:
         return self
@@ -245,6 +265,8 @@ class IMapIterator:
                     raise TimeoutError("no result is ready")
                 ref = ready[0]
             self._buffer = list(get(ref))
+            if self._pool._state == "RUN":
+                self.fill()
         value = self._buffer.pop(0)
         if isinstance(value, _Failed):
             raise value.rebuild()
@@ -294,7 +316,11 @@ class Pool:
         self._retired: list[ActorHandle] = []  # replaced (maxtasksperchild), ending
         self._next = itertools.cycle(range(processes))
         self._state = "RUN"
-        self._results: list[Any] = []  # chunk refs submitted, for join()
+        #: imap iterators still reading their iterable: close() sends the rest first
+        self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
+        #: the graceful ends asked of processes (close, maxtasksperchild): each is done
+        #: once the work sent before it is
+        self._ending: list[ObjectRef] = []
 
     def _new_actor(self) -> ActorHandle:
         actor: ActorHandle = _PoolActor.options(**self._remote_args).remote(
@@ -309,11 +335,10 @@ class Pool:
     def _submit(self, fn: Callable[..., Any], items: list[Item]) -> ObjectRef:
         i = next(self._next)
         ref: ObjectRef = self._actors[i].run_chunk.remote(fn, items)
-        self._results.append(ref)
         self._chunks_run[i] += 1
         if self._maxtasks is not None and self._chunks_run[i] >= self._maxtasks:
             old = self._actors[i]  # it ends after the chunks already sent to it
-            old.__ray_terminate__.remote()
+            self._ending.append(old.__ray_terminate__.remote())
             self._retired.append(old)
             self._actors[i] = self._new_actor()
             self._chunks_run[i] = 0
@@ -398,40 +423,38 @@ class Pool:
         self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int, ordered: bool
     ) -> IMapIterator:
         self._check_running()
-        items: list[Item] = [((x,), {}) for x in iterable]
-        chunks = self._chunks(func, items, self._chunksize(len(items), chunksize))
-        return IMapIterator(chunks, ordered)
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize}")
+        it = IMapIterator(self, func, iter(iterable), chunksize, ordered)
+        self._iterators.add(it)
+        return it
 
     # -- the end -----------------------------------------------------------------------------
     def close(self) -> None:
         """No more work; the processes end once the work sent is done (``join`` waits)."""
         if self._state == "RUN":
+            for it in list(self._iterators):  # work asked for before close is done
+                it.fill(everything=True)
             self._state = "CLOSE"
-            for actor in self._actors:
-                actor.__ray_terminate__.remote()
+            self._ending.extend(actor.__ray_terminate__.remote() for actor in self._actors)
 
     def terminate(self) -> None:
         """End every process now; work not done is lost (its results fail)."""
         self._state = "TERMINATE"
-        for actor in [*self._actors, *self._retired]:
-            kill(actor)
-        self._retired = []
+        self._end_processes()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the processes to end, after ``close`` or ``terminate``."""
         if self._state == "RUN":
             raise ValueError("Pool is still running: close() or terminate() it first")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pending = list(self._results)
-        while pending:  # the work sent: its outcome, whatever it is, is in
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, pending = wait(pending, num_returns=len(pending), timeout=left)
-            if not ready and left == 0.0:
-                break
-        self._results = []
+        if self._ending:  # done once the work sent before each is
+            wait(self._ending, num_returns=len(self._ending), timeout=timeout)
+        self._end_processes()
+
+    def _end_processes(self) -> None:
         for actor in [*self._actors, *self._retired]:
-            kill(actor)  # their work is done; gone for sure, now
-        self._retired = []
+            kill(actor)  # a process that ended already is not an error
+        self._retired, self._ending = [], []
 
     def __enter__(self) -> Pool:
         self._check_running()
