@@ -124,6 +124,18 @@ print(json.dumps([mine.id.hex(), kept.id.hex()]))
 """
 
 
+ELSEWHERE = """
+import json, nbcluster as nc
+from nbcluster.util import get_placement_group
+nc.init(address="auto", namespace="elsewhere")
+try:
+    get_placement_group("kept")
+    print(json.dumps("found"))
+except ValueError:
+    print(json.dumps("not found"))
+"""
+
+
 def test_a_group_ends_with_its_driver_unless_detached(head_only: CliCluster) -> None:
     cluster = head_only
     mine, kept = run_driver(DRIVER, cluster.driver_env())
@@ -133,6 +145,7 @@ def test_a_group_ends_with_its_driver_unless_detached(head_only: CliCluster) -> 
     assert table[kept]["state"] == "CREATED" and table[kept]["is_detached"]
     poll(lambda: nc.available_resources().get("CPU") == 1.0, 30,
          nc.available_resources)  # fmt: skip
+    assert run_driver(ELSEWHERE, cluster.driver_env()) == "not found"  # names are per namespace
     remove_placement_group(get_placement_group("kept"))
     poll(lambda: nc.available_resources().get("CPU") == 2.0, 30,
          nc.available_resources)  # fmt: skip

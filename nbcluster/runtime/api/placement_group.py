@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from nbcluster.runtime.api import job_scope
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core import output
 from nbcluster.runtime.ids import random_id
@@ -116,7 +117,7 @@ def placement_group(
     core = core_for_submit()
     pg_id = PlacementGroupID(random_id(14))
     spec = {"bundles": bundles, "strategy": strategy, "name": name,
-            "detached": lifetime == "detached"}  # fmt: skip
+            "namespace": job_scope.namespace(core), "detached": lifetime == "detached"}  # fmt: skip
     core.head_call("create_placement_group", pg_id.hex(), spec, timeout=30)
     core.loop.call_soon_threadsafe(
         core.loop.call_later, CONFIG.infeasible_warning_s, _warn_if_infeasible, core, pg_id,
@@ -156,10 +157,13 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
-    """The live group of that name."""
+    """The live group of that name in this job's namespace."""
     if not placement_group_name:
         raise ValueError("Please supply a non-empty value to get_placement_group")
-    row = _head("get_placement_group", placement_group_name)
+    from nbcluster.runtime.api.session import core_for_submit
+
+    namespace = job_scope.namespace(core_for_submit())
+    row = _head("get_placement_group", placement_group_name, namespace)
     if row is None:
         raise ValueError(
             f"Failed to look up placement group with name: {placement_group_name}"

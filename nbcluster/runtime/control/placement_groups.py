@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("nbcluster.placement_groups")
 
 PENDING, CREATED, REMOVED, RESCHEDULING = "PENDING", "CREATED", "REMOVED", "RESCHEDULING"
+#: Where a group without a namespace is named (as named actors: ``actor_manager``).
+DEFAULT_NAMESPACE = "default"
 
 #: How many removed groups the table keeps showing.
 MAX_REMOVED = 1000
@@ -42,13 +44,14 @@ MAX_REMOVED = 1000
 
 class GroupInfo:
     __slots__ = (
-        "attempts", "bundles", "created_at", "detached", "name", "nodes", "owner", "pg_id",
-        "placing", "state", "strategy",
+        "attempts", "bundles", "created_at", "detached", "name", "namespace", "nodes", "owner",
+        "pg_id", "placing", "state", "strategy",
     )  # fmt: skip
 
     def __init__(self, pg_id: str, spec: dict[str, Any], owner: str) -> None:
         self.pg_id = pg_id
         self.name: str = spec.get("name") or ""
+        self.namespace: str = spec.get("namespace") or DEFAULT_NAMESPACE
         self.bundles: list[dict[str, float]] = [
             {k: float(v) for k, v in b.items()} for b in spec["bundles"]
         ]
@@ -68,6 +71,7 @@ class GroupInfo:
         return {
             "placement_group_id": self.pg_id,
             "name": self.name,
+            "namespace": self.namespace,
             "bundles": [dict(b) for b in self.bundles],
             "bundles_to_node_id": [self.nodes.get(i) for i in range(len(self.bundles))],
             "strategy": self.strategy,
@@ -91,7 +95,7 @@ class PlacementGroupManager:
         self.actors = actors
         self.local_node = local_node
         self.groups: dict[str, GroupInfo] = {}
-        self.names: dict[str, str] = {}
+        self.names: dict[tuple[str, str], str] = {}  # (namespace, name) -> group id
         self._removed: list[str] = []
         for name in ("create_placement_group", "remove_placement_group",
                      "get_placement_group", "placement_group_table",
@@ -104,14 +108,17 @@ class PlacementGroupManager:
     # -- RPCs ---------------------------------------------------------------------------------
     def create_placement_group(self, conn: Connection | None, pg_id: str,
                                spec: dict[str, Any]) -> None:  # fmt: skip
-        name = spec.get("name") or ""
-        if name and name in self.names:
-            raise ValueError(f"a placement group named {name!r} already exists")
         owner = conn.info.get("addr", "") if conn is not None else ""
         info = GroupInfo(pg_id, spec, owner)
+        key = (info.namespace, info.name)
+        if info.name and key in self.names:
+            raise ValueError(
+                f"a placement group named {info.name!r} already exists in namespace "
+                f"{info.namespace!r}"
+            )
         self.groups[pg_id] = info
-        if name:
-            self.names[name] = pg_id
+        if info.name:
+            self.names[key] = pg_id
         self._schedule()
 
     def remove_placement_group(self, conn: Connection | None, pg_id: str) -> None:
@@ -121,8 +128,8 @@ class PlacementGroupManager:
         if info.state == REMOVED:
             return
         info.state = REMOVED
-        if info.name and self.names.get(info.name) == pg_id:
-            del self.names[info.name]
+        if info.name and self.names.get((info.namespace, info.name)) == pg_id:
+            del self.names[(info.namespace, info.name)]
         self.actors.kill_where(
             lambda sched: group_of(sched) == pg_id,
             exc.ActorDiedError("The actor died because its placement group was removed."),
@@ -137,8 +144,10 @@ class PlacementGroupManager:
         while len(self._removed) > MAX_REMOVED:
             self.groups.pop(self._removed.pop(0), None)
 
-    def get_placement_group(self, conn: Connection | None, name: str) -> Any:
-        pg_id = self.names.get(name)
+    def get_placement_group(
+        self, conn: Connection | None, name: str, namespace: str | None = None
+    ) -> Any:
+        pg_id = self.names.get((namespace or DEFAULT_NAMESPACE, name))
         return None if pg_id is None else self.groups[pg_id].public()
 
     def placement_group_table(self, conn: Connection | None, pg_id: str | None) -> Any:
