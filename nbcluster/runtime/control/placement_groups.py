@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
-from nbcluster.runtime.scheduling.bundles import group_of, group_resources, place
+from nbcluster.runtime.scheduling.bundles import group_of, group_resources, place, withdraw
 from nbcluster.runtime.wire.transport import Connection, Endpoint
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ PENDING, CREATED, REMOVED, RESCHEDULING = "PENDING", "CREATED", "REMOVED", "RESC
 #: Where a group without a namespace is named (as named actors: ``actor_manager``).
 DEFAULT_NAMESPACE = "default"
 
+#: When to look again after a round some node refused (its report shows why by then).
+RETRY_S = 0.5
 #: How many removed groups the table keeps showing.
 MAX_REMOVED = 1000
 
@@ -198,12 +200,15 @@ class PlacementGroupManager:
                 return_exceptions=True,
             )  # fmt: skip
             ok = [i for (i, _), a in zip(plan.items(), answers, strict=True) if a is True]
-            if len(ok) < len(plan) or info.state == REMOVED:
+            alive = {rec.node_id for rec in self._live()}
+            if len(ok) < len(plan) or info.state == REMOVED or not alive >= set(plan.values()):
                 by_node: dict[str, list[int]] = {}
                 for i in ok:
                     by_node.setdefault(plan[i], []).append(i)
                 for n, indexes in by_node.items():
                     self._send(n, "cancel_bundles", info.pg_id, indexes)
+                if info.state != REMOVED:  # (the view may not change again soon)
+                    self.loop.call_later(RETRY_S, self._schedule)
                 return
             for i, n in plan.items():
                 self._send(n, "commit_bundle", info.pg_id, i)
@@ -240,13 +245,7 @@ class PlacementGroupManager:
         rec = self.directory.nodes.get(node_id)
         if rec is None:
             return
-        for k, v in group_resources(pg_id, index, bundle).items():
-            for table in (rec.resources, rec.available):
-                left = table.get(k, 0.0) - v
-                if left > 1e-9:
-                    table[k] = left
-                else:
-                    table.pop(k, None)
+        withdraw((rec.resources, rec.available), pg_id, index, bundle)
 
     # -- failures -----------------------------------------------------------------------------
     def _on_node_dead(self, rec: NodeRecord) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nbcluster.runtime.scheduling.bundles import group_of, group_resources
+from nbcluster.runtime.scheduling.bundles import group_of, group_resources, withdraw
 from nbcluster.runtime.scheduling.resources import fits
 from nbcluster.runtime.wire.transport import Connection
 
@@ -104,13 +104,7 @@ class BundleReservations:
             self._give_back(self.prepared.pop(key))
         for key in [k for k in self.committed if k[0] == pg_id]:
             bundle = self.committed.pop(key)
-            for k, v in group_resources(pg_id, key[1], bundle).items():
-                for table in (leases.total, leases.available):
-                    left = table.get(k, 0.0) - v
-                    if left > 1e-9:
-                        table[k] = left
-                    else:
-                        table.pop(k, None)
+            withdraw((leases.total, leases.available), pg_id, key[1], bundle)
             self._give_back(bundle)
         leases._changed()
         leases.try_grant()

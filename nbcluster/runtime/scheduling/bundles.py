@@ -91,6 +91,19 @@ def group_resources(pg_id: str, index: int, bundle: dict[str, float]) -> dict[st
     return out
 
 
+def withdraw(tables: tuple[dict[str, float], ...], pg_id: str, index: int,
+             bundle: dict[str, float]) -> None:  # fmt: skip
+    """Take bundle ``index``'s named resources out of ``tables`` (a node's total and free),
+    dropping the names nothing is left of."""
+    for k, v in group_resources(pg_id, index, bundle).items():
+        for table in tables:
+            left = table.get(k, 0.0) - v
+            if left > 1e-9:
+                table[k] = left
+            else:
+                table.pop(k, None)
+
+
 def bundle_demand(resources: dict[str, float], pg_id: str, index: int) -> dict[str, float]:
     """A task's ``resources`` as a task in bundle ``index`` (``-1``: any) asks for them.
 
