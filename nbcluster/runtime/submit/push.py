@@ -57,6 +57,8 @@ def push(refs: ReferenceTable, spec: TaskSpec, lease: PushTarget) -> None:
             extra["max_calls"] = spec.max_calls
         if spec.dynamic:
             extra["dynamic"] = True
+    if spec.stream is not None:  # the worker skips the values a first attempt delivered
+        extra = {**(extra or {}), "stream": spec.stream.received}
     conn.post(
         P.PushTask(spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
                    spec.num_returns, extra)

@@ -56,6 +56,7 @@ class TaskSpec:
         "return_ids",
         "sched_key",
         "strategy",
+        "stream",
         "tag",
         "task_id",
     )
@@ -97,6 +98,7 @@ class TaskSpec:
         self.lineage_evicted = False
         self.max_calls = 0  # the worker retires after this many calls of the function
         self.dynamic = False  # num_returns="dynamic": the result is a generator of refs
+        self.stream: Any = None  # num_returns="streaming": its StreamFeed (``generators``)
         self.parent: bytes | None = None  # the task that submitted this one, if any
 
 
