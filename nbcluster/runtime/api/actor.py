@@ -17,6 +17,7 @@ import pickle
 import threading
 from typing import Any
 
+from nbcluster.runtime.api import job_scope, runtime_env
 from nbcluster.runtime.api.options import (
     ACTOR,
     METHOD,
@@ -158,17 +159,19 @@ class ActorClass(Exportable):
                 if e.state != READY:
                     core.value_of(e)  # raises the argument's error
         actor_id = random_id()
+        env = job_scope.env_for_submit(core, runtime_env.normalize(o.get("runtime_env")))
+        job_ns = job_scope.namespace(core)
         create = P.PushTask(
             new_task_id(), desc.fn_id, desc.fn_bytes, f"{desc.name}.__init__", blob,
             [[e.oid, e.kind, e.data, e.size] for e in (core.entry_of(r) for r in deps)], 1,
             {"create": actor_id, "max_concurrency": o.get("max_concurrency"),
              "methods": self._methods, "groups": _groups(o.get("concurrency_groups")),
              "owner": core.address, "job": core.job_id,
-             "max_task_retries": o.get("max_task_retries", 0)},
+             "max_task_retries": o.get("max_task_retries", 0), "env": env, "ns": job_ns},
         )  # fmt: skip
         spec = {
             "name": name,
-            "namespace": o.get("namespace"),
+            "namespace": o.get("namespace") or job_ns,
             "get_if_exists": bool(o.get("get_if_exists")),
             "detached": lifetime == "detached",
             "sched": sched,
@@ -356,6 +359,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     from nbcluster.runtime.api.session import core_for_submit
 
     core = core_for_submit()
+    namespace = namespace or job_scope.namespace(core)
     got = core.head_call("get_named_actor", name, namespace, timeout=30)
     if got is None:
         raise ValueError(f"Failed to look up actor with name {name!r}")
@@ -375,14 +379,20 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         core.call_soon(core.submitter.actor_dead, actor._actor_id, death)
 
 
-def list_named_actors(all_namespaces: bool = False) -> list[str]:
+def list_named_actors(all_namespaces: bool = False) -> list[Any]:
+    """The names of the live named actors in this job's namespace; with ``all_namespaces``,
+    ``{"name": ..., "namespace": ...}`` for every one (as Ray)."""
     core = get_core()
     if core is None:
         return []
-    return [
-        a["name"] for a in core.head_call("list_actors", timeout=30)
-        if a["name"] and a["state"] != "DEAD"
-    ]  # fmt: skip
+    live = [a for a in core.head_call("list_actors", timeout=30)
+            if a["name"] and a["state"] != "DEAD"]  # fmt: skip
+    if all_namespaces:
+        return [{"name": a["name"], "namespace": a["namespace"]} for a in live]
+    ns = job_scope.namespace(core) or job_scope.DEFAULT_NAMESPACE
+    # A JupyterHub service keeps a user's namespace as ``<user>/<namespace>`` and lists
+    # only that user's actors.
+    return [a["name"] for a in live if a["namespace"] == ns or a["namespace"].endswith("/" + ns)]
 
 
 __all__ = [

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nbcluster.runtime.api import runtime_env
 from nbcluster.runtime.scheduling.gpus import check_amount
 from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
@@ -137,6 +138,10 @@ def _name(v: Any) -> str | None:
     return "an actor name must be a non-empty string" if v == "" else None
 
 
+def _namespace(v: Any) -> str | None:
+    return '"" is not a valid namespace. Pass None to not specify a namespace.' if v == "" else None
+
+
 def _concurrency_groups(v: Any) -> str | None:
     if v is None:
         return None
@@ -157,7 +162,7 @@ COMMON: dict[str, Option] = {
     "num_cpus": _resource("num_cpus"),
     "num_gpus": _resource("num_gpus"),
     "resources": Option((dict, _NONE), _resources),
-    "runtime_env": Option((dict, _NONE)),
+    "runtime_env": Option((dict, _NONE), runtime_env.option_problem),
     "scheduling_strategy": _STRATEGY,
     "accelerator_type": Option((str, _NONE)),
 }
@@ -176,7 +181,7 @@ ACTOR: dict[str, Option] = {
     "max_concurrency": _counting("max_concurrency", infinite=False),
     "max_restarts": _counting("max_restarts"),
     "max_task_retries": _counting("max_task_retries"),
-    "namespace": Option((str, _NONE)),
+    "namespace": Option((str, _NONE), _namespace),
     "get_if_exists": Option((bool,)),
 }
 METHOD: dict[str, Option] = {

@@ -7,6 +7,7 @@ import hashlib
 import threading
 from typing import Any
 
+from nbcluster.runtime.api import job_scope, runtime_env
 from nbcluster.runtime.api.options import TASK, check_num_returns, default_num_returns, validate
 from nbcluster.runtime.api.signatures import Binder, params_of
 from nbcluster.runtime.config import CONFIG
@@ -74,6 +75,7 @@ class RemoteFunction(Exportable):
         self._retry_exceptions = o.get("retry_exceptions", False)
         self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
         self._strategy = encode_strategy(o.get("scheduling_strategy"))
+        self._runtime_env = runtime_env.normalize(o.get("runtime_env"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -98,9 +100,11 @@ class RemoteFunction(Exportable):
         from nbcluster.runtime.api.session import core_for_submit
 
         self._binder.check(args, kwargs)
-        refs = core_for_submit().submitter.submit_task(
+        core = core_for_submit()
+        refs = core.submitter.submit_task(
             self.descriptor(), args, kwargs, self._num_returns, self._resources,
             self._max_retries, self._retry_exceptions, self._strategy, self._max_calls,
+            job_scope.env_for_submit(core, self._runtime_env), job_scope.namespace(core),
         )  # fmt: skip
         if self._num_returns in (1, "dynamic", "streaming"):
             return refs[0]

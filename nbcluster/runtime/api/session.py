@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import json
 import logging
 import os
 import sys
@@ -16,10 +17,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nbcluster.exceptions import ClusterConnectionError
+from nbcluster.runtime.api import job_scope
 from nbcluster.runtime.api.actor import ActorClass
 from nbcluster.runtime.api.cluster_info import ClusterInfo, ClusterResources
 from nbcluster.runtime.api.options import REMOTE_USAGE
 from nbcluster.runtime.api.remote_function import RemoteFunction
+from nbcluster.runtime.api.runtime_env import RuntimeEnv
 from nbcluster.runtime.core import long_wait
 from nbcluster.runtime.core.core_worker import CoreWorker
 from nbcluster.runtime.node import sessions
@@ -29,6 +32,7 @@ from nbcluster.runtime.ownership.generators import ObjectRefGenerator
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.scheduling.resources import node_resources
 from nbcluster.runtime.scheduling.resources import object_store_memory as object_store_memory_of
+from nbcluster.runtime.wire import addresses
 
 log = logging.getLogger("nbcluster")
 
@@ -90,6 +94,7 @@ def init(
     include_dashboard: bool | None = None,
     dashboard: bool | int | None = None,
     namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
     node_ip: str | None = None,
     **_ignored: Any,
 ) -> ClusterInfo:
@@ -101,6 +106,8 @@ def init(
     advertise that address of this machine instead of loopback, for nodes on other machines.
     ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
     cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
+    ``runtime_env`` and ``namespace`` are the job's (``job_scope``): given again while
+    connected, they replace the earlier ones.
 
     Asking for other resources while connected: a cluster started with the defaults behind
     the user's back (by the nbcluster kernel, or by a first ``remote()`` call) is restarted
@@ -114,8 +121,11 @@ def init(
              if v is not None}  # fmt: skip
     global _head, _driver, _lost, _attached, _started_with
     with _lock:
+        job = job_scope.check(runtime_env, namespace)  # before anything starts
         if _driver is not None and not _driver.closed:
             if not asked or asked == _started_with:
+                if job is not None:
+                    job_scope.set_job(job)
                 return _info()
             _reinit(asked)  # raises, or stops the implicit cluster so a new one starts
         _started_with = None if implicit else asked
@@ -160,6 +170,7 @@ def init(
         _lost = None
         if address and token:
             _attached = sessions.record_attached_kernel(address, token)
+        job_scope.set_job(job)
         return _info()
 
 
@@ -249,6 +260,7 @@ def shutdown() -> None:
                     log.warning("shutdown hook %s failed: %s", fn, e)
         core, _driver = _driver, None
         head, _head = _head, None
+        job_scope.set_job(None)
         attached, _attached = _attached, None
         if core is not None:
             core.shutdown()
@@ -324,6 +336,16 @@ def nodes() -> list[dict[str, Any]]:
     return list(current_core().head_call("get_nodes", timeout=30))
 
 
+def get_node_ip_address() -> str:
+    """The address of this process's node, as the cluster knows it (``nodes()``'s
+    ``NodeManagerAddress``); this machine's primary address in a driver with no node here
+    (client mode) or none yet (as Ray's ``ray.util.get_node_ip_address``)."""
+    core = object_ref_mod.get_core()
+    if core is not None and not core.client_mode:
+        return str(core.agent_address.rsplit(":", 1)[0])
+    return addresses.primary_ip()
+
+
 def _sum(field: str) -> dict[str, float]:
     total: dict[str, float] = {}
     for n in nodes():
@@ -389,6 +411,20 @@ class RuntimeContext:
     @property
     def actor_id(self) -> str | None:
         return self.get_actor_id()
+
+    @property
+    def namespace(self) -> str:
+        """The namespace named actors are created in and looked up in (the job's)."""
+        return job_scope.namespace(self._core) or job_scope.DEFAULT_NAMESPACE
+
+    @property
+    def runtime_env(self) -> RuntimeEnv:
+        """The runtime_env of the running task or actor (the job's in a driver), as Ray's:
+        empty when there is none."""
+        return RuntimeEnv.deserialize(self.get_runtime_env_string())
+
+    def get_runtime_env_string(self) -> str:
+        return json.dumps(job_scope.inherited_env(self._core) or {})
 
     @property
     def job_id(self) -> str:

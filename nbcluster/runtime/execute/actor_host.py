@@ -64,6 +64,9 @@ class ActorHost:
         self.class_name = ""
         self.method_table: dict[str, list[Any]] = {}
         self.max_task_retries = 0
+        #: its runtime_env (set for its whole life) and namespace, inherited by its calls
+        self.env: dict[str, Any] | None = None
+        self.namespace: str | None = None
 
     def method(self, name: str) -> Any:
         m = self._methods.get(name)
@@ -104,6 +107,7 @@ class ActorHost:
         self.class_name = getattr(cls, "__name__", "Actor")
         self.method_table = extra.get("methods") or {}
         self.max_task_retries = extra.get("max_task_retries") or 0
+        self.env, self.namespace = ctx.env, ctx.namespace
         set_title(self.class_name)  # ps shows nbcluster::Counter, as Ray
         max_concurrency = extra.get("max_concurrency")
         groups: dict[str, int] = extra.get("groups") or {}
@@ -131,6 +135,7 @@ class ActorHost:
         self, fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: TaskContext, num_returns: int
     ) -> None:
         ctx.resources, ctx.gpus = self.resources, self.gpus
+        ctx.env, ctx.namespace = self.env, self.namespace
         if self.mode == "sync":
             self.executor.run(fn, args, kwargs, ctx, num_returns)
         elif self.mode == "threaded":

@@ -30,6 +30,7 @@ from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core import event_shipping
 from nbcluster.runtime.core.output import capture_worker_output
+from nbcluster.runtime.execute import runtime_env
 from nbcluster.runtime.execute.actor_host import ActorExit, ActorHost
 from nbcluster.runtime.execute.streaming import streamed
 from nbcluster.runtime.ids import object_id
@@ -49,7 +50,8 @@ class TaskContext:
     """What ``get_runtime_context`` reports while a task runs."""
 
     __slots__ = (
-        "cancelled", "conn", "fn_name", "gpus", "group", "last", "out", "resources", "task_id",
+        "cancelled", "conn", "env", "fn_name", "gpus", "group", "last", "namespace", "out",
+        "resources", "task_id",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +71,9 @@ class TaskContext:
         self.fn_name = fn_name
         self.resources = resources
         self.gpus = gpus
+        #: its runtime_env and namespace (``api/runtime_env``), inherited by what it submits
+        self.env: dict[str, Any] | None = None
+        self.namespace: str | None = None
 
 
 class Executor:
@@ -268,8 +273,26 @@ class Executor:
                 continue
 
     def execute(self, conn: Connection, msg: P.PushTask) -> None:
-        task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, extra = msg
-        extra = extra or {}
+        extra = msg.extra or {}
+        env = extra.get("env")
+        if env is None:
+            self._execute(conn, msg, extra, None)
+            return
+        try:
+            undo = runtime_env.apply(env)  # before loading: the function may import from it
+        except Exception as e:
+            self._refuse(conn, msg, e)
+            return
+        try:
+            self._execute(conn, msg, extra, env)
+        finally:
+            if "create" not in extra:  # an actor keeps its environment for life
+                undo()
+
+    def _execute(
+        self, conn: Connection, msg: P.PushTask, extra: dict[str, Any], env: Any
+    ) -> None:
+        task_id, fn_id, fn_bytes, fn_name, blob, deps, num_returns, _ = msg
         refs = self.core.refs
         outer = refs.start_collecting()  # refs in the arguments: the reply reports them
         try:
@@ -285,10 +308,7 @@ class Executor:
             args, kwargs = decode_args(blob, [self._dep_value(d) for d in deps])
         except Exception as e:
             refs.stop_collecting(outer)
-            with self._cancel_lock:
-                self.queued.discard(task_id)
-                self.cancelled.discard(task_id)
-            self.reply_error(conn, task_id, P.DONE_SYSTEM_ERROR, fn_name, e)
+            self._refuse(conn, msg, e)
             return
         fresh = refs.stop_collecting(outer)
         if fresh:
@@ -297,6 +317,7 @@ class Executor:
             else:
                 self.borrowed[task_id] = fresh
         ctx = TaskContext(task_id, fn_name, extra.get("res", {}), extra.get("gpus", []), conn)
+        ctx.env, ctx.namespace = env, extra.get("ns")
         if "stream" in extra:  # a streaming generator: each value yielded goes home at once
             fn = streamed(fn, self, ctx, extra["stream"])
         if "create" in extra:
@@ -312,6 +333,13 @@ class Executor:
                 n = self._calls[fn_id] = self._calls.get(fn_id, 0) + 1
                 ctx.last = n >= max_calls
             self.run(fn, args, kwargs, ctx, num_returns)
+
+    def _refuse(self, conn: Connection, msg: P.PushTask, e: Exception) -> None:
+        """A task that cannot start here (its function, arguments or environment): fail it."""
+        with self._cancel_lock:
+            self.queued.discard(msg.task_id)
+            self.cancelled.discard(msg.task_id)
+        self.reply_error(conn, msg.task_id, P.DONE_SYSTEM_ERROR, msg.fn_name, e)
 
     def run(
         self, fn: Any, args: list[Any], kwargs: dict[str, Any], ctx: TaskContext, num_returns: int

@@ -51,12 +51,19 @@ def push(refs: ReferenceTable, spec: TaskSpec, lease: PushTarget) -> None:
             assert e is not None
             deps.append([e.oid, e.kind, e.data, e.size])
     extra = spec.extra
-    if extra is None and (lease.gpus or spec.resources or spec.max_calls or spec.dynamic):
+    if extra is None and (
+        lease.gpus or spec.resources or spec.max_calls or spec.dynamic or spec.runtime_env
+        or spec.namespace
+    ):  # fmt: skip
         extra = {"res": spec.resources, "gpus": lease.gpus}
         if spec.max_calls:
             extra["max_calls"] = spec.max_calls
         if spec.dynamic:
             extra["dynamic"] = True
+        if spec.runtime_env:
+            extra["env"] = spec.runtime_env
+        if spec.namespace:
+            extra["ns"] = spec.namespace
     if spec.stream is not None:  # the worker skips the values a first attempt delivered
         extra = {**(extra or {}), "stream": spec.stream.received}
     conn.post(

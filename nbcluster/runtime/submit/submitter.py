@@ -114,6 +114,8 @@ class Submitter:
         retry_exceptions: Any,
         strategy: Any = None,
         max_calls: int = 0,
+        runtime_env: dict[str, Any] | None = None,
+        namespace: str | None = None,
     ) -> list[Any]:
         """Submit a task: its return refs, or ``[ObjectRefGenerator]`` for a streaming one."""
         core = self.core
@@ -131,6 +133,7 @@ class Submitter:
         spec.strategy = strategy
         spec.max_calls = max_calls
         spec.dynamic = dynamic
+        spec.runtime_env, spec.namespace = runtime_env, namespace
         parent = core.current_task
         spec.parent = parent.task_id if parent is not None else None
         for oid in return_ids:

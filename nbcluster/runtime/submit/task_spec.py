@@ -48,12 +48,14 @@ class TaskSpec:
         "lineage_evicted",
         "max_calls",
         "max_retries",
+        "namespace",
         "num_returns",
         "parent",
         "pending_deps",
         "resources",
         "retry_exceptions",
         "return_ids",
+        "runtime_env",
         "sched_key",
         "strategy",
         "stream",
@@ -100,6 +102,8 @@ class TaskSpec:
         self.dynamic = False  # num_returns="dynamic": the result is a generator of refs
         self.stream: Any = None  # num_returns="streaming": its StreamFeed (``generators``)
         self.parent: bytes | None = None  # the task that submitted this one, if any
+        self.runtime_env: dict[str, Any] | None = None  # checked by api/runtime_env
+        self.namespace: str | None = None  # the job's, for the named actors it looks up
 
 
 class FunctionDescriptor:
