@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from nbcluster.runtime.node.leases import Leases
 
 Key = tuple[str, int]
+#: How many removed groups a node remembers (a long session removes groups without end).
+MAX_REMOVED = 10_000
 
 
 class BundleReservations:
@@ -32,8 +34,9 @@ class BundleReservations:
         self.leases = leases
         self.prepared: dict[Key, dict[str, float]] = {}
         self.committed: dict[Key, dict[str, float]] = {}
-        #: groups removed while this node ran: their requests are answered at once
-        self.removed: set[str] = set()
+        #: groups removed while this node ran (the latest ``MAX_REMOVED``, oldest first):
+        #: their requests are answered at once
+        self.removed: dict[str, None] = {}
         leases.group_removed = lambda resources: group_of(resources) in self.removed
 
     def rpcs(self) -> dict[str, Any]:
@@ -84,7 +87,9 @@ class BundleReservations:
     def remove_group(self, conn: Connection | None, pg_id: str) -> None:
         """The group is gone: its workers end, its waiting requests fail, its resources
         return to the node."""
-        self.removed.add(pg_id)
+        self.removed[pg_id] = None
+        while len(self.removed) > MAX_REMOVED:
+            del self.removed[next(iter(self.removed))]
         leases = self.leases
         for w in list(leases.pool.workers.values()):
             if w.lease is not None and group_of(w.lease[1]) == pg_id:
