@@ -29,6 +29,7 @@ from nbcluster.runtime.api.timeline import timeline as timeline
 from nbcluster.runtime.ownership.generators import (
     DynamicObjectRefGenerator as DynamicObjectRefGenerator,
 )
+from nbcluster.runtime.ownership.generators import ObjectRefGenerator as ObjectRefGenerator
 from nbcluster.runtime.ownership.object_ref import ObjectRef as ObjectRef
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "ActorHandle",
     "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "available_resources",
     "cancel",
     "cluster",

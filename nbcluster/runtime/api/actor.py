@@ -18,7 +18,13 @@ import threading
 from typing import Any
 
 from nbcluster.runtime.api import job_scope, runtime_env
-from nbcluster.runtime.api.options import ACTOR, METHOD, validate
+from nbcluster.runtime.api.options import (
+    ACTOR,
+    METHOD,
+    check_num_returns,
+    default_num_returns,
+    validate,
+)
 from nbcluster.runtime.api.remote_function import Exportable, check_function_size
 from nbcluster.runtime.api.signatures import Binder, method_params, params_of
 from nbcluster.runtime.core import output
@@ -26,7 +32,9 @@ from nbcluster.runtime.ids import new_task_id, object_id, random_id
 from nbcluster.runtime.objects import serialization as ser
 from nbcluster.runtime.ownership.object_ref import ObjectRef, get_core
 from nbcluster.runtime.ownership.reference_table import KIND_INLINE, PENDING, READY
+from nbcluster.runtime.scheduling.bundles import apply_strategy
 from nbcluster.runtime.scheduling.resources import task_resources
+from nbcluster.runtime.submit.submitter import open_stream
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor, TaskSpec, encode_args
 from nbcluster.runtime.wire import protocol as P
 
@@ -42,6 +50,7 @@ def method(*args: Any, **options: Any) -> Any:
     validate(options, METHOD, "actor methods")
 
     def wrap(fn: Any) -> Any:
+        check_num_returns(options.get("num_returns"), fn)
         setattr(fn, _METHOD_ATTR, options)
         return fn
 
@@ -61,7 +70,7 @@ def _method_table(cls: type) -> dict[str, list[Any]]:
         if name.startswith("__") and name != "__call__":
             continue
         opts = getattr(fn, _METHOD_ATTR, {})
-        table[name] = [int(opts.get("num_returns", 1)), method_params(cls, name),
+        table[name] = [default_num_returns(opts.get("num_returns"), fn), method_params(cls, name),
                        opts.get("concurrency_group")]  # fmt: skip
     table["__ray_ready__"] = [1, [], None]
     table["__ray_call__"] = [1, None, None]
@@ -141,6 +150,9 @@ class ActorClass(Exportable):
         hold = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 0.0)
         sched = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 1.0)
         desc = self._desc()
+        strategy, what = o.get("scheduling_strategy"), f"actor {desc.name}"
+        hold = apply_strategy(hold, strategy, what)[0]
+        sched = apply_strategy(sched, strategy, what, creation=True)[0]
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
             entries = [core.entry_of(r) for r in deps]
@@ -265,7 +277,7 @@ class ActorMethod:
     )  # fmt: skip
 
     def __init__(
-        self, actor_id: bytes, ref: ObjectRef, class_name: str, name: str, num_returns: int,
+        self, actor_id: bytes, ref: ObjectRef, class_name: str, name: str, num_returns: int | str,
         max_task_retries: int, group: str | None = None, binder: Binder | None = None,
     ) -> None:  # fmt: skip
         self._actor_id = actor_id
@@ -303,7 +315,8 @@ class ActorMethod:
         # drops the only handle at once, and the actor must not end before the call ran.
         held = [*held, self._ref]
         task_id = new_task_id()
-        n = self._num_returns
+        streaming = self._num_returns == "streaming"
+        n = 1 if streaming else int(self._num_returns)
         return_ids = [object_id(task_id, i + 1) for i in range(n)]
         spec = TaskSpec(
             task_id, self._desc, blob, deps, held, n, {}, self._max_task_retries, False,
@@ -317,6 +330,10 @@ class ActorMethod:
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        if streaming:  # the values it yields, as they come
+            gen = open_stream(core, spec, refs[0])
+            core.submitter.submit(spec)
+            return gen
         core.submitter.submit(spec)
         if n == 1:
             return refs[0]

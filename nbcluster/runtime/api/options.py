@@ -7,11 +7,13 @@ the wrong type, ``ValueError`` for a wrong value or an unknown keyword.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from nbcluster.runtime.api import runtime_env
+from nbcluster.runtime.scheduling.bundles import PlacementGroupSchedulingStrategy
 from nbcluster.runtime.scheduling.gpus import check_amount
 from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
@@ -83,14 +85,38 @@ def _resources(v: Any) -> str | None:
 
 
 def _num_returns(v: Any) -> str | None:
-    if v is None or (isinstance(v, int) and v >= 0):
+    if v is None or (isinstance(v, int) and v >= 0) or v == "streaming":
         return None
     if v == "dynamic":
         return None  # (tasks only: an actor method refuses it, see validate)
     return (
-        "The keyword 'num_returns' only accepts None, a non-negative integer, or 'dynamic' "
-        "(for generators)."
+        "Default None. When None is passed, the default value is 1 for a task and actor "
+        "task, and 'streaming' for generator tasks and generator actor tasks. The keyword "
+        "'num_returns' only accepts None, a non-negative integer, 'streaming' (for "
+        "generators), or 'dynamic'. 'dynamic' flag will be deprecated in the future, and it "
+        "is recommended to use 'streaming' instead."
     )
+
+
+def is_generator(fn: Any) -> bool:
+    """A generator function (sync or async): its calls stream what it yields."""
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def check_num_returns(num_returns: Any, fn: Any) -> None:
+    """``num_returns="streaming"`` or ``"dynamic"`` need a generator function (Ray's check)."""
+    if num_returns in ("streaming", "dynamic") and not is_generator(fn):
+        raise ValueError(
+            f"num_returns='{num_returns}' can only be used with generator functions "
+            "(functions that use 'yield'). The decorated function is not a generator function."
+        )
+
+
+def default_num_returns(num_returns: Any, fn: Any) -> Any:
+    """``num_returns`` when given, else as Ray: 'streaming' for a generator function, 1."""
+    if num_returns is not None:
+        return num_returns
+    return "streaming" if is_generator(fn) else 1
 
 
 def _retry_exceptions(v: Any) -> str | None:
@@ -129,7 +155,7 @@ def _concurrency_groups(v: Any) -> str | None:
     return None
 
 
-_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy))
+_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy))
 
 COMMON: dict[str, Option] = {
     "memory": _resource("memory"),

@@ -8,10 +8,11 @@ import threading
 from typing import Any
 
 from nbcluster.runtime.api import job_scope, runtime_env
-from nbcluster.runtime.api.options import TASK, validate
+from nbcluster.runtime.api.options import TASK, check_num_returns, default_num_returns, validate
 from nbcluster.runtime.api.signatures import Binder, params_of
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.objects import serialization as ser
+from nbcluster.runtime.scheduling.bundles import apply_strategy
 from nbcluster.runtime.scheduling.placement import encode_strategy
 from nbcluster.runtime.scheduling.resources import task_resources
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor
@@ -62,8 +63,13 @@ class RemoteFunction(Exportable):
 
     def _prepare(self) -> None:
         o = self._options
-        self._num_returns = 1 if o.get("num_returns") is None else o["num_returns"]
-        self._resources = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"))
+        check_num_returns(o.get("num_returns"), self._function)
+        self._num_returns = default_num_returns(o.get("num_returns"), self._function)
+        self._resources, strategy = apply_strategy(
+            task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources")),
+            o.get("scheduling_strategy"),
+            str(o.get("name") or getattr(self._function, "__qualname__", "function")),
+        )
         self._binder = Binder(
             str(o.get("name") or getattr(self._function, "__qualname__", "function")),
             params_of(self._function),
@@ -73,7 +79,7 @@ class RemoteFunction(Exportable):
         self._max_retries = CONFIG.task_max_retries if mr is None else mr
         self._retry_exceptions = o.get("retry_exceptions", False)
         self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
-        self._strategy = encode_strategy(o.get("scheduling_strategy"))
+        self._strategy = encode_strategy(strategy)
         self._runtime_env = runtime_env.normalize(o.get("runtime_env"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -105,7 +111,7 @@ class RemoteFunction(Exportable):
             self._max_retries, self._retry_exceptions, self._strategy, self._max_calls,
             job_scope.env_for_submit(core, self._runtime_env), job_scope.namespace(core),
         )  # fmt: skip
-        if self._num_returns in (1, "dynamic"):
+        if self._num_returns in (1, "dynamic", "streaming"):
             return refs[0]
         if self._num_returns == 0:
             return None

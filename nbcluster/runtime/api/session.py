@@ -28,6 +28,7 @@ from nbcluster.runtime.core.core_worker import CoreWorker
 from nbcluster.runtime.node import sessions
 from nbcluster.runtime.node.launcher import HeadProcess, start_head
 from nbcluster.runtime.ownership import object_ref as object_ref_mod
+from nbcluster.runtime.ownership.generators import ObjectRefGenerator
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.scheduling.resources import node_resources
 from nbcluster.runtime.scheduling.resources import object_store_memory as object_store_memory_of
@@ -301,7 +302,7 @@ def put(value: Any) -> ObjectRef:
 
 
 def wait(
-    refs: Sequence[ObjectRef],
+    refs: Sequence[ObjectRef | ObjectRefGenerator],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
@@ -309,12 +310,16 @@ def wait(
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     core = current_core()
     if long_wait.hooks_registered() and isinstance(refs, (list, tuple)):
-        with long_wait.watching("wait", refs):
+        with long_wait.watching("wait", [r for r in refs if isinstance(r, ObjectRef)]):
             return core.wait(refs, num_returns, timeout)
     return core.wait(refs, num_returns, timeout)
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+def cancel(
+    ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    if isinstance(ref, ObjectRefGenerator):  # its task: the generator stops
+        ref = ref.completed()
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(ref).__name__}")
     core = current_core()

@@ -126,6 +126,7 @@ class CoreWorker:
         self.get = objects.get
         self.wait = objects.wait
         self.wait_entries = objects.wait_entries
+        self.block_on = objects.block_on
         self.value_of = objects.value_of
         self.future_of = objects.future_of
         self.entry_of = objects.entry_of
@@ -140,6 +141,7 @@ class CoreWorker:
         self.endpoint.on(P.TaskDone, self.submitter.on_task_done)
         self.endpoint.on(P.TaskRequeue, self.submitter.on_requeue)
         self.endpoint.on(P.Output, self.submitter.on_output)
+        self.endpoint.on(P.GeneratorItem, self.submitter.on_generator_item)
         self.endpoint.rpc["listen_also"] = lambda conn, hosts: exposure.listen_also(self, hosts)
         self.endpoint.rpc["node_dead"] = lambda conn, addr: self.submitter.on_node_dead(addr)
         self.endpoint.rpc["leases_wanted"] = lambda conn: self.submitter.on_leases_wanted()

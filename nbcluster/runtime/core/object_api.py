@@ -26,6 +26,7 @@ from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core.store_reader import time_left
 from nbcluster.runtime.ids import put_object_id
 from nbcluster.runtime.objects import serialization as ser
+from nbcluster.runtime.ownership.generators import ObjectRefGenerator
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.ownership.reference_table import (
     FAILED,
@@ -152,21 +153,25 @@ class ObjectAPI:
                     core.fetch(e)
             else:
                 waiter(e)
-        if not ev.is_set():
-            executor = core.executor
-            blocked = executor is not None and core.current_task is not None
-            if blocked:
-                executor.notify_blocked()
-            try:
-                ok = wait_interruptibly(ev, timeout)
-            finally:
-                if blocked:
-                    executor.notify_unblocked()
-            if not ok:
-                for e in registered:
-                    core.refs.remove_waiter(e, waiter)
-                return False
+        if not ev.is_set() and not self.block_on(ev, timeout):
+            for e in registered:
+                core.refs.remove_waiter(e, waiter)
+            return False
         return True
+
+    def block_on(self, ev: threading.Event, timeout: float | None) -> bool:
+        """Wait for ``ev`` (False on timeout); a task waiting lends its CPU to the node
+        meanwhile (``Executor.notify_blocked``), so the work it waits for finds one."""
+        core = self.core
+        executor = core.executor
+        blocked = executor is not None and core.current_task is not None
+        if blocked:
+            executor.notify_blocked()
+        try:
+            return wait_interruptibly(ev, timeout)
+        finally:
+            if blocked:
+                executor.notify_unblocked()
 
     def value_of(self, e: Entry, deadline: float | None = None, _recover: bool = True) -> Any:
         """The value of a settled entry (raising its error); ``deadline`` bounds the reads
@@ -214,8 +219,9 @@ class ObjectAPI:
 
     # -- wait -------------------------------------------------------------------------------
     def wait(
-        self, refs: Sequence[ObjectRef], num_returns: int, timeout: float | None
-    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self, refs: Sequence[Any], num_returns: int, timeout: float | None
+    ) -> tuple[list[Any], list[Any]]:
+        """ObjectRefs (and ObjectRefGenerators) ready, and not; ``refs`` is checked here."""
         # Ray's rules, in Ray's order and words.
         if isinstance(refs, ObjectRef):
             raise TypeError(f"wait() expected a list of ObjectRef, got a single ObjectRef {refs}")
@@ -223,11 +229,14 @@ class ObjectAPI:
             raise TypeError(f"wait() expected a list of ObjectRef, got {type(refs)}")
         if timeout is not None and timeout < 0:
             raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
+        streams = False
         for r in refs:
             if not isinstance(r, ObjectRef):
-                raise TypeError(
-                    f"wait() expected a list of ObjectRef, got list containing {type(r)}"
-                )
+                if not isinstance(r, ObjectRefGenerator):
+                    raise TypeError(
+                        f"wait() expected a list of ObjectRef, got list containing {type(r)}"
+                    )
+                streams = True
         if not refs:
             return [], []
         if len(set(refs)) != len(refs):
@@ -238,6 +247,8 @@ class ObjectAPI:
             raise ValueError(
                 "num_returns cannot be greater than the number of ObjectRefs provided to wait."
             )
+        if streams:
+            return self._wait_streams(refs, num_returns, timeout)
         entries = [self.entry_of(r) for r in refs]
         pending = [e for e in entries if e.state == PENDING]
         need = num_returns - (len(entries) - len(pending))
@@ -251,6 +262,49 @@ class ObjectAPI:
             else:
                 not_ready.append(r)
         return ready, not_ready
+
+    def _wait_streams(
+        self, waitables: Sequence[Any], num_returns: int, timeout: float | None
+    ) -> tuple[list[Any], list[Any]]:
+        """``wait`` over ObjectRefs and ObjectRefGenerators, as Ray's: a generator is ready
+        when ``next()`` would not block (its next value is here, or its task has ended)."""
+        core = self.core
+        deadline = None if timeout is None else time.monotonic() + timeout
+        entries = {i: self.entry_of(r) for i, r in enumerate(waitables) if type(r) is ObjectRef}
+
+        def ready() -> list[bool]:
+            return [
+                entries[i].state != PENDING if i in entries else r.next_ready()
+                for i, r in enumerate(waitables)
+            ]
+
+        while sum(now := ready()) < num_returns:
+            changed = threading.Event()
+
+            def waiter(_: Entry, wake: Any = changed.set) -> None:
+                wake()
+
+            registered = []
+            for i, r in enumerate(waitables):
+                e = entries.get(i)
+                if e is None:
+                    r.on_next_ready(changed.set)
+                elif core.refs.add_waiter(e, waiter):
+                    registered.append(e)
+                    if not e.owned:
+                        core.fetch(e)
+                else:
+                    changed.set()
+            woke = self.block_on(changed, time_left(deadline))
+            for e in registered:
+                core.refs.remove_waiter(e, waiter)
+            if not woke:
+                now = ready()
+                break
+        out: tuple[list[Any], list[Any]] = ([], [])
+        for r, is_ready in zip(waitables, now, strict=True):
+            out[0 if is_ready and len(out[0]) < num_returns else 1].append(r)
+        return out
 
     # -- futures ----------------------------------------------------------------------------
     def _resolver(self) -> concurrent.futures.ThreadPoolExecutor:

@@ -12,6 +12,7 @@ a worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -19,6 +20,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import cloudpickle
@@ -30,6 +32,7 @@ from nbcluster.runtime.core import event_shipping
 from nbcluster.runtime.core.output import capture_worker_output
 from nbcluster.runtime.execute import runtime_env
 from nbcluster.runtime.execute.actor_host import ActorExit, ActorHost
+from nbcluster.runtime.execute.streaming import streamed
 from nbcluster.runtime.ids import object_id
 from nbcluster.runtime.objects import serialization as ser
 from nbcluster.runtime.objects.serialization import error_bytes
@@ -165,6 +168,23 @@ class Executor:
         self.reply(ctx.conn, task_id, P.DONE_CANCELLED, [[KIND_ERROR, b"", 0]], [])
         return False
 
+    @contextlib.contextmanager
+    def uninterrupted(self, ctx: TaskContext) -> Iterator[None]:
+        """A running task's cancel does not interrupt what runs in here (it is noted in
+        ``ctx.cancelled``): the runtime's own work for the task, such as sending a value."""
+        task_id = ctx.task_id
+        with self._cancel_lock:
+            mine = self.main_task == task_id
+            if mine:
+                self.main_task = None
+        try:
+            yield
+        finally:
+            if mine:
+                with self._cancel_lock:
+                    if task_id in self.running:
+                        self.main_task = task_id
+
     def end_call(self, ctx: TaskContext) -> None:
         with self._cancel_lock:
             self.running.pop(ctx.task_id, None)
@@ -298,6 +318,8 @@ class Executor:
                 self.borrowed[task_id] = fresh
         ctx = TaskContext(task_id, fn_name, extra.get("res", {}), extra.get("gpus", []), conn)
         ctx.env, ctx.namespace = env, extra.get("ns")
+        if "stream" in extra:  # a streaming generator: each value yielded goes home at once
+            fn = streamed(fn, self, ctx, extra["stream"])
         if "create" in extra:
             self.actor_host.create(fn, args, kwargs, extra, ctx, num_returns)
         elif "actor" in extra:
@@ -434,20 +456,27 @@ class Executor:
             for i, v in enumerate(values):
                 s = ser.serialize(v, f"return value of {fn_name}()")
                 contained.extend(s.contained)
-                if s.size < CONFIG.inline_threshold:
-                    results.append([KIND_INLINE, s.inline(), s.size])
-                else:
-                    oid = object_id(task_id, i + 1)
-                    self.core.store_write(oid, s, owner)
-                    results.append([KIND_STORE, self.core.agent_address, s.size, oid])
+                results.append(self.result_of(object_id(task_id, i + 1), s, owner))
         except Exception as e:
             self.reply_error(conn, task_id, P.DONE_APP_ERROR, fn_name, e)
             return
-        wire = []
-        if contained:  # held until the caller registered itself for them (HANDOFF_DONE)
-            self.core.ownership.handoffs[task_id] = [owner, contained]
-            wire = [[r.binary(), r.owner_address()] for r in contained]
-        self.reply(conn, task_id, P.DONE_OK, results, wire)
+        self.reply(conn, task_id, P.DONE_OK, results, self.hand_off(task_id, owner, contained))
+
+    def result_of(self, oid: bytes, s: ser.Serialized, owner: str) -> list[Any]:
+        """A result as it travels: ``[kind, data, size]`` inline, or written to this node's
+        store, ``[KIND_STORE, node, size, oid]``."""
+        if s.size < CONFIG.inline_threshold:
+            return [KIND_INLINE, s.inline(), s.size]
+        self.core.store_write(oid, s, owner)
+        return [KIND_STORE, self.core.agent_address, s.size, oid]
+
+    def hand_off(self, key: bytes, owner: str, contained: list[Any]) -> list[Any]:
+        """The refs inside a result, as they travel; we hold them (under ``key``) until the
+        caller registered itself for them (HANDOFF_DONE)."""
+        if not contained:
+            return []
+        self.core.ownership.handoffs[key] = [owner, contained]
+        return [[r.binary(), r.owner_address()] for r in contained]
 
     def reply(
         self, conn: Connection, task_id: bytes, status: int, results: list[Any], contained: Any

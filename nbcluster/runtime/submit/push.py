@@ -64,6 +64,8 @@ def push(refs: ReferenceTable, spec: TaskSpec, lease: PushTarget) -> None:
             extra["env"] = spec.runtime_env
         if spec.namespace:
             extra["ns"] = spec.namespace
+    if spec.stream is not None:  # the worker skips the values a first attempt delivered
+        extra = {**(extra or {}), "stream": spec.stream.received}
     conn.post(
         P.PushTask(spec.task_id, fn.fn_id, fn_bytes, fn.name, spec.args_blob, deps,
                    spec.num_returns, extra)

@@ -76,7 +76,8 @@ class Recovery:
                 "its lineage was evicted (raise NBCLUSTER_MAX_LINEAGE_TASKS or "
                 "NBCLUSTER_MAX_LINEAGE_BYTES to keep more)"
                 if spec is not None
-                else "it was created by put() and its node died, so it cannot be rebuilt"
+                else "it was created by put() (or yielded by a streaming generator) and its "
+                "node died, so it cannot be rebuilt"
             )
             err_cls = (
                 exc.ObjectReconstructionFailedError if spec is not None else exc.ObjectLostError

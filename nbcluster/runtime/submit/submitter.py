@@ -8,6 +8,7 @@ A task's way through its owner, one module a step:
 - ``actor_submitter``: an actor call joins its actor's queue and goes to where the actor lives;
 - ``task_manager``: the worker's reply resolves the results, or the task is retried or fails
   (``task_table`` holds the pending tasks, their lineage, and how a task ends);
+- ``streams``: the values a streaming generator task yields, as they come;
 - ``recovery``: what died with a node is rebuilt from lineage or fetched again;
 - ``cancel``: cancelling tasks this process submitted.
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbcluster.runtime.core import output
 from nbcluster.runtime.ids import new_task_id, object_id
+from nbcluster.runtime.ownership.generators import ObjectRefGenerator, StreamFeed
 from nbcluster.runtime.ownership.lineage import Lineage
 from nbcluster.runtime.ownership.object_ref import ObjectRef
 from nbcluster.runtime.submit.actor_submitter import ActorQueue, ActorSubmitter
@@ -30,6 +32,7 @@ from nbcluster.runtime.submit.dependency_resolver import DependencyResolver
 from nbcluster.runtime.submit.lease_requests import SchedClass, warn_workers_capped
 from nbcluster.runtime.submit.lease_scheduler import LeaseScheduler
 from nbcluster.runtime.submit.recovery import Recovery
+from nbcluster.runtime.submit.streams import StreamReceiver
 from nbcluster.runtime.submit.task_manager import TaskManager
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor, TaskSpec, encode_args
 from nbcluster.runtime.submit.task_table import TaskTable
@@ -53,6 +56,7 @@ class Submitter:
         )
         self.manager = TaskManager(core, self.table, self.leases, self.resolver)
         self.canceller = Canceller(self.table, self.actors)
+        self.streams = StreamReceiver(core, self.table)
         # What the core worker and the API call, bound once here so that a reply or an actor
         # call costs no extra call on its way in. ``submit`` takes a task built elsewhere (an
         # actor call); any thread.
@@ -60,6 +64,7 @@ class Submitter:
         self.on_task_done = self.manager.on_task_done
         self.on_requeue = self.leases.on_requeue
         self.on_output = self.table.on_output
+        self.on_generator_item = self.streams.on_item
         self.on_lease_queued = self.leases.on_lease_queued
         self.on_leases_wanted = self.leases.on_leases_wanted
         self.on_worker_oom = self.leases.on_worker_oom
@@ -111,10 +116,12 @@ class Submitter:
         max_calls: int = 0,
         runtime_env: dict[str, Any] | None = None,
         namespace: str | None = None,
-    ) -> list[ObjectRef]:
+    ) -> list[Any]:
+        """Submit a task: its return refs, or ``[ObjectRefGenerator]`` for a streaming one."""
         core = self.core
         dynamic = num_returns == "dynamic"  # one return: the generator of the values' refs
-        n = 1 if dynamic else int(num_returns)
+        streaming = num_returns == "streaming"  # one return: settles when the task ends
+        n = 1 if dynamic or streaming else int(num_returns)
         blob, deps, held = encode_args(args, kwargs, fn.name, core.put_serialized)
         task_id = new_task_id()
         return_ids = [object_id(task_id, i + 1) for i in range(n)]
@@ -131,7 +138,9 @@ class Submitter:
         spec.parent = parent.task_id if parent is not None else None
         for oid in return_ids:
             core.refs.create_owned(oid, spec)
-        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        refs: list[Any] = [ObjectRef(oid, core.address) for oid in return_ids]
+        if streaming:
+            refs = [open_stream(core, spec, refs[0])]
         self.resolver.submit(spec)
         return refs
 
@@ -160,4 +169,11 @@ class Submitter:
         self.actors.forget()
 
 
-__all__ = ["Submitter"]
+def open_stream(core: CoreWorker, spec: TaskSpec, completion: ObjectRef) -> ObjectRefGenerator:
+    """Make ``spec`` a streaming task whose values go to the generator returned."""
+    gen = ObjectRefGenerator(completion, core)
+    spec.stream = StreamFeed(gen)
+    return gen
+
+
+__all__ = ["Submitter", "open_stream"]

@@ -61,8 +61,11 @@ class TaskManager:
             lease.blocked = False
             lease.last_used = time.monotonic()
             spec.lease = None
-        if status == P.DONE_OK and spec.cancelled and spec.actor is not None:
-            # A running actor call is not interrupted but still reports as cancelled (Ray).
+        if status == P.DONE_OK and spec.cancelled and (
+            spec.actor is not None or spec.stream is not None
+        ):
+            # A running actor call is not interrupted but still reports as cancelled (Ray);
+            # a generator stops at its next value and reports likewise.
             self.table.discard_results(results, conn, task_id, contained)
             self.table.fail(spec, exc.TaskCancelledError(f"call {spec.fn.name} was cancelled"))
         elif status == P.DONE_OK:

@@ -58,6 +58,7 @@ class TaskSpec:
         "runtime_env",
         "sched_key",
         "strategy",
+        "stream",
         "tag",
         "task_id",
     )
@@ -99,6 +100,7 @@ class TaskSpec:
         self.lineage_evicted = False
         self.max_calls = 0  # the worker retires after this many calls of the function
         self.dynamic = False  # num_returns="dynamic": the result is a generator of refs
+        self.stream: Any = None  # num_returns="streaming": its StreamFeed (``generators``)
         self.parent: bytes | None = None  # the task that submitted this one, if any
         self.runtime_env: dict[str, Any] | None = None  # checked by api/runtime_env
         self.namespace: str | None = None  # the job's, for the named actors it looks up

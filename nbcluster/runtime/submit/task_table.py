@@ -46,12 +46,8 @@ class TaskTable:
         """The task succeeded: resolve its results (``[kind, data, size]`` each)."""
         spec.done = True
         self.tasks.pop(spec.task_id, None)
-        held = None
         refs = self.core.refs
-        if contained:  # we borrow them now: the worker holds them until the owners know
-            outer = refs.start_collecting()
-            held = [ObjectRef(oid, owner) for oid, owner in contained]
-            self.core.ownership.result_refs(conn, spec.task_id, refs.stop_collecting(outer))
+        held = self.take_contained(conn, spec.task_id, contained)
         in_store = False
         for oid, result in zip(spec.return_ids, results, strict=True):
             kind, data, size = result[0], result[1], result[2]
@@ -71,6 +67,19 @@ class TaskTable:
         else:
             spec.deps = []
             spec.held = []
+
+    def take_contained(
+        self, conn: Connection, key: bytes, contained: list[Any]
+    ) -> list[ObjectRef] | None:
+        """The refs pickled inside a result, which we borrow now: the worker holds them
+        (under ``key``) until their owners know us."""
+        if not contained:
+            return None
+        refs = self.core.refs
+        outer = refs.start_collecting()
+        held = [ObjectRef(oid, owner) for oid, owner in contained]
+        self.core.ownership.result_refs(conn, key, refs.stop_collecting(outer))
+        return held
 
     def discard_results(
         self, results: list[Any], conn: Connection, task_id: bytes = b"", contained: Any = None

@@ -33,6 +33,7 @@ REMOVE_BORROWER = 9
 HANDOFF_DONE = 10
 OUTPUT = 11
 STEAL_TASKS = 12
+GENERATOR_ITEM = 13
 
 
 class Hello(NamedTuple):
@@ -115,11 +116,25 @@ class StealTasks(NamedTuple):
     """The owner has an idle worker: give back the tasks queued here, not started."""
 
 
+class GeneratorItem(NamedTuple):
+    """A streaming generator task yielded a value: the worker sends it home at once, before
+    the task ends. Its TASK_DONE follows the last item on the same connection, so an owner
+    that sees the task done has seen every item."""
+
+    task_id: bytes
+    item: int  # which value: 0 for the first one yielded
+    #: [kind, data, size] as one entry of TaskDone.results; [kind, node, size, oid] in a store.
+    result: list[Any]
+    #: [[oid, owner], ...] ObjectRefs pickled inside the value (held until HANDOFF_DONE of
+    #: the item's object id).
+    contained: list[Any]
+
+
 #: Message type -> its record.
 RECORDS: dict[int, type[Any]] = {
     HELLO: Hello, PUSH_TASK: PushTask, TASK_DONE: TaskDone, TASK_REQUEUE: TaskRequeue,
     CANCEL_TASK: CancelTask, REMOVE_BORROWER: RemoveBorrower, HANDOFF_DONE: HandoffDone,
-    OUTPUT: Output, STEAL_TASKS: StealTasks,
+    OUTPUT: Output, STEAL_TASKS: StealTasks, GENERATOR_ITEM: GeneratorItem,
 }  # fmt: skip
 TYPES: dict[type[Any], int] = {cls: code for code, cls in RECORDS.items()}
 
