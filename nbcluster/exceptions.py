@@ -127,6 +127,13 @@ class TaskCancelledError(NbclusterError):
     """The task was cancelled with ``cancel`` before it produced a result."""
 
 
+class TaskPlacementGroupRemoved(NbclusterError):
+    """The placement group the task was to run in was removed before it ran."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this task has been removed."
+
+
 class WorkerCrashedError(NbclusterError):
     """The worker process running the task died, and no retries were left."""
 
@@ -227,6 +234,7 @@ __all__ = [
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "TaskPlacementGroupRemoved",
     "UnsafeSessionDirectoryError",
     "WorkerCrashedError",
 ]

@@ -32,6 +32,7 @@ from nbcluster.runtime.ids import new_task_id, object_id, random_id
 from nbcluster.runtime.objects import serialization as ser
 from nbcluster.runtime.ownership.object_ref import ObjectRef, get_core
 from nbcluster.runtime.ownership.reference_table import KIND_INLINE, PENDING, READY
+from nbcluster.runtime.scheduling.bundles import apply_strategy
 from nbcluster.runtime.scheduling.resources import task_resources
 from nbcluster.runtime.submit.submitter import open_stream
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor, TaskSpec, encode_args
@@ -149,6 +150,9 @@ class ActorClass(Exportable):
         hold = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 0.0)
         sched = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"), 1.0)
         desc = self._desc()
+        strategy, what = o.get("scheduling_strategy"), f"actor {desc.name}"
+        hold = apply_strategy(hold, strategy, what)[0]
+        sched = apply_strategy(sched, strategy, what, creation=True)[0]
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
             entries = [core.entry_of(r) for r in deps]

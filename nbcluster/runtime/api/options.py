@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbcluster.runtime.api import runtime_env
+from nbcluster.runtime.scheduling.bundles import PlacementGroupSchedulingStrategy
 from nbcluster.runtime.scheduling.gpus import check_amount
 from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
@@ -154,7 +155,7 @@ def _concurrency_groups(v: Any) -> str | None:
     return None
 
 
-_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy))
+_STRATEGY = Option((_NONE, str, NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy))
 
 COMMON: dict[str, Option] = {
     "memory": _resource("memory"),

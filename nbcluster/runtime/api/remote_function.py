@@ -12,6 +12,7 @@ from nbcluster.runtime.api.options import TASK, check_num_returns, default_num_r
 from nbcluster.runtime.api.signatures import Binder, params_of
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.objects import serialization as ser
+from nbcluster.runtime.scheduling.bundles import apply_strategy
 from nbcluster.runtime.scheduling.placement import encode_strategy
 from nbcluster.runtime.scheduling.resources import task_resources
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor
@@ -64,7 +65,11 @@ class RemoteFunction(Exportable):
         o = self._options
         check_num_returns(o.get("num_returns"), self._function)
         self._num_returns = default_num_returns(o.get("num_returns"), self._function)
-        self._resources = task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources"))
+        self._resources, strategy = apply_strategy(
+            task_resources(o.get("num_cpus"), o.get("num_gpus"), o.get("resources")),
+            o.get("scheduling_strategy"),
+            str(o.get("name") or getattr(self._function, "__qualname__", "function")),
+        )
         self._binder = Binder(
             str(o.get("name") or getattr(self._function, "__qualname__", "function")),
             params_of(self._function),
@@ -74,7 +79,7 @@ class RemoteFunction(Exportable):
         self._max_retries = CONFIG.task_max_retries if mr is None else mr
         self._retry_exceptions = o.get("retry_exceptions", False)
         self._name = str(o.get("name") or getattr(self._function, "__qualname__", "function"))
-        self._strategy = encode_strategy(o.get("scheduling_strategy"))
+        self._strategy = encode_strategy(strategy)
         self._runtime_env = runtime_env.normalize(o.get("runtime_env"))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

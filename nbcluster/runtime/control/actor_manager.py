@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import pickle
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nbcluster import exceptions as exc
@@ -105,6 +106,8 @@ class ActorManager:
         directory.on_node_dead.append(self._on_node_dead)
         directory.listeners.append(self._on_view)
         self._unplaced: list[ActorInfo] = []
+        #: called with the address of a driver or worker that left (its groups go too)
+        self.owner_listeners: list[Callable[[str], None]] = []
 
     def _on_view(self, view: dict[str, Any]) -> None:
         """Nodes changed: actors no node could host may fit now."""
@@ -336,6 +339,16 @@ class ActorManager:
         for info in list(self.actors.values()):
             if info.owner == owner and not info.detached and info.state != DEAD:
                 self.terminate_actor(None, info.actor_id, "its owner is gone")
+        for fn in self.owner_listeners:
+            fn(owner)
+
+    def kill_where(self, placed_by: Callable[[dict[str, float]], bool], err: BaseException) -> None:
+        """Kill for good every live actor whose placement resources ``placed_by`` selects
+        (those of a placement group being removed), alive or still waiting for a node."""
+        for info in list(self.actors.values()):
+            if info.state != DEAD and placed_by(info.sched):
+                self._mark_dead(info, err)
+                self._kill_worker(info)
 
     def terminate_actor(self, conn: Connection | None, actor_id: bytes, why: str) -> None:
         """End an actor gracefully, as Ray does when its handles are gone: the calls already

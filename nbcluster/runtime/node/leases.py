@@ -23,6 +23,7 @@ from typing import Any
 from nbcluster.runtime.control.node_directory import HEARTBEAT_S
 from nbcluster.runtime.node.spillback import Spillback
 from nbcluster.runtime.node.worker_pool import WorkerInfo, WorkerPool
+from nbcluster.runtime.scheduling.bundles import gpu_amount
 from nbcluster.runtime.scheduling.gpus import GpuSlots
 from nbcluster.runtime.scheduling.placement import Unschedulable
 from nbcluster.runtime.scheduling.resources import fits
@@ -81,6 +82,8 @@ class Leases:
         self.fetch_view: Callable[[], Any] = lambda: self.spillback.view
         #: the view changed; called with the addresses of nodes that left it
         self.on_nodes_gone: Callable[[list[str]], None] = lambda gone: None
+        #: whether a demand belongs to a placement group removed meanwhile (``bundle_reservations``)
+        self.group_removed: Callable[[dict[str, float]], bool] = lambda resources: False
         self._report_scheduled = False
         self._asked_at = 0.0
         self.loop.call_later(HEARTBEAT_S, self._heartbeat)
@@ -146,6 +149,8 @@ class Leases:
         view = self.spillback.view
         if target is not None and target in view:
             return ["spill", view[target]["address"]]
+        if not fits(self.total, resources) and self.group_removed(resources):
+            return ["removed"]
         fut: asyncio.Future[Any] = self.loop.create_future()
         req = LeaseRequest(conn, resources, fut, strategy=strategy, token=token)
         req.moved = spilled
@@ -186,7 +191,7 @@ class Leases:
                 self.requests.remove(req)
                 continue
             if not fits(self.available, req.resources) or not self.gpus.fits(
-                req.hold.get("GPU", 0.0)
+                gpu_amount(req.hold)
             ):  # (GPU fractions fit only on one device each)
                 if fits(self.total, req.resources):
                     starved.add(req.conn)
@@ -234,7 +239,7 @@ class Leases:
         res = req.hold
         for k, v in res.items():
             self.available[k] = self.available.get(k, 0.0) - v
-        w.gpu_parts = self.gpus.take(res.get("GPU", 0.0))
+        w.gpu_parts = self.gpus.take(gpu_amount(res))
         gpus = sorted(w.gpu_parts)
         w.lease = (req.conn, res)
         w.lease_time = time.monotonic()

@@ -23,6 +23,7 @@ from typing import Any
 
 from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.node.bundle_reservations import BundleReservations
 from nbcluster.runtime.node.fork_server import ForkServer
 from nbcluster.runtime.node.leases import LeaseRequest, Leases
 from nbcluster.runtime.node.memory_monitor import MemoryMonitor, private_memory
@@ -80,6 +81,9 @@ class NodeAgent:
             cancel_lease_requests=leases.cancel_lease_requests,
             cluster_total=spillback.cluster_total, node_totals=spillback.node_totals,
         )  # fmt: skip
+        #: this node's share of placement groups
+        self.bundles = BundleReservations(self.leases)
+        rpc.update(self.bundles.rpcs())
         endpoint.on(Hello, self._on_hello)
         #: what this user's processes may use here (reported to the head, see ``limits``)
         self.limits = limits.detect()

@@ -29,6 +29,7 @@ from nbcluster.runtime.control.actor_manager import ActorManager
 from nbcluster.runtime.control.dashboard_port import DashboardPort
 from nbcluster.runtime.control.dashboard_port import bind as bind_dashboard
 from nbcluster.runtime.control.node_directory import NodeDirectory
+from nbcluster.runtime.control.placement_groups import PlacementGroupManager
 from nbcluster.runtime.core.exposure import HeadExposure, NodeExposure
 from nbcluster.runtime.execute.proctitle import set_title
 from nbcluster.runtime.ids import random_id
@@ -171,6 +172,7 @@ def main() -> None:
             kind=cfg.get("kind") or "driver", describe=lambda: _describe(directory),
         )  # fmt: skip
         actors = ActorManager(endpoint, agent, directory, address)
+        PlacementGroupManager(endpoint, directory, actors, node_id)
         endpoint.rpc["debug_head_sizes"] = lambda conn: {
             "actors": len(actors.actors), "event_sources": event_log.source_count(),
         }  # how big the head's tables are (a long session must not grow them)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from nbcluster import exceptions as exc
 from nbcluster.runtime.config import CONFIG
 from nbcluster.runtime.core import output
+from nbcluster.runtime.scheduling.bundles import group_of
 from nbcluster.runtime.scheduling.resources import fits
 from nbcluster.runtime.submit.task_spec import TaskSpec
 from nbcluster.runtime.submit.task_table import TaskTable
@@ -134,6 +135,11 @@ class LeaseRequester:
                 reply = await agent.call(
                     "request_lease", cls.resources, cls.strategy, True, cls.token
                 )
+            if reply[0] == "removed":  # its placement group was removed
+                cls.requests -= 1
+                while cls.queue:
+                    self.table.fail(cls.queue.popleft(), exc.TaskPlacementGroupRemoved())
+                return
             if reply[0] == "cancelled":  # withdrawn: the backlog it was for is gone...
                 cls.requests -= 1
                 # ...but a new backlog may have come meanwhile, and found this request still
@@ -174,6 +180,8 @@ class LeaseRequester:
     def _warn_if_infeasible(self, cls: SchedClass, agent: Connection) -> None:
         if cls.key in self._warned or not cls.queue or cls.leases or agent.closed:
             return
+        if group_of(cls.resources) is not None:
+            return  # it waits for its placement group, which warns if it cannot be placed
 
         def check(f: Any) -> None:
             if f.cancelled() or f.exception() is not None:
