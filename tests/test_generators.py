@@ -154,6 +154,11 @@ class AsyncStreamer:
             await asyncio.sleep(0)
             yield i * i
 
+    async def until_cancelled(self):
+        yield 0
+        await asyncio.wait_for(asyncio.Event().wait(), T)  # only a cancel ends this early
+        yield 1
+
 
 def test_actor_generators_sync_and_async(cluster):
     s = Streamer.remote()
@@ -227,6 +232,13 @@ def test_cancel_stops_a_generator(cluster, gate):
     assert len(rest) <= 2, "the actor's generator ran on after the cancel"
     with pytest.raises(TaskCancelledError):
         nc.get(rest[-1], timeout=T)
+    # An async actor's generator is cancelled as its asyncio task.
+    g = AsyncStreamer.remote().until_cancelled.remote()
+    assert nc.get(next(g), timeout=T) == 0
+    nc.cancel(g)
+    with pytest.raises(TaskCancelledError):
+        nc.get(next(g), timeout=T)
+    assert list(g) == []
 
 
 @nc.remote(max_retries=1)
