@@ -16,6 +16,7 @@ from conftest import wait_for_file, wait_until
 import nbcluster as nc
 from nbcluster.exceptions import TaskCancelledError, WorkerCrashedError
 from nbcluster.runtime.ownership.object_ref import get_core
+from nbcluster.util import state
 
 T = 30
 MiB = 1024 * 1024
@@ -110,6 +111,14 @@ def test_large_values_go_through_the_store_and_refs_pass_on(cluster):
     first = nc.get(refs[0], timeout=T)
     assert first.shape == (4 * MiB,) and not first.flags.writeable
     assert nc.get([array_sum.remote(r) for r in refs], timeout=T) == [0, 4 * MiB, 8 * MiB]
+    # The state API lists them, with where the task was submitted.
+    wanted = {r.hex() for r in refs}
+
+    def listed():
+        return {o.object_id: o for o in state.list_objects() if o.object_id in wanted}
+
+    wait_until(lambda: len(listed()) == 3, T, message=lambda: f"listed: {listed()}")
+    assert all("test_generators.py" in o.call_site for o in listed().values())
 
 
 @nc.remote
