@@ -107,6 +107,13 @@ SPECS: tuple[Spec, ...] = (
         target_factor=3,
     ),
     Spec(
+        "generator_stream",
+        "items/s",
+        True,
+        "a generator task yields 10,000 ints; take each ref as it comes, then get them all",
+        None,
+    ),
+    Spec(
         "actor_sync_call",
         "µs/call",
         False,

@@ -20,6 +20,7 @@ from benchmarks.frameworks import Session, Unsupported
 MB = 1_000_000
 NUM_TASKS = 10_000
 NUM_SMALL_OBJECTS = 10_000
+NUM_STREAMED = 10_000
 CHAIN_LENGTH = 200
 
 
@@ -36,6 +37,12 @@ def inc(x: int) -> int:
 
 def array_sum(a: Any) -> float:
     return float(a.sum())
+
+
+def count_up(n: int) -> Any:
+    """A generator task: the caller gets each value's ref as soon as it is yielded."""
+    for i in range(n):  # noqa: UP028 (Ray's generator tasks send() into yield from)
+        yield i
 
 
 class Echo:
@@ -224,6 +231,20 @@ def small_objects(session: Session, plan: Plan) -> Measurement:
     return rate(repeat(lambda: put_then_get(count), plan.reps(2, 5)), count)
 
 
+def generator_stream(session: Session, plan: Plan) -> Measurement:
+    if session.framework == "dask":
+        raise Unsupported("n/a (no generator tasks)")
+    api = session.api
+    gen = api.remote(count_up)
+
+    def stream(n: int) -> None:
+        refs = list(gen.remote(n))  # each ref as its value is yielded
+        assert api.get(refs) == list(range(n))
+
+    count = plan.fit(NUM_STREAMED, stream, 1000, budget_s=8)
+    return rate(repeat(lambda: stream(count), plan.reps(2, 5)), count)
+
+
 def actor_sync_call(session: Session, plan: Plan) -> Measurement:
     api = session.api
     actor = api.remote(Echo).remote()
@@ -305,6 +326,7 @@ WORKLOADS: dict[str, Callable[[Session, Plan], Measurement]] = {
         get_stored_400mb,
         chain_200,
         small_objects,
+        generator_stream,
         actor_sync_call,
         actor_async_calls,
         async_actor_calls,

@@ -52,6 +52,40 @@ def pytest_configure(config: pytest.Config) -> None:
 # --------------------------------------------------------------------------- polling helpers
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test whose ``get`` timed out shows what the cluster was doing then: what waited
+    behind what is the whole story of such a failure, and it is gone once the test ends."""
+    outcome = yield
+    if call.excinfo is None or not call.excinfo.errisinstance(nc.exceptions.GetTimeoutError):
+        return
+    outcome.get_result().sections.append(("cluster when get timed out", cluster_snapshot()))
+
+
+def cluster_snapshot() -> str:
+    """Resources, unfinished tasks, live actors and each node's pending demand, as text."""
+    if not nc.is_initialized():
+        return "(no cluster)"
+    from nbcluster.util import state
+
+    lines = []
+    try:
+        lines.append(f"resources: {nc.available_resources()} free of {nc.cluster_resources()}")
+        for t in state.list_tasks(limit=None):
+            if t.state not in ("FINISHED", "FAILED", "CANCELLED"):
+                lines.append(f"task {t.name} {t.state} attempt {t.attempt_number} worker "
+                             f"{t.worker_pid} owner {t.owner_pid} since {t.creation_time_ms}")
+        for a in state.list_actors(limit=None):
+            if a.state != "DEAD":
+                lines.append(f"actor {a.class_name} {a.state} pid {a.pid} name {a.name!r}")
+        for n in state.list_nodes(limit=None):
+            lines.append(f"node {n.node_id[:12]} {n.state} available {n.resources_available} "
+                         f"demand {n.pending_demand}")
+    except Exception as e:  # (a broken cluster is itself the answer)
+        lines.append(f"could not read the cluster's state: {type(e).__name__}: {e}")
+    return "\n".join(lines)
+
+
 def wait_until(
     predicate: Callable[[], Any],
     timeout: float = 10.0,

@@ -16,6 +16,7 @@ from conftest import wait_for_file, wait_until
 import nbcluster as nc
 from nbcluster.exceptions import TaskCancelledError, WorkerCrashedError
 from nbcluster.runtime.ownership.object_ref import get_core
+from nbcluster.util import state
 
 T = 30
 MiB = 1024 * 1024
@@ -110,6 +111,14 @@ def test_large_values_go_through_the_store_and_refs_pass_on(cluster):
     first = nc.get(refs[0], timeout=T)
     assert first.shape == (4 * MiB,) and not first.flags.writeable
     assert nc.get([array_sum.remote(r) for r in refs], timeout=T) == [0, 4 * MiB, 8 * MiB]
+    # The state API lists them, with where the task was submitted.
+    wanted = {r.hex() for r in refs}
+
+    def listed():
+        return {o.object_id: o for o in state.list_objects() if o.object_id in wanted}
+
+    wait_until(lambda: len(listed()) == 3, T, message=lambda: f"listed: {listed()}")
+    assert all("test_generators.py" in o.call_site for o in listed().values())
 
 
 @nc.remote
@@ -130,9 +139,11 @@ class Streamer:
     def count(self, n):
         yield from range(n)
 
-    def until_cancelled(self, gate):
+    def until_cancelled(self):
+        """Yields 0, waits until the cancel has reached it, then would yield on and on."""
         yield 0
-        wait_for_file(gate, T)
+        ctx = nc.get_runtime_context()
+        wait_until(ctx.is_canceled, T, message="the cancel never arrived")
         yield from range(1, 1000)
 
 
@@ -142,6 +153,11 @@ class AsyncStreamer:
         for i in range(n):
             await asyncio.sleep(0)
             yield i * i
+
+    async def until_cancelled(self):
+        yield 0
+        await asyncio.wait_for(asyncio.Event().wait(), T)  # only a cancel ends this early
+        yield 1
 
 
 def test_actor_generators_sync_and_async(cluster):
@@ -209,14 +225,20 @@ def test_cancel_stops_a_generator(cluster, gate):
         next(g)
     # An actor's generator is not interrupted: it stops at its next value.
     s = Streamer.remote()
-    g = s.until_cancelled.remote(str(gate))
+    g = s.until_cancelled.remote()
     assert nc.get(next(g), timeout=T) == 0
     nc.cancel(g)
-    gate.touch()
     rest = list(g)
     assert len(rest) <= 2, "the actor's generator ran on after the cancel"
     with pytest.raises(TaskCancelledError):
         nc.get(rest[-1], timeout=T)
+    # An async actor's generator is cancelled as its asyncio task.
+    g = AsyncStreamer.remote().until_cancelled.remote()
+    assert nc.get(next(g), timeout=T) == 0
+    nc.cancel(g)
+    with pytest.raises(TaskCancelledError):
+        nc.get(next(g), timeout=T)
+    assert list(g) == []
 
 
 @nc.remote(max_retries=1)

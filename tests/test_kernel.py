@@ -211,8 +211,13 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
     cell = kernel.finish(blocked)
     assert cell.reply["status"] == "error" and cell.reply["ename"] == "KeyboardInterrupt"
     assert "cancelled 1 task" in cell.text("stderr")
+    # Cancelling is asynchronous, as in Ray: the cell asked the worker to stop the task. The
+    # worker's answer (the task interrupted) is what makes get raise; only then may the gate
+    # open, or a busy worker could still see it first and finish the task.
+    cancelled = kernel.run("nc.get(later)")
+    assert "TaskCancelledError" in cancelled.reply["ename"]
 
-    gate.touch()  # the earlier cell's task may finish now; a cancelled one never can
+    gate.touch()  # the earlier cell's task may finish now; the cancelled one no longer can
     assert kernel.ok("nc.get(earlier)").result == repr(paths["a_done"])
     # Both workers meet at a barrier: the worker that ran the cancelled task is free again,
     # so that task is over; its file was never written.
@@ -229,8 +234,6 @@ def test_interrupt_cancels_exactly_the_interrupted_cells_tasks(
         f"assert nc.get([meet.remote({str(tmp_path / 'meet')!r}) for _ in range(2)]) == [2, 2]"
     )
     assert not Path(paths["b_done"]).exists()
-    cancelled = kernel.run("nc.get(later)")
-    assert "TaskCancelledError" in cancelled.reply["ename"]
 
 
 def test_actor_cells_keep_their_state_on_the_remote_side(kernel: KernelSession) -> None:

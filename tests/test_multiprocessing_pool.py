@@ -194,3 +194,15 @@ def test_get_node_ip_address_is_the_nodes(cluster):
     ips = {n["NodeManagerAddress"] for n in nc.nodes() if n["Alive"]}
     assert nc.util.get_node_ip_address() in ips
     assert nc.get(nc.remote(nc.util.get_node_ip_address).remote(), timeout=T) in ips
+
+
+def test_results_still_waiting_at_shutdown_fail_and_leave_no_thread(make_cluster):
+    make_cluster(num_cpus=1)
+    pool = Pool(processes=1)
+    errors = []
+    r = pool.apply_async(time.sleep, (60,), error_callback=errors.append)
+    nc.shutdown()
+    with pytest.raises(exc.ClusterConnectionError, match="shut down before the result"):
+        r.get(T)
+    assert len(errors) == 1
+    wait_until(lambda: "pool-results" not in {t.name for t in threading.enumerate()}, T)

@@ -104,11 +104,15 @@ def test_the_jobs_runtime_env_merges_with_a_tasks_as_ray_merges(make_cluster):
     }
     a = Holder.options(runtime_env=own).remote()
     assert nc.get(a.environ.remote(*names), timeout=T)[0] == merged
-    # init again while connected replaces the job's environment
+    # init again while connected replaces the job's environment, and only what it is given
     nc.init(runtime_env={"env_vars": {"NBC_JOB": "again"}})
+    nc.init(namespace="elsewhere")
     assert nc.get(environ.remote("NBC_JOB", "NBC_BOTH"), timeout=T)[0] == {
         "NBC_JOB": "again", "NBC_BOTH": None,
     }  # fmt: skip
+    assert nc.get_runtime_context().namespace == "elsewhere"
+    nc.init(runtime_env={})
+    assert nc.get(environ.remote("NBC_JOB"), timeout=T)[0] == {"NBC_JOB": None}
 
 
 def test_working_dir_is_the_cwd_and_importable_then_forgotten(one_worker, tmp_path):

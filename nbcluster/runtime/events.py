@@ -262,8 +262,12 @@ def object_freed(oid: bytes, kind: int) -> None:
         BUF.append((OBJECT_FREED, _now(), oid))
 
 
-def object_created(oid: bytes, size: int, location: str | None) -> None:
-    BUF.append((OBJECT_CREATED, _now(), oid, size, location, call_site(3)))
+def object_created(oid: bytes, size: int, location: str | None, site: str | None = None) -> None:
+    """An object its owner made (``put``, or a value a streaming task yielded); ``site``:
+    where, when not the caller's caller."""
+    BUF.append(
+        (OBJECT_CREATED, _now(), oid, size, location, call_site(3) if site is None else site)
+    )
 
 
 def actor_state(info: Any) -> None:

@@ -19,23 +19,30 @@ _env: dict[str, Any] | None = None
 _namespace: str | None = None
 
 
-def check(env: Any, namespace: Any) -> tuple[dict[str, Any] | None, str | None] | None:
-    """``init``'s ``runtime_env`` and ``namespace``, checked (errors say what is wrong);
-    None if neither was given (the job keeps what it has)."""
-    if env is None and namespace is None:
-        return None
+def check(env: Any, namespace: Any) -> dict[str, Any]:
+    """``init``'s ``runtime_env`` and ``namespace``, checked (errors say what is wrong): the
+    ones given, by name."""
+    given: dict[str, Any] = {}
     if namespace is not None:
         if not isinstance(namespace, str):
             raise TypeError("namespace must be None or a string.")
         if namespace == "":
             raise ValueError('"" is not a valid namespace. Pass None to not specify a namespace.')
-    return runtime_env.normalize(env), namespace
+        given["namespace"] = namespace
+    if env is not None:
+        given["env"] = runtime_env.normalize(env)
+    return given
 
 
-def set_job(job: tuple[dict[str, Any] | None, str | None] | None) -> None:
-    """Make ``job`` (from ``check``) the driver's; None forgets it (at ``shutdown``)."""
+def set_job(given: dict[str, Any] | None) -> None:
+    """Make the parts ``given`` (from ``check``) the driver's, keeping the others; None
+    forgets both (at ``shutdown``)."""
     global _env, _namespace
-    _env, _namespace = job or (None, None)
+    if given is None:
+        _env, _namespace = None, None
+        return
+    _env = given.get("env", _env)
+    _namespace = given.get("namespace", _namespace)
 
 
 def _scope(core: Any) -> Any:

@@ -124,8 +124,7 @@ def init(
         job = job_scope.check(runtime_env, namespace)  # before anything starts
         if _driver is not None and not _driver.closed:
             if not asked or asked == _started_with:
-                if job is not None:
-                    job_scope.set_job(job)
+                job_scope.set_job(job)
                 return _info()
             _reinit(asked)  # raises, or stops the implicit cluster so a new one starts
         _started_with = None if implicit else asked

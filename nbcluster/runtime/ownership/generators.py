@@ -185,13 +185,15 @@ def _waker(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> Callabl
 
 class StreamFeed:
     """The owner's record of a streaming task (``TaskSpec.stream``): how many values it has
-    delivered (a retry skips those), and the generator they go to, weakly."""
+    delivered (a retry skips those), the generator they go to (weakly), and where the task
+    was submitted (its values' call site in the state API)."""
 
-    __slots__ = ("consumer", "received")
+    __slots__ = ("consumer", "received", "site")
 
-    def __init__(self, consumer: ObjectRefGenerator) -> None:
+    def __init__(self, consumer: ObjectRefGenerator, site: str) -> None:
         self.received = 0
         self.consumer = weakref.ref(consumer)
+        self.site = site
 
 
 class DynamicObjectRefGenerator:

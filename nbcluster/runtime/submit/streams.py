@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.ownership.generators import item_id
 from nbcluster.runtime.ownership.object_ref import ObjectRef
-from nbcluster.runtime.ownership.reference_table import READY
+from nbcluster.runtime.ownership.reference_table import KIND_STORE, READY
 from nbcluster.runtime.submit.task_table import TaskTable
 from nbcluster.runtime.wire import protocol as P
 from nbcluster.runtime.wire.transport import Connection
@@ -48,6 +49,8 @@ class StreamReceiver:
         e = core.refs.create_owned(oid)
         e.contained = held
         core.refs.resolve(e, READY, result[0], result[1], result[2])
+        if ev.ENABLED and result[0] == KIND_STORE:  # the head tracks stored objects
+            ev.object_created(oid, result[2], result[1], feed.site)
         consumer.deliver(index, ObjectRef(oid, core.address))
 
 

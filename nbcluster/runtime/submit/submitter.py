@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nbcluster.runtime import events as ev
 from nbcluster.runtime.core import output
 from nbcluster.runtime.ids import new_task_id, object_id
 from nbcluster.runtime.ownership.generators import ObjectRefGenerator, StreamFeed
@@ -172,7 +173,7 @@ class Submitter:
 def open_stream(core: CoreWorker, spec: TaskSpec, completion: ObjectRef) -> ObjectRefGenerator:
     """Make ``spec`` a streaming task whose values go to the generator returned."""
     gen = ObjectRefGenerator(completion, core)
-    spec.stream = StreamFeed(gen)
+    spec.stream = StreamFeed(gen, ev.call_site() if ev.ENABLED else "")
     return gen
 
 

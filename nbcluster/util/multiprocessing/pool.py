@@ -27,12 +27,14 @@ from typing import Any
 
 import cloudpickle
 
+from nbcluster.exceptions import ClusterConnectionError
 from nbcluster.runtime.api.actor import ActorHandle, kill
 from nbcluster.runtime.api.session import (
     cluster_resources,
     get,
     init,
     is_initialized,
+    on_shutdown,
     remote,
     wait,
 )  # fmt: skip
@@ -110,33 +112,54 @@ _PoolActor = remote(_PoolProcess)
 
 class _Callbacks:
     """The thread that completes results (and runs their callbacks), shared by every pool of
-    the process: it runs while some result waits for a chunk, and ends when none does."""
+    the process: it runs while some result waits for a chunk, and ends when none does. At
+    ``shutdown`` the results still waiting fail (their chunks will never come)."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._waiting = 0  # chunks of results not complete yet
+        self._waiting: dict[AsyncResult, int] = {}  # result -> its chunks not done yet
+        self._hooked = False
 
     def expect(self, result: AsyncResult, chunks: list[ObjectRef]) -> None:
         """``result`` completes once each of ``chunks`` is done."""
         with self._lock:
-            self._waiting += len(chunks)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pool-results", daemon=True)
+            if not self._hooked:
+                on_shutdown(self._abandon)
+                self._hooked = True
+            self._waiting[result] = len(chunks)
+            if self._thread is None:  # a thread of its own queue: an abandoned one ends
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="pool-results", daemon=True
+                )
                 self._thread.start()
+            q = self._queue
         for i, ref in enumerate(chunks):
-            ref.future().add_done_callback(lambda f, i=i: self._queue.put((result, i, f)))
+            ref.future().add_done_callback(lambda f, i=i: q.put((result, i, f)))
 
-    def _run(self) -> None:
-        while True:
-            result, index, future = self._queue.get()
+    def _run(self, q: queue.SimpleQueue[Any]) -> None:
+        while (item := q.get()) is not None:
+            result, index, future = item
             result._chunk_done(index, future)
             with self._lock:
-                self._waiting -= 1
-                if self._waiting == 0:
+                if result in self._waiting:
+                    self._waiting[result] -= 1
+                    if self._waiting[result] == 0:
+                        del self._waiting[result]
+                if not self._waiting:
                     self._thread = None
                     return
+
+    def _abandon(self) -> None:
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), {}
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread = None
+        for result in waiting:
+            result._fail(ClusterConnectionError("the cluster was shut down before the result"))
 
 
 _CALLBACKS = _Callbacks()
@@ -156,6 +179,7 @@ class AsyncResult:
         self._parts: list[Any] = [None] * len(chunks)
         self._left = len(chunks)
         self._outcome: tuple[bool, Any] = (True, None)
+        self._finished = False
         if chunks:
             _CALLBACKS.expect(self, chunks)
         else:
@@ -170,10 +194,19 @@ class AsyncResult:
         if last:
             self._finish()
 
-    def _finish(self) -> None:
+    def _fail(self, error: BaseException) -> None:
+        self._finish([error])
+
+    def _finish(self, parts: list[Any] | None = None) -> None:
+        """Complete once: with the chunks' parts, or (``parts``) failed at shutdown."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
         values: list[Any] = []
         outcome: tuple[bool, Any] | None = None
-        for part in self._parts:  # the first error in item order, as a sequential map's
+        # the first error in item order, as a sequential map's
+        for part in self._parts if parts is None else parts:
             if isinstance(part, BaseException):
                 outcome = (False, part)
                 break
