@@ -704,3 +704,39 @@ def test_get_gpu_ids_inside_an_actor_method(make_cluster):
     a = Device.options(num_gpus=1).remote()
     assert nc.get(a.visible.remote(), timeout=T) == "0"
     assert nc.get(a.gpu_ids.remote(), timeout=T) == [0]
+
+
+@nc.remote
+def say(word):
+    print(word)
+    return os.getpid()
+
+
+@nc.remote
+class Relay:
+    """Its calls submit tasks that print; each line must go home as its own call's output."""
+
+    def first(self):
+        return nc.get([say.options(scheduling_strategy="SPREAD").remote("from-first")
+                       for _ in range(DEFAULT_CPUS)], timeout=30)  # fmt: skip
+
+    def second(self):
+        return nc.get([say.options(scheduling_strategy="SPREAD").remote("from-second")
+                       for _ in range(DEFAULT_CPUS)], timeout=30)  # fmt: skip
+
+
+def test_nested_output_goes_home_as_the_output_of_the_call_that_submitted_it(cluster, capfd):
+    """The second call's tasks reuse the connections the first call's tasks opened; their
+    output arrives there but belongs to the second call (under its cell, in a notebook)."""
+    relay = Relay.remote()
+    assert len(nc.get(relay.first.remote(), timeout=30)) == DEFAULT_CPUS
+    assert len(nc.get(relay.second.remote(), timeout=30)) == DEFAULT_CPUS
+    seen: list[str] = []
+
+    def second_lines() -> list[str] | None:
+        seen.extend(capfd.readouterr().out.splitlines())
+        lines = [ln for ln in seen if ln.endswith("from-second")]
+        return lines if len(lines) == DEFAULT_CPUS else None
+
+    lines = wait_until(second_lines, 30, message=lambda: "\n".join(seen))
+    assert all(ln.startswith("(Relay.second pid=") for ln in lines), lines

@@ -22,6 +22,8 @@ Sink = Callable[[Any, str, str, str], None]
 
 _tag_provider: Callable[[], Any] | None = None
 _sink: Sink | None = None
+#: This worker's core worker (``capture_worker_output``); None in a driver.
+_worker_core: Any = None
 
 
 def set_tag_provider(fn: Callable[[], Any] | None) -> None:
@@ -40,17 +42,32 @@ def set_sink(fn: Sink | None) -> None:
     _sink = fn
 
 
-def deliver(tag: Any, stream: str, text: str, where: str) -> None:
+def deliver(tag: Any, stream: str, text: str, where: str, parent: bytes | None = None) -> None:
+    """Show what a task printed. ``parent``: the task of this process that submitted it; a
+    worker passes the text on as that task's output, so nested output reaches the driver."""
     if _sink is not None:
         try:
             _sink(tag, stream, text, where)
             return
         except Exception:  # a broken sink must not break the cluster: fall back to the console
             pass
+    lines = "".join(f"{where} {line}" for line in text.splitlines(keepends=True))
+    if parent is not None and _forward(parent, stream, lines):
+        return
     out = sys.stderr if stream == "stderr" else sys.stdout
-    lines = text.splitlines(keepends=True)
-    out.write("".join(f"{where} {line}" for line in lines))
+    out.write(lines)
     out.flush()
+
+
+def _forward(parent: bytes, stream: str, text: str) -> bool:
+    """Send ``text`` home as output of ``parent``, a task this worker still runs. (Not through
+    ``sys.stdout``: output arrives on the loop thread, which runs no task.)"""
+    executor = getattr(_worker_core, "executor", None)
+    ctx = executor.running.get(parent) if executor is not None else None
+    if ctx is None or ctx.conn is None or ctx.conn.closed:
+        return False
+    ctx.conn.post(P.Output(ctx.task_id, stream, text, _where(ctx)))
+    return True
 
 
 def warn_user(core: Any, text: str) -> None:
@@ -139,5 +156,7 @@ def _where(task: Any) -> str:
 
 
 def capture_worker_output(core: Any) -> None:
+    global _worker_core
+    _worker_core = core
     sys.stdout = TaskStream("stdout", sys.__stdout__, core)  # type: ignore[arg-type]
     sys.stderr = TaskStream("stderr", sys.__stderr__, core)  # type: ignore[arg-type]

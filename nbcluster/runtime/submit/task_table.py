@@ -135,7 +135,10 @@ class TaskTable:
     def on_output(self, conn: Connection, msg: P.Output) -> None:
         """A task printed: show it where the cell that submitted it shows its output."""
         spec = self.tasks.get(msg.task_id)
-        output.deliver(spec.tag if spec is not None else None, msg.stream, msg.text, msg.where)
+        if spec is None:
+            output.deliver(None, msg.stream, msg.text, msg.where)
+        else:
+            output.deliver(spec.tag, msg.stream, msg.text, msg.where, spec.parent)
 
     def forget(self) -> None:
         """This process left the cluster: nothing here can finish or be rebuilt any more."""
