@@ -146,6 +146,10 @@ class ActorDiedError(ActorError):
     """The actor's process died or was killed, and it will not (or can no longer) restart."""
 
 
+class ActorUnschedulableError(ActorDiedError):
+    """The actor can never be placed: its hard NodeAffinity names a node that is not alive."""
+
+
 class ActorUnavailableError(ActorError):
     """The actor is restarting; the call may be retried."""
 
@@ -215,6 +219,7 @@ __all__ = [
     "ActorDiedError",
     "ActorError",
     "ActorUnavailableError",
+    "ActorUnschedulableError",
     "AuthenticationError",
     "ClusterConnectionError",
     "ClusterNotFoundError",

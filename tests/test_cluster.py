@@ -43,7 +43,7 @@ from cluster_helpers import (
 from conftest import wait_for_file
 
 import nbcluster as nc
-from nbcluster.exceptions import NbclusterError
+from nbcluster.exceptions import ActorUnschedulableError, NbclusterError
 from nbcluster.runtime.scheduling.placement import NodeAffinitySchedulingStrategy
 
 STORE_BYTES = str(1 << 30)  # per node: room for the 200 MB array and its copy
@@ -188,6 +188,23 @@ def test_actors_are_placed_on_the_node_with_their_resource(two: TwoNodes) -> Non
     nc.kill(on_head)
     poll(lambda: nc.available_resources().get("bigmem") == 1.0, 10, nc.available_resources)
     poll(lambda: nc.available_resources().get("ssd") == 2.0, 10, nc.available_resources)
+
+
+def test_actors_follow_node_affinity_and_spread_as_tasks_do(two: TwoNodes) -> None:
+    for node in (two.head_id, two.b_id):
+        pinned = [Host.options(scheduling_strategy=on(node)).remote() for _ in range(2)]
+        assert nc.get([a.node.remote() for a in pinned], timeout=30) == [node, node]
+    spread = [Host.options(scheduling_strategy="SPREAD").remote() for _ in range(4)]
+    assert set(nc.get([a.node.remote() for a in spread], timeout=30)) == {two.head_id, two.b_id}
+    # A node that is not alive: a hard affinity can never be met, a soft one goes elsewhere.
+    nowhere = "0" * len(two.b_id)
+    lost = Host.options(scheduling_strategy=on(nowhere)).remote()
+    with pytest.raises(ActorUnschedulableError, match=f"node {nowhere} is not alive"):
+        nc.get(lost.node.remote(), timeout=30)
+    soft = NodeAffinitySchedulingStrategy(nowhere, soft=True)
+    assert nc.get(Host.options(scheduling_strategy=soft).remote().node.remote(), timeout=30) in (
+        two.head_id, two.b_id,
+    )  # fmt: skip
 
 
 def test_spread_uses_both_nodes(two: TwoNodes) -> None:

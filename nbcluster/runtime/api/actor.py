@@ -33,6 +33,7 @@ from nbcluster.runtime.objects import serialization as ser
 from nbcluster.runtime.ownership.object_ref import ObjectRef, get_core
 from nbcluster.runtime.ownership.reference_table import KIND_INLINE, PENDING, READY
 from nbcluster.runtime.scheduling.bundles import apply_strategy
+from nbcluster.runtime.scheduling.placement import encode_strategy
 from nbcluster.runtime.scheduling.resources import task_resources
 from nbcluster.runtime.submit.submitter import open_stream
 from nbcluster.runtime.submit.task_spec import FunctionDescriptor, TaskSpec, encode_args
@@ -152,7 +153,7 @@ class ActorClass(Exportable):
         desc = self._desc()
         strategy, what = o.get("scheduling_strategy"), f"actor {desc.name}"
         hold = apply_strategy(hold, strategy, what)[0]
-        sched = apply_strategy(sched, strategy, what, creation=True)[0]
+        sched, placement = apply_strategy(sched, strategy, what, creation=True)
         blob, deps, held = encode_args(args, kwargs, f"{desc.name}.__init__", core.put_serialized)
         if deps:  # creation arguments must be ready: the head replays them on restart
             entries = [core.entry_of(r) for r in deps]
@@ -179,6 +180,7 @@ class ActorClass(Exportable):
             "get_if_exists": bool(o.get("get_if_exists")),
             "detached": lifetime == "detached",
             "sched": sched,
+            "strategy": encode_strategy(placement),
             "hold": hold,
             "max_restarts": o.get("max_restarts", 0),
             "max_task_retries": o.get("max_task_retries", 0),

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from nbcluster import exceptions as exc
 from nbcluster.runtime import events as ev
 from nbcluster.runtime.config import CONFIG
+from nbcluster.runtime.scheduling.placement import Unschedulable, route
+from nbcluster.runtime.scheduling.resources import fits
 from nbcluster.runtime.wire import protocol as P
 from nbcluster.runtime.wire.transport import Connection, Endpoint, parse_address
 
@@ -55,7 +57,7 @@ class ActorInfo:
     __slots__ = (
         "actor_id", "addr", "class_name", "create", "death", "detached", "hold", "max_restarts",
         "max_task_retries", "name", "namespace", "owner", "restarts", "sched", "state",
-        "waiters", "worker",
+        "strategy", "waiters", "worker",
     )  # fmt: skip
 
     def __init__(self, actor_id: bytes, spec: dict[str, Any], owner: str) -> None:
@@ -64,6 +66,10 @@ class ActorInfo:
         self.namespace: str = spec.get("namespace") or "default"
         self.detached = bool(spec.get("detached"))
         self.sched: dict[str, float] = spec["sched"]
+        #: ``placement.encode_strategy`` of its scheduling_strategy (None: the default)
+        self.strategy: Any = spec.get("strategy")
+        if isinstance(self.strategy, list):
+            self.strategy = tuple(self.strategy)
         self.hold: dict[str, float] = spec["hold"]
         self.max_restarts = int(spec.get("max_restarts") or 0)
         self.max_task_retries = int(spec.get("max_task_retries") or 0)
@@ -201,27 +207,28 @@ class ActorManager:
         ]
 
     # -- placement and creation ----------------------------------------------------------------
-    def _pick_node(self, sched: dict[str, float]) -> str | None:
-        """This node when the actor fits now, else the node with the most room that fits,
-        else one where it will fit once resources free up; None if no node ever could."""
-        from nbcluster.runtime.scheduling.resources import fits
-
-        me = self.agent.node_id
-        if fits(self.agent.available, sched):
-            return me
+    def _pick_node(self, info: ActorInfo) -> str | None:
+        """Where the actor goes, as a task of its shape and strategy would (``placement.route``:
+        NodeAffinity, SPREAD, else this node when it fits now, else the node with the most
+        room); None if no node ever could. Raises ``Unschedulable`` for a hard NodeAffinity to
+        a node that is not alive."""
+        me, sched = self.agent.node_id, info.sched
         view = self.directory.view()
-        free = [n for n, v in view.items() if fits(v["available"], sched)]
-        if free:
-            return max(free, key=lambda n: view[n]["available"].get("CPU", 0.0))
-        feasible = [n for n, v in view.items() if fits(v["total"], sched)]
-        if not feasible:
+        if not any(fits(v["total"], sched) for v in view.values()):
             return None
-        return me if me in feasible else feasible[0]
+        agent = self.agent
+        target = route(me, view, agent.total, agent.available, sched, info.strategy, False)
+        return me if target is None else target
 
     def _place(self, info: ActorInfo) -> None:
         if info.state == DEAD:
             return
-        node_id = self._pick_node(info.sched)
+        try:
+            node_id = self._pick_node(info)
+        except Unschedulable as e:
+            self._mark_dead(info, exc.ActorUnschedulableError(
+                f"The actor {info.class_name} cannot be scheduled: {e}"))  # fmt: skip
+            return
         if node_id is None:  # placed when a node that fits joins (see _on_view)
             if info not in self._unplaced:
                 self._unplaced.append(info)
