@@ -4,6 +4,7 @@ The public face. Each name is re-exported from the module that owns it.
 """
 
 from nbcluster import exceptions as exceptions
+from nbcluster import job_config as job_config
 from nbcluster._version import __version__ as __version__
 from nbcluster.kernel.extension import load_ipython_extension as load_ipython_extension
 from nbcluster.runtime.api.actor import ActorClass as ActorClass

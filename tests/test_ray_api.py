@@ -478,3 +478,20 @@ def test_exceptions_that_cannot_travel_are_named_in_a_clear_error(cluster):
     with pytest.raises(exc.TaskError, match="HoldsALock") as info:
         nc.get(raise_holds_a_lock.remote(), timeout=T)
     assert "could not be sent back" in str(info.value.cause)
+
+
+def test_init_takes_rays_keywords_and_refuses_unknown_ones(no_cluster: None) -> None:
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\): no_such_option"):
+        nc.init(num_cpus=1, no_such_option=True)
+    assert not nc.is_initialized()  # refused before anything started
+    job = nc.job_config.JobConfig(runtime_env={"env_vars": {"FROM_JOB": "yes"}},
+                                  ray_namespace="from-job")  # fmt: skip
+    nc.init(num_cpus=1, job_config=job, logging_level=20, log_to_driver=True, local_mode=False)
+    try:
+        seen = nc.remote(lambda: os.environ.get("FROM_JOB")).remote()
+        assert nc.get(seen, timeout=30) == "yes"
+        assert nc.get_runtime_context().namespace == "from-job"
+    finally:
+        nc.shutdown()
+    with pytest.raises(ValueError, match="default_actor_lifetime='detached' is not supported"):
+        nc.job_config.JobConfig(default_actor_lifetime="detached")

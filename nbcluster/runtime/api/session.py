@@ -82,6 +82,19 @@ def core_for_submit() -> CoreWorker:
     return core  # type: ignore[no-any-return]
 
 
+#: Ray's ``init`` keywords that change nothing here (logging, internals, isolation): taken
+#: so that Ray programs run unchanged. Any other unknown keyword is a TypeError.
+RAY_INIT_NOOPS = frozenset((
+    "labels", "local_mode", "dashboard_host", "configure_logging", "logging_level",
+    "logging_format", "logging_config", "log_to_driver", "enable_resource_isolation",
+    "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
+    "allow_multiple", "_enable_object_reconstruction", "_plasma_directory",
+    "_object_spilling_directory", "_driver_object_store_memory", "_memory", "_redis_username",
+    "_redis_password", "_temp_dir", "_metrics_export_port", "_system_config",
+    "_tracing_startup_hook", "_node_name", "_skip_env_hook",
+))  # fmt: skip
+
+
 def init(
     address: str | None = None,
     *,
@@ -96,7 +109,7 @@ def init(
     namespace: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     node_ip: str | None = None,
-    **_ignored: Any,
+    **ray_kwargs: Any,
 ) -> ClusterInfo:
     """Start a local cluster (or attach to ``address``) and connect this process as a driver.
 
@@ -107,15 +120,28 @@ def init(
     ``dashboard=True`` (or a port number; Ray's ``include_dashboard`` too) has a new
     cluster's head serve its dashboard from the start; ``dashboard_url()`` opens it on demand.
     ``runtime_env`` and ``namespace`` are the job's (``job_scope``): given again while
-    connected, they replace the earlier ones.
+    connected, they replace the earlier ones. Ray's other keywords: ``job_config`` gives
+    them too (the explicit ones win), ``dashboard_port`` serves the dashboard there, the
+    rest (``RAY_INIT_NOOPS``: logging, internals) change nothing; an unknown one is a
+    TypeError, not silently dropped.
 
     Asking for other resources while connected: a cluster started with the defaults behind
     the user's back (by the nbcluster kernel, or by a first ``remote()`` call) is restarted
     with them, after saying so; any other cluster stays, and ``init`` raises a ValueError
     that says to call ``shutdown()`` first.
     """
-    node_ip = node_ip or _ignored.get("_node_ip_address")
-    implicit = bool(_ignored.pop("_implicit", False))
+    node_ip = node_ip or ray_kwargs.pop("_node_ip_address", None)
+    implicit = bool(ray_kwargs.pop("_implicit", False))
+    job_config = ray_kwargs.pop("job_config", None)
+    if job_config is not None:  # Ray's JobConfig or ours: the explicit arguments win
+        runtime_env = runtime_env if runtime_env is not None else job_config.runtime_env or None
+        namespace = namespace or job_config.ray_namespace
+    dashboard_port = ray_kwargs.pop("dashboard_port", None)
+    if dashboard is None and dashboard_port is not None:
+        dashboard = int(dashboard_port)
+    unknown = sorted(set(ray_kwargs) - RAY_INIT_NOOPS)
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
     asked = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
              ("resources", resources), ("object_store_memory", object_store_memory))
              if v is not None}  # fmt: skip
