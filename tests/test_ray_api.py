@@ -495,3 +495,33 @@ def test_init_takes_rays_keywords_and_refuses_unknown_ones(no_cluster: None) -> 
         nc.shutdown()
     with pytest.raises(ValueError, match="default_actor_lifetime='detached' is not supported"):
         nc.job_config.JobConfig(default_actor_lifetime="detached")
+
+
+@nc.remote
+def held_until(gate):
+    deadline = time.monotonic() + 60
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_futures_of_unfinished_objects_fail_when_the_cluster_shuts_down(
+    no_cluster: None, gate: Path
+) -> None:
+    """A future (or an await) of an object that can never be computed now must end."""
+    nc.init(num_cpus=1)
+    ref = held_until.remote(str(gate))
+    fut = ref.future()
+    loop = asyncio.new_event_loop()
+    try:
+        awaited = loop.run_until_complete(_future_in(loop, ref))
+        nc.shutdown()
+        with pytest.raises(exc.ClusterConnectionError, match="shut down before the object"):
+            fut.result(timeout=10)
+        with pytest.raises(exc.ClusterConnectionError, match="shut down before the object"):
+            loop.run_until_complete(asyncio.wait_for(awaited, 10))
+    finally:
+        loop.close()
+
+
+async def _future_in(loop: asyncio.AbstractEventLoop, ref: nc.ObjectRef) -> asyncio.Future:
+    return ref.as_future()

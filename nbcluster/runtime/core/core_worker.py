@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from nbcluster import exceptions as exc
 from nbcluster.runtime.core import event_shipping, exposure
 from nbcluster.runtime.core.borrowing import Ownership
 from nbcluster.runtime.core.connections import Connections
@@ -40,6 +41,7 @@ from nbcluster.runtime.core.release_queue import ReleaseQueue
 from nbcluster.runtime.core.store_reader import StoreReader
 from nbcluster.runtime.ids import random_id
 from nbcluster.runtime.objects.remote_store import RemoteStore
+from nbcluster.runtime.objects.serialization import error_bytes
 from nbcluster.runtime.objects.store_client import StoreMapping
 from nbcluster.runtime.ownership import object_ref as object_ref_mod
 from nbcluster.runtime.ownership.reference_table import ReferenceTable
@@ -266,6 +268,8 @@ class CoreWorker:
             self.store.close()  # views a user still holds keep their pages, nothing more
         self.store_reader.forget()
         if self.refs is not None:
+            gone = exc.ClusterConnectionError("nbcluster was shut down before the object was ready")
+            self.refs.fail_pending(error_bytes(gone))
             with self.refs.lock:
                 self.refs.entries.clear()
         self.submitter.forget_everything()

@@ -227,6 +227,15 @@ class ReferenceTable:
             for w in waiters:
                 w(e)
 
+    def fail_pending(self, error: bytes) -> None:
+        """Nothing pending can finish any more (this process left the cluster): settle every
+        pending object with ``error`` (a pickled exception), so whoever waits for one (a
+        future, an ``await``, a ``get`` on another thread) hears it now, not never."""
+        with self.lock:
+            pending = [e for e in self.entries.values() if e.state == PENDING]
+        for e in pending:
+            self.resolve(e, FAILED, KIND_ERROR, error)
+
     def reset_pending(self, e: Entry) -> None:
         with self.lock:
             e.state = PENDING
