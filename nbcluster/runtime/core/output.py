@@ -64,9 +64,15 @@ def _forward(parent: bytes, stream: str, text: str) -> bool:
     ``sys.stdout``: output arrives on the loop thread, which runs no task.)"""
     executor = getattr(_worker_core, "executor", None)
     ctx = executor.running.get(parent) if executor is not None else None
-    if ctx is None or ctx.conn is None or ctx.conn.closed:
+    return ctx is not None and _send_as(ctx, stream, text)
+
+
+def _send_as(task: Any, stream: str, text: str) -> bool:
+    """Send ``text`` to ``task``'s owner as what it printed; False if its connection is gone."""
+    conn = task.conn
+    if conn is None or conn.closed:
         return False
-    ctx.conn.post(P.Output(ctx.task_id, stream, text, _where(ctx)))
+    conn.post(P.Output(task.task_id, stream, text, _where(task)))
     return True
 
 
@@ -75,12 +81,10 @@ def warn_user(core: Any, text: str) -> None:
     worker sends the text home as stderr of each task it runs, up to the driver that waits.
     (Warnings raised on a worker's loop thread would otherwise reach only the node's log.)"""
     executor = getattr(core, "executor", None)
-    running = [c for c in list(executor.running.values()) if c.conn] if executor else []
-    if not running:
+    running = list(executor.running.values()) if executor is not None else []
+    sent = [_send_as(ctx, "stderr", text + "\n") for ctx in running]
+    if not any(sent):
         warnings.warn(text, stacklevel=2)
-    for ctx in running:
-        if not ctx.conn.closed:
-            ctx.conn.post(P.Output(ctx.task_id, "stderr", text + "\n", _where(ctx)))
 
 
 def cancel_tag(tag: Any) -> int:
@@ -121,7 +125,7 @@ class TaskStream(io.TextIOBase):
         text = task.out.pop(self.name, "") + s
         cut = text.rfind("\n") + 1
         if cut:
-            conn.post(P.Output(task.task_id, self.name, text[:cut], _where(task)))
+            _send_as(task, self.name, text[:cut])
             text = text[cut:]
         if text:
             task.out[self.name] = text
@@ -130,12 +134,8 @@ class TaskStream(io.TextIOBase):
     def flush(self) -> None:
         task = self._core.current_task
         text = task.out.pop(self.name, "") if task is not None else ""
-        if text:
-            conn = task.conn
-            if conn is not None and not conn.closed:
-                conn.post(P.Output(task.task_id, self.name, text, _where(task)))
-            else:
-                self._original.write(text)
+        if text and not _send_as(task, self.name, text):
+            self._original.write(text)
         self._original.flush()
 
     def isatty(self) -> bool:
